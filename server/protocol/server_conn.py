@@ -1,0 +1,549 @@
+"""The server side of a connection, sans I/O: client bytes in, typed events out.
+
+Three table-driven state machines: the connection (settings first), each client stream
+(closed, open, rejected) and each request (assembling its map, receiving data, complete,
+or being discarded after a rejection). A (state, input) pair missing from a table is a
+protocol error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+from .errors import ErrorCode, PayloadError, ProtocolError, RemoteError
+from .events import (
+    ConnectionFailed,
+    DataChunk,
+    RequestReady,
+    RequestRejected,
+    ServerEvent,
+    SettingsReceived,
+    StreamEnded,
+    StreamReset,
+    StreamSettingsReceived,
+)
+from .frames import (
+    CommandDataFlags,
+    CommandRequestFlags,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    SettingsFlags,
+    StreamFlags,
+    encode_frame,
+    validate_frame,
+)
+from .limits import MAX_WINDOW_LOG, Limits
+from .payloads import (
+    ClientSettings,
+    CommandRequest,
+    ErrorResponse,
+    ServerSettings,
+    StreamSettings,
+    pack,
+    unpack_map,
+)
+
+CONTROL_STREAM = 0
+
+
+def error_frame(
+    request_id: int,
+    stream_id: int,
+    code: ErrorCode | str,
+    message: str,
+    retryable: bool = False,
+    *,
+    stream_flags: int = 0,
+    details: dict[str, Any] | None = None,
+) -> bytes:
+    """An error-response frame (never encoded)."""
+    payload = pack(ErrorResponse(str(code), message, retryable, details or {}).to_wire())
+    return encode_frame(request_id, stream_id, stream_flags, FrameType.ERROR_RESPONSE, 0, payload)
+
+
+def connection_error_frame(
+    code: ErrorCode, message: str, retryable: bool = False, **details: Any
+) -> bytes:
+    """A connection-level error-response on the control stream (request id 0)."""
+    return error_frame(0, CONTROL_STREAM, code, message, retryable, details=details)
+
+
+# ---- connection state machine -----------------------------------------------------------
+
+
+class ConnState(enum.Enum):
+    AWAIT_SETTINGS = "await-settings"
+    SETTINGS_PARTIAL = "settings-partial"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class ConnInput(enum.Enum):
+    SETTINGS_MORE = "settings-continuation"
+    SETTINGS_EOS = "settings-eos"
+    OTHER = "other-frame"
+
+
+CONN_TABLE: dict[tuple[ConnState, ConnInput], ConnState] = {
+    (ConnState.AWAIT_SETTINGS, ConnInput.SETTINGS_MORE): ConnState.SETTINGS_PARTIAL,
+    (ConnState.AWAIT_SETTINGS, ConnInput.SETTINGS_EOS): ConnState.READY,
+    (ConnState.AWAIT_SETTINGS, ConnInput.OTHER): ConnState.READY,
+    (ConnState.SETTINGS_PARTIAL, ConnInput.SETTINGS_MORE): ConnState.SETTINGS_PARTIAL,
+    (ConnState.SETTINGS_PARTIAL, ConnInput.SETTINGS_EOS): ConnState.READY,
+    (ConnState.READY, ConnInput.OTHER): ConnState.READY,
+}
+
+CONN_ERRORS: dict[tuple[ConnState, ConnInput], str] = {
+    (ConnState.SETTINGS_PARTIAL, ConnInput.OTHER): "settings interrupted by another frame",
+    (ConnState.READY, ConnInput.SETTINGS_MORE): "sender-protocol-settings after other frames",
+    (ConnState.READY, ConnInput.SETTINGS_EOS): "sender-protocol-settings after other frames",
+}
+
+# ---- client stream state machine --------------------------------------------------------
+
+
+class StreamState(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    REJECTED = "rejected"  # opened over max_streams: its requests get too-many-streams
+
+
+class StreamInput(enum.Enum):
+    BEGIN = "begin"
+    BEGIN_OVER_LIMIT = "begin-over-limit"
+    FRAME = "frame"  # no begin
+
+
+STREAM_TABLE: dict[tuple[StreamState, StreamInput], StreamState] = {
+    (StreamState.CLOSED, StreamInput.BEGIN): StreamState.OPEN,
+    (StreamState.CLOSED, StreamInput.BEGIN_OVER_LIMIT): StreamState.REJECTED,
+    (StreamState.OPEN, StreamInput.BEGIN): StreamState.OPEN,  # reset: a new stream, same id
+    (StreamState.OPEN, StreamInput.BEGIN_OVER_LIMIT): StreamState.OPEN,
+    (StreamState.OPEN, StreamInput.FRAME): StreamState.OPEN,
+    (StreamState.REJECTED, StreamInput.BEGIN): StreamState.OPEN,
+    (StreamState.REJECTED, StreamInput.BEGIN_OVER_LIMIT): StreamState.REJECTED,
+    (StreamState.REJECTED, StreamInput.FRAME): StreamState.REJECTED,
+}
+
+STREAM_ERRORS: dict[tuple[StreamState, StreamInput], str] = {
+    (StreamState.CLOSED, StreamInput.FRAME): "frame on a stream that is not open, without begin",
+}
+
+# ---- request state machine --------------------------------------------------------------
+
+
+class ReqState(enum.Enum):
+    MAP = "map"  # receiving command-request frames
+    DATA = "data"  # map complete, receiving command-data
+    DONE = "done"  # every frame received
+    MAP_DISCARD = "map-discard"  # rejected; swallowing the rest of its frames
+    DATA_DISCARD = "data-discard"
+
+
+class ReqInput(enum.Enum):
+    MAP_MORE = "request-continuation-more"
+    MAP_LAST = "request-continuation-last"
+    DATA_MORE = "data-continuation"
+    DATA_EOS = "data-eos"
+
+
+REQUEST_TABLE: dict[tuple[ReqState, ReqInput], ReqState] = {
+    (ReqState.MAP, ReqInput.MAP_MORE): ReqState.MAP,
+    (ReqState.MAP, ReqInput.MAP_LAST): ReqState.DONE,  # DATA when have-data: see _after_map
+    (ReqState.MAP_DISCARD, ReqInput.MAP_MORE): ReqState.MAP_DISCARD,
+    (ReqState.MAP_DISCARD, ReqInput.MAP_LAST): ReqState.DONE,
+    (ReqState.DATA, ReqInput.DATA_MORE): ReqState.DATA,
+    (ReqState.DATA, ReqInput.DATA_EOS): ReqState.DONE,
+    (ReqState.DATA_DISCARD, ReqInput.DATA_MORE): ReqState.DATA_DISCARD,
+    (ReqState.DATA_DISCARD, ReqInput.DATA_EOS): ReqState.DONE,
+}
+
+REQUEST_ERRORS: dict[tuple[ReqState, ReqInput], str] = {
+    (ReqState.MAP, ReqInput.DATA_MORE): "command-data before the command-request is complete",
+    (ReqState.MAP, ReqInput.DATA_EOS): "command-data before the command-request is complete",
+    (ReqState.MAP_DISCARD, ReqInput.DATA_MORE): (
+        "command-data before the command-request is complete"
+    ),
+    (ReqState.MAP_DISCARD, ReqInput.DATA_EOS): (
+        "command-data before the command-request is complete"
+    ),
+    (ReqState.DATA, ReqInput.MAP_MORE): "command-request continuation after its data began",
+    (ReqState.DATA, ReqInput.MAP_LAST): "command-request continuation after its data began",
+    (ReqState.DATA_DISCARD, ReqInput.MAP_MORE): (
+        "command-request continuation after its data began"
+    ),
+    (ReqState.DATA_DISCARD, ReqInput.MAP_LAST): (
+        "command-request continuation after its data began"
+    ),
+    (ReqState.DONE, ReqInput.MAP_MORE): "frame for a request that is already complete",
+    (ReqState.DONE, ReqInput.MAP_LAST): "frame for a request that is already complete",
+    (ReqState.DONE, ReqInput.DATA_MORE): "frame for a request that is already complete",
+    (ReqState.DONE, ReqInput.DATA_EOS): "frame for a request that is already complete",
+}
+
+
+@dataclasses.dataclass(slots=True)
+class _Request:
+    request_id: int
+    stream_id: int
+    have_data: bool
+    state: ReqState = ReqState.MAP
+    map_parts: list[bytes] = dataclasses.field(default_factory=list)
+    map_size: int = 0
+    data: list[DataChunk] = dataclasses.field(default_factory=list)
+    data_size: int = 0
+    rejection: tuple[ErrorCode, str] | None = None
+    counted: bool = True  # counts against the in-flight limits
+    answered: bool = False
+
+
+@dataclasses.dataclass(slots=True)
+class _Stream:
+    state: StreamState = StreamState.CLOSED
+    inflight: int = 0
+    encoded_data: bool = False  # a non-identity stream-settings is in effect
+    settings_parts: list[bytes] = dataclasses.field(default_factory=list)
+
+
+class ServerConnection:
+    """One connection as the server sees it.
+
+    ``receive_data(bytes)`` returns events; ``response_sent(request_id)`` tells it a request's
+    last frame went out (freeing its id and in-flight slot). After a :class:`ConnectionFailed`
+    event the connection accepts nothing more.
+    """
+
+    def __init__(self, limits: Limits, server_settings: ServerSettings) -> None:
+        self.limits = limits
+        self.server_settings = server_settings
+        self.state = ConnState.AWAIT_SETTINGS
+        self.client_settings = ClientSettings()
+        self._decoder = FrameDecoder(limits.max_frame_size)
+        self._settings_parts: list[bytes] = []
+        self._streams: dict[int, _Stream] = {}
+        self._requests: dict[int, _Request] = {}
+        self.inflight = 0
+        self.goaway = False
+
+    # -- helpers for the I/O layer ---------------------------------------------------
+
+    def initial_bytes(self) -> bytes:
+        """The server's settings frame, its first frame on every connection."""
+        return encode_frame(
+            0,
+            CONTROL_STREAM,
+            0,
+            FrameType.SENDER_PROTOCOL_SETTINGS,
+            SettingsFlags.EOS,
+            pack(self.server_settings.to_wire()),
+        )
+
+    @property
+    def partial_frame(self) -> bool:
+        """Whether bytes of an incomplete frame are buffered (for the frame timeout)."""
+        return self._decoder.buffered > 0
+
+    @property
+    def open_streams(self) -> int:
+        return sum(1 for s in self._streams.values() if s.state is StreamState.OPEN)
+
+    def in_flight_ids(self) -> list[int]:
+        """Requests whose first frame arrived and that are not answered yet."""
+        return sorted(rid for rid, r in self._requests.items() if not r.answered)
+
+    def start_goaway(self) -> list[int]:
+        """Refuse new requests from now on (``shutting-down``); returns the ids still to
+        be answered."""
+        self.goaway = True
+        return self.in_flight_ids()
+
+    def response_sent(self, request_id: int) -> None:
+        """The request's last frame (eos or error) was sent."""
+        request = self._requests.get(request_id)
+        if request is None or request.answered:
+            return
+        request.answered = True
+        if request.counted:
+            request.counted = False
+            self.inflight -= 1
+            stream = self._streams.get(request.stream_id)
+            if stream is not None:
+                stream.inflight -= 1
+        if request.state is ReqState.DONE:
+            del self._requests[request_id]
+
+    # -- input -------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[ServerEvent]:
+        if self.state is ConnState.FAILED:
+            return []
+        events: list[ServerEvent] = []
+        frames = self._decoder.feed(data)
+        try:
+            for frame in frames:
+                self._frame(frame, events)
+            if self._decoder.error is not None:
+                raise self._decoder.error
+        except RemoteError as exc:
+            self.state = ConnState.FAILED
+            code = exc.code if exc.code is ErrorCode.TOO_LARGE else ErrorCode.PROTOCOL
+            events.append(
+                ConnectionFailed(code, exc.message, connection_error_frame(code, exc.message))
+            )
+        return events
+
+    def receive_frame(self, frame: Frame) -> list[ServerEvent]:
+        """Process one already-parsed frame (used by tests and the HTTP transport)."""
+        return self.receive_data(frame.encode())
+
+    def _frame(self, frame: Frame, events: list[ServerEvent]) -> None:
+        validate_frame(frame, from_client=True)
+        ftype = FrameType(frame.type)
+        if frame.stream_id == CONTROL_STREAM or frame.stream_id % 2 == 0:
+            raise ProtocolError(f"a client may not send on stream {frame.stream_id}")
+        # Connection level: settings come first.
+        if ftype is FrameType.SENDER_PROTOCOL_SETTINGS:
+            conn_input = (
+                ConnInput.SETTINGS_EOS
+                if frame.flags & SettingsFlags.EOS
+                else ConnInput.SETTINGS_MORE
+            )
+        else:
+            conn_input = ConnInput.OTHER
+        key = (self.state, conn_input)
+        if key not in CONN_TABLE:
+            raise ProtocolError(CONN_ERRORS.get(key, "frame out of place"))
+        previous = self.state
+        self.state = CONN_TABLE[key]
+        if previous is ConnState.AWAIT_SETTINGS and conn_input is ConnInput.OTHER:
+            events.append(SettingsReceived(self.client_settings, explicit=False))
+
+        stream = self._enter_stream(frame, events)
+        before = len(events)
+        if ftype is FrameType.SENDER_PROTOCOL_SETTINGS:
+            self._settings_frame(frame, events)
+        elif ftype is FrameType.STREAM_SETTINGS:
+            self._stream_settings_frame(frame, stream, events)
+        elif ftype is FrameType.COMMAND_REQUEST:
+            self._request_frame(frame, stream, events)
+        else:
+            self._data_frame(frame, stream, events)
+        if frame.has(StreamFlags.END):
+            last = events[-1] if len(events) > before else None
+            if isinstance(last, RequestReady | RequestRejected):
+                # The frame completed a request: its answer carries the end.
+                events[-1] = dataclasses.replace(last, end_stream=True)
+            else:
+                events.append(StreamEnded(frame.stream_id))
+            stream.state = StreamState.CLOSED
+            stream.encoded_data = False
+            stream.settings_parts.clear()
+
+    def _enter_stream(self, frame: Frame, events: list[ServerEvent]) -> _Stream:
+        stream = self._streams.get(frame.stream_id)
+        if stream is None:
+            stream = self._streams[frame.stream_id] = _Stream()
+        if frame.has(StreamFlags.BEGIN):
+            over = (
+                stream.state is not StreamState.OPEN
+                and self.open_streams >= self.limits.max_streams
+            )
+            stream_input = StreamInput.BEGIN_OVER_LIMIT if over else StreamInput.BEGIN
+        else:
+            stream_input = StreamInput.FRAME
+        key = (stream.state, stream_input)
+        if key not in STREAM_TABLE:
+            raise ProtocolError(STREAM_ERRORS.get(key, "stream rule broken"))
+        if stream.state is StreamState.OPEN and stream_input is not StreamInput.FRAME:
+            events.append(StreamReset(frame.stream_id))
+            stream.encoded_data = False
+            stream.settings_parts.clear()
+        stream.state = STREAM_TABLE[key]
+        return stream
+
+    def _settings_frame(self, frame: Frame, events: list[ServerEvent]) -> None:
+        self._settings_parts.append(frame.payload)
+        if sum(map(len, self._settings_parts)) > self.limits.max_request_map_bytes:
+            raise ProtocolError("sender-protocol-settings too large")
+        if not frame.flags & SettingsFlags.EOS:
+            return
+        payload = b"".join(self._settings_parts)
+        self._settings_parts.clear()
+        try:
+            self.client_settings = ClientSettings.from_wire(unpack_map(payload, "settings"))
+        except PayloadError as exc:
+            raise ProtocolError(exc.message) from None
+        events.append(SettingsReceived(self.client_settings))
+
+    def _stream_settings_frame(
+        self, frame: Frame, stream: _Stream, events: list[ServerEvent]
+    ) -> None:
+        stream.settings_parts.append(frame.payload)
+        if sum(map(len, stream.settings_parts)) > self.limits.max_request_map_bytes:
+            raise ProtocolError("stream-settings too large")
+        if not frame.flags & SettingsFlags.EOS:
+            return
+        payload = b"".join(stream.settings_parts)
+        stream.settings_parts.clear()
+        if not payload:
+            settings = StreamSettings()  # the empty stream-settings: identity
+        else:
+            try:
+                settings = StreamSettings.from_wire(unpack_map(payload, "stream-settings"))
+            except PayloadError as exc:
+                raise ProtocolError(exc.message) from None
+            if settings.window_log is not None and settings.window_log > MAX_WINDOW_LOG:
+                raise RemoteError(
+                    "stream-settings ask for a window over 8 MiB", code=ErrorCode.TOO_LARGE
+                )
+        stream.encoded_data = settings.encoding != "identity"
+        events.append(StreamSettingsReceived(frame.stream_id, settings))
+
+    def _request_frame(self, frame: Frame, stream: _Stream, events: list[ServerEvent]) -> None:
+        flags = frame.flags
+        have_data = bool(flags & CommandRequestFlags.HAVE_DATA)
+        more = bool(flags & CommandRequestFlags.MORE)
+        rid = frame.request_id
+        if flags & CommandRequestFlags.NEW:
+            if rid == 0 or rid % 2 == 0:
+                raise ProtocolError(f"request id {rid} is not odd")
+            if rid in self._requests:
+                raise ProtocolError(f"request id {rid} is already in flight")
+            request = self._requests[rid] = _Request(rid, frame.stream_id, have_data)
+            if stream.state is StreamState.REJECTED:
+                request.rejection = (
+                    ErrorCode.TOO_MANY_STREAMS,
+                    f"stream {frame.stream_id} could not be opened: max_streams is "
+                    f"{self.limits.max_streams}",
+                )
+            elif self.goaway:
+                request.rejection = (ErrorCode.SHUTTING_DOWN, "the server is shutting down")
+            elif self.inflight >= self.limits.max_inflight:
+                request.rejection = (
+                    ErrorCode.OVERLOADED,
+                    f"max_inflight ({self.limits.max_inflight}) requests already in flight",
+                )
+            elif stream.inflight >= self.limits.max_inflight_per_stream:
+                request.rejection = (
+                    ErrorCode.OVERLOADED,
+                    f"max_inflight_per_stream ({self.limits.max_inflight_per_stream}) "
+                    "requests already in flight on this stream",
+                )
+            if request.rejection is None:
+                self.inflight += 1
+                stream.inflight += 1
+                request.state = ReqState.MAP
+            else:
+                request.counted = False
+                request.state = ReqState.MAP_DISCARD
+            req_input = ReqInput.MAP_MORE if more else ReqInput.MAP_LAST
+        else:
+            request = self._known_request(rid, frame)
+            if request.have_data != have_data:
+                raise ProtocolError(f"have-data changed between frames of request {rid}")
+            req_input = ReqInput.MAP_MORE if more else ReqInput.MAP_LAST
+        if request.state is ReqState.MAP:
+            request.map_parts.append(frame.payload)
+            request.map_size += len(frame.payload)
+            if request.map_size > self.limits.max_request_map_bytes:
+                self._reject(
+                    request,
+                    ErrorCode.TOO_LARGE,
+                    f"command-request map over max_request_map_bytes "
+                    f"({self.limits.max_request_map_bytes})",
+                )
+        self._advance(request, req_input)
+        if req_input is ReqInput.MAP_LAST and request.have_data:
+            request.state = ReqState.DATA if request.rejection is None else ReqState.DATA_DISCARD
+        if request.state is ReqState.DONE:
+            self._complete(request, events)
+
+    def _data_frame(self, frame: Frame, stream: _Stream, events: list[ServerEvent]) -> None:
+        request = self._known_request(frame.request_id, frame)
+        eos = bool(frame.flags & CommandDataFlags.EOS)
+        req_input = ReqInput.DATA_EOS if eos else ReqInput.DATA_MORE
+        if not request.have_data:
+            raise ProtocolError(f"command-data for request {request.request_id} without have-data")
+        encoded = frame.has(StreamFlags.ENCODED)
+        if encoded and not stream.encoded_data:
+            raise ProtocolError("encoded command-data before an encoding stream-settings")
+        key = (request.state, req_input)
+        if key not in REQUEST_TABLE:
+            raise ProtocolError(REQUEST_ERRORS.get(key, "request rule broken"))
+        if request.state is ReqState.DATA:
+            request.data_size += len(frame.payload)
+            # Unencoded data is capped here; encoded data is capped by its decoded size on
+            # the worker, and its wire size here at twice the limit (no decoded size can
+            # justify more).
+            cap = self.limits.max_request_data_bytes * (2 if encoded else 1)
+            if request.data_size > cap:
+                self._reject(
+                    request,
+                    ErrorCode.TOO_LARGE,
+                    f"command data over max_request_data_bytes "
+                    f"({self.limits.max_request_data_bytes})",
+                )
+            else:
+                request.data.append(DataChunk(encoded, frame.payload))
+        self._advance(request, req_input)
+        if request.state is ReqState.DONE:
+            self._complete(request, events)
+
+    def _known_request(self, rid: int, frame: Frame) -> _Request:
+        request = self._requests.get(rid)
+        if request is None:
+            raise ProtocolError(f"frame for unknown request id {rid}")
+        if request.stream_id != frame.stream_id:
+            raise ProtocolError(f"frames of request {rid} on two streams")
+        return request
+
+    @staticmethod
+    def _advance(request: _Request, req_input: ReqInput) -> None:
+        key = (request.state, req_input)
+        if key not in REQUEST_TABLE:
+            raise ProtocolError(REQUEST_ERRORS.get(key, "request rule broken"))
+        request.state = REQUEST_TABLE[key]
+
+    def _reject(self, request: _Request, code: ErrorCode, message: str) -> None:
+        request.rejection = (code, message)
+        request.map_parts.clear()
+        request.data.clear()
+        if request.state is ReqState.MAP:
+            request.state = ReqState.MAP_DISCARD
+        elif request.state is ReqState.DATA:
+            request.state = ReqState.DATA_DISCARD
+
+    def _complete(self, request: _Request, events: list[ServerEvent]) -> None:
+        if request.rejection is None:
+            payload = b"".join(request.map_parts)
+            request.map_parts.clear()
+            try:
+                command = CommandRequest.from_wire(unpack_map(payload, "command request"))
+            except PayloadError as exc:
+                request.rejection = (ErrorCode.BAD_REQUEST, exc.message)
+            else:
+                data = tuple(request.data)
+                request.data.clear()
+                events.append(
+                    RequestReady(
+                        request.request_id,
+                        request.stream_id,
+                        command.name,
+                        command.args,
+                        data,
+                        request.have_data,
+                        end_stream=False,
+                    )
+                )
+        if request.rejection is not None:
+            code, message = request.rejection
+            events.append(
+                RequestRejected(
+                    request.request_id, request.stream_id, code, message, end_stream=False
+                )
+            )
+        if request.answered:
+            del self._requests[request.request_id]

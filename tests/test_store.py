@@ -1,0 +1,412 @@
+"""Tests for workers.store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from workers.store import (
+    DIGEST_PREFIX,
+    TMP_PREFIX,
+    BadKey,
+    BadRange,
+    NotFound,
+    ObjectStore,
+    StoreError,
+    digest,
+    validate_key,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ObjectStore:
+    return ObjectStore(tmp_path / "objects")
+
+
+def _all_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+
+
+# --- digest ---------------------------------------------------------------------------------
+
+
+def test_digest_format() -> None:
+    d = digest(b"hello")
+    assert DIGEST_PREFIX == "blake2b-256:"
+    assert d == "blake2b-256:" + hashlib.blake2b(b"hello", digest_size=32).hexdigest()
+    hexpart = d[len(DIGEST_PREFIX) :]
+    assert len(hexpart) == 64
+    assert all(c in "0123456789abcdef" for c in hexpart)
+    assert digest(b"") != digest(b"\x00")
+
+
+def test_exception_hierarchy() -> None:
+    assert issubclass(BadKey, StoreError)
+    assert issubclass(BadRange, StoreError)
+    assert issubclass(NotFound, StoreError)
+
+
+# --- key validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a", "a/b/c.txt", "x.y", ".hidden", "a/.b/..c", "...", "dir/ünïcødé.txt", "a b/c", "é" * 127],
+)
+def test_valid_keys(key: str) -> None:
+    assert validate_key(key) == key
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        None,
+        1,
+        b"a/b",
+        ["a"],
+        "",
+        "/",
+        "/x",
+        "/a/b",
+        "..",
+        "../x",
+        "a/../b",
+        "a/..",
+        ".",
+        "./a",
+        "a/./b",
+        "a//b",
+        "a/",
+        "a/b/",
+        "a\x00b",
+        "a\\b",
+        "..\\x",
+        "a\nb",
+        "a\tb",
+        "a\rb",
+        "a\x1bb",
+        "a\x7fb",
+        "a\x85b",
+        "a\ud800b",
+        "\udcff",
+        "x" * 1025,
+        "a/" * 512 + "b",
+        "x" * 256,
+        "é" * 128,
+        f"a/{TMP_PREFIX}x",
+    ],
+)
+def test_rejected_keys(store: ObjectStore, key: object) -> None:
+    with pytest.raises(BadKey):
+        validate_key(key)
+    with pytest.raises(BadKey):
+        store.path_for(key)
+    with pytest.raises(BadKey):
+        store.get(key)
+    with pytest.raises(BadKey):
+        store.put(key, b"data")
+
+
+def test_key_length_limits() -> None:
+    assert validate_key("x" * 255)
+    long_ok = "/".join(["y" * 255] * 3 + ["y" * 254, "z"])  # 1024 bytes exactly
+    assert len(long_ok.encode()) == 1024
+    assert validate_key(long_ok) == long_ok
+    with pytest.raises(BadKey):
+        validate_key(long_ok + "z")
+
+
+def test_bad_key_messages_have_no_paths(store: ObjectStore, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (store.root / "link").symlink_to(outside)
+    keys: list[object] = ["../etc/passwd", "/etc/passwd", "a//b", "a\x00", 5, "link/x"]
+    for key in keys:
+        with pytest.raises(BadKey) as info:
+            store.put(key, b"x")
+        message = str(info.value)
+        assert str(tmp_path) not in message
+        assert "/etc" not in message
+
+
+# --- round trips ----------------------------------------------------------------------------
+
+
+def test_creates_root(tmp_path: Path) -> None:
+    root = tmp_path / "a" / "b"
+    s = ObjectStore(root)
+    assert root.is_dir()
+    assert s.root == root.resolve()
+
+
+def test_put_get_round_trip(store: ObjectStore) -> None:
+    data = bytes(range(256)) * 100
+    size, d = store.put("a/b/c.bin", data)
+    assert size == len(data)
+    assert d == digest(data)
+    assert store.get("a/b/c.bin") == (data, len(data))
+    assert store.size("a/b/c.bin") == len(data)
+    assert (store.root / "a" / "b" / "c.bin").read_bytes() == data
+
+
+def test_put_empty_and_overwrite(store: ObjectStore) -> None:
+    assert store.put("e", b"") == (0, digest(b""))
+    assert store.get("e") == (b"", 0)
+    store.put("e", b"first version")
+    store.put("e", b"2nd")
+    assert store.get("e") == (b"2nd", 3)
+
+
+def test_put_accepts_bytes_like(store: ObjectStore) -> None:
+    assert store.put("ba", bytearray(b"abc")) == (3, digest(b"abc"))  # type: ignore[arg-type]
+    assert store.put("mv", memoryview(b"abcd")) == (4, digest(b"abcd"))  # type: ignore[arg-type]
+    assert store.get("mv") == (b"abcd", 4)
+
+
+def test_unicode_key(store: ObjectStore) -> None:
+    store.put("dir/ünï cødé.txt", b"u")
+    assert store.get("dir/ünï cødé.txt") == (b"u", 1)
+    assert store.list() == [("dir/ünï cødé.txt", 1)]
+
+
+def test_missing_object(store: ObjectStore) -> None:
+    with pytest.raises(NotFound):
+        store.get("nope")
+    with pytest.raises(NotFound):
+        store.get("no/such/dir/file")
+    with pytest.raises(NotFound):
+        store.size("nope")
+
+
+def test_directory_is_not_found(store: ObjectStore) -> None:
+    store.put("d/x", b"1")
+    with pytest.raises(NotFound):
+        store.get("d")
+    with pytest.raises(NotFound):
+        store.size("d")
+
+
+def test_file_as_parent_is_not_found_on_get(store: ObjectStore) -> None:
+    store.put("f", b"1")
+    with pytest.raises(NotFound):
+        store.get("f/x")
+
+
+def test_put_onto_directory_is_bad_key(store: ObjectStore) -> None:
+    store.put("d/x", b"1")
+    with pytest.raises(BadKey):
+        store.put("d", b"2")
+    assert store.get("d/x") == (b"1", 1)
+
+
+def test_put_under_file_is_bad_key(store: ObjectStore) -> None:
+    store.put("f", b"1")
+    with pytest.raises(BadKey):
+        store.put("f/x", b"2")
+    with pytest.raises(BadKey):
+        store.put("f/x/y", b"2")
+    assert store.get("f") == (b"1", 1)
+    assert _all_files(store.root) == ["f"]
+
+
+def test_fifo_is_not_found(store: ObjectStore) -> None:
+    os.mkfifo(store.root / "fifo")
+    with pytest.raises(NotFound):
+        store.get("fifo")
+
+
+# --- ranges ---------------------------------------------------------------------------------
+
+
+def test_ranges(store: ObjectStore) -> None:
+    data = b"0123456789"
+    store.put("r", data)
+    assert store.get("r", 0) == (data, 10)
+    assert store.get("r", 3) == (b"3456789", 10)
+    assert store.get("r", 3, 4) == (b"3456", 10)
+    assert store.get("r", 0, 0) == (b"", 10)
+    assert store.get("r", 8, 100) == (b"89", 10)
+    assert store.get("r", 9, 1) == (b"9", 10)
+    assert store.get("r", 10) == (b"", 10)
+    assert store.get("r", 11, 5) == (b"", 10)
+    assert store.get("r", 10**12) == (b"", 10)
+    assert store.get("r", length=2) == (b"01", 10)
+
+
+def test_large_range(store: ObjectStore) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    store.put("big", data)
+    assert store.get("big") == (data, len(data))
+    assert store.get("big", 1_000_001, 2_000_003) == (data[1_000_001:3_000_004], len(data))
+
+
+@pytest.mark.parametrize(
+    ("offset", "length"),
+    [(-1, None), (0, -1), (True, None), (0, False), (1.0, None), (0, 2.5), ("1", None), (None, 1)],
+)
+def test_bad_ranges(store: ObjectStore, offset: object, length: object) -> None:
+    store.put("r", b"abc")
+    with pytest.raises(BadRange):
+        store.get("r", offset, length)  # type: ignore[arg-type]
+
+
+# --- traversal ------------------------------------------------------------------------------
+
+
+def test_dotdot_traversal_rejected(store: ObjectStore, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"secret")
+    for key in ["../secret.txt", "a/../../secret.txt", "../objects/../secret.txt"]:
+        with pytest.raises(BadKey):
+            store.get(key)
+        with pytest.raises(BadKey):
+            store.put(key, b"overwrite")
+    assert secret.read_bytes() == b"secret"
+
+
+def test_symlink_escape_rejected(store: ObjectStore, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"secret")
+    (store.root / "link").symlink_to(outside)
+    (store.root / "filelink").symlink_to(outside / "secret.txt")
+    for key in ["link/secret.txt", "link/new.txt", "filelink", "link"]:
+        with pytest.raises(BadKey):
+            store.path_for(key)
+        with pytest.raises(BadKey):
+            store.get(key)
+        with pytest.raises(BadKey):
+            store.put(key, b"x")
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    assert (outside / "secret.txt").read_bytes() == b"secret"
+
+
+def test_symlink_to_root_rejected(store: ObjectStore) -> None:
+    (store.root / "self").symlink_to(store.root)
+    with pytest.raises(BadKey):
+        store.put("self", b"x")
+
+
+def test_symlink_inside_root_allowed(store: ObjectStore) -> None:
+    store.put("real/obj", b"inside")
+    (store.root / "alias").symlink_to(store.root / "real")
+    assert store.get("alias/obj") == (b"inside", 6)
+
+
+def test_symlink_loop(store: ObjectStore) -> None:
+    (store.root / "loop").symlink_to(store.root / "loop")
+    with pytest.raises(StoreError):
+        store.get("loop")
+
+
+# --- durability shape -----------------------------------------------------------------------
+
+
+def test_put_uses_temp_file_fsync_and_replace(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    replaced: list[tuple[Path, Path]] = []
+    real_replace = os.replace
+    real_fsync = os.fsync
+
+    def spy_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        events.append("replace")
+        replaced.append((Path(src), Path(dst)))
+        assert Path(src).read_bytes() == b"payload"
+        real_replace(src, dst)
+
+    def spy_fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "replace", spy_replace)
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    store.put("a/b", b"payload")
+    assert events.count("replace") == 1
+    i = events.index("replace")
+    assert "fsync" in events[:i]  # the temp file
+    assert "fsync" in events[i + 1 :]  # the directory
+    src, dst = replaced[0]
+    assert src.parent == dst.parent == store.root / "a"
+    assert src.name.startswith(TMP_PREFIX)
+    assert dst == store.root / "a" / "b"
+    assert _all_files(store.root) == ["a/b"]
+
+
+def test_no_temp_files_left(store: ObjectStore) -> None:
+    for i in range(20):
+        store.put(f"d{i % 3}/obj{i}", b"x" * i)
+    store.put("d0/obj0", b"again")
+    assert not [p for p in store.root.rglob("*") if p.name.startswith(TMP_PREFIX)]
+
+
+def test_temp_file_removed_on_failure(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_replace(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        store.put("a/b", b"x")
+    assert _all_files(store.root) == []
+
+
+# --- list -----------------------------------------------------------------------------------
+
+
+def test_list_sorted_recursive(store: ObjectStore) -> None:
+    objs = {"b": b"22", "a/z": b"1", "a/b/c": b"333", "a.txt": b"", "aa": b"4444", "c/d/e/f": b"5"}
+    for key, data in objs.items():
+        store.put(key, data)
+    expected = sorted((k, len(v)) for k, v in objs.items())
+    assert store.list() == expected
+    assert [k for k, _ in store.list()] == ["a.txt", "a/b/c", "a/z", "aa", "b", "c/d/e/f"]
+
+
+def test_list_prefix(store: ObjectStore) -> None:
+    for key in ["a/b/c", "a/bc", "a/z", "ab", "b/a"]:
+        store.put(key, b"x")
+    assert [k for k, _ in store.list("a")] == ["a/b/c", "a/bc", "a/z", "ab"]
+    assert [k for k, _ in store.list("a/")] == ["a/b/c", "a/bc", "a/z"]
+    assert [k for k, _ in store.list("a/b")] == ["a/b/c", "a/bc"]
+    assert [k for k, _ in store.list("a/b/")] == ["a/b/c"]
+    assert [k for k, _ in store.list("a/b/c")] == ["a/b/c"]
+    assert store.list("zzz") == []
+    assert store.list("/a") == []
+
+
+def test_list_limit(store: ObjectStore) -> None:
+    for i in range(10):
+        store.put(f"k/{i:02d}", b"x")
+    assert [k for k, _ in store.list(limit=3)] == ["k/00", "k/01", "k/02"]
+    assert store.list(limit=0) == []
+    assert len(store.list(limit=100)) == 10
+    assert [k for k, _ in store.list("k/0", limit=2)] == ["k/00", "k/01"]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "limit"), [(None, None), (b"a", None), (1, None), ("", -1), ("", True), ("", 1.5)]
+)
+def test_list_bad_args(store: ObjectStore, prefix: object, limit: object) -> None:
+    with pytest.raises(BadRange):
+        store.list(prefix, limit)  # type: ignore[arg-type]
+
+
+def test_list_excludes_temp_symlinks_and_invalid_names(store: ObjectStore, tmp_path: Path) -> None:
+    store.put("a/real", b"x")
+    (store.root / "a" / f"{TMP_PREFIX}abc").write_bytes(b"partial")
+    (store.root / f"{TMP_PREFIX}dir").mkdir()
+    (store.root / f"{TMP_PREFIX}dir" / "inner").write_bytes(b"y")
+    (store.root / "a" / "bad\nname").write_bytes(b"z")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret").write_bytes(b"s")
+    (store.root / "escape").symlink_to(tmp_path / "outside")
+    (store.root / "empty_dir").mkdir()
+    assert store.list() == [("a/real", 1)]
+
+
+def test_list_empty_store(store: ObjectStore) -> None:
+    assert store.list() == []

@@ -1,0 +1,272 @@
+"""Object store: a directory of files addressed by relative POSIX keys.
+
+Error messages never contain filesystem paths, so they may be sent to a peer as they are.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import stat
+import unicodedata
+from pathlib import Path
+
+__all__ = [
+    "DIGEST_PREFIX",
+    "MAX_KEY_BYTES",
+    "MAX_SEGMENT_BYTES",
+    "TMP_PREFIX",
+    "BadKey",
+    "BadRange",
+    "NotFound",
+    "ObjectStore",
+    "StoreError",
+    "digest",
+    "validate_key",
+]
+
+DIGEST_PREFIX = "blake2b-256:"
+MAX_KEY_BYTES = 1024
+MAX_SEGMENT_BYTES = 255
+TMP_PREFIX = ".zplex-tmp-"
+
+_READ_CHUNK = 1 << 20
+
+
+class StoreError(Exception):
+    """Base class of the store's errors."""
+
+
+class BadKey(StoreError):
+    """The key is malformed or names something that cannot be an object."""
+
+
+class BadRange(StoreError):
+    """An offset, length, prefix or limit argument is invalid."""
+
+
+class NotFound(StoreError):
+    """No object exists under the key."""
+
+
+def digest(data: bytes) -> str:
+    """Return ``"blake2b-256:<hex>"`` of ``data``."""
+    return DIGEST_PREFIX + hashlib.blake2b(data, digest_size=32).hexdigest()
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if it is a valid object key, else raise BadKey."""
+    if not isinstance(key, str):
+        raise BadKey("key must be a string")
+    if not key:
+        raise BadKey("key is empty")
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadKey("key is not valid UTF-8 text") from None
+    if len(encoded) > MAX_KEY_BYTES:
+        raise BadKey(f"key is longer than {MAX_KEY_BYTES} bytes")
+    if "\x00" in key:
+        raise BadKey("key contains a NUL byte")
+    if "\\" in key:
+        raise BadKey("key contains a backslash")
+    if any(unicodedata.category(ch) == "Cc" for ch in key):
+        raise BadKey("key contains a control character")
+    if key.startswith("/"):
+        raise BadKey("key is an absolute path")
+    for segment in key.split("/"):
+        if not segment:
+            raise BadKey("key has an empty path segment")
+        if segment in (".", ".."):
+            raise BadKey(f"key has a {segment!r} path segment")
+        if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
+            raise BadKey(f"key has a path segment longer than {MAX_SEGMENT_BYTES} bytes")
+        if segment.startswith(TMP_PREFIX):
+            raise BadKey(f"key has a path segment starting with {TMP_PREFIX!r}")
+    return key
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ObjectStore:
+    """Objects stored as files under a root directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        path = Path(root)
+        path.mkdir(parents=True, exist_ok=True)
+        self.root: Path = path.resolve(strict=True)
+
+    def path_for(self, key: object) -> Path:
+        """Return the file path of ``key``; BadKey if invalid or it resolves outside the root."""
+        valid = validate_key(key)
+        path = self.root.joinpath(*valid.split("/"))
+        try:
+            resolved = path.resolve(strict=False)
+        except (OSError, RuntimeError):  # symlink loop
+            raise BadKey("key cannot be resolved") from None
+        if resolved == self.root or not resolved.is_relative_to(self.root):
+            raise BadKey("key resolves outside the store")
+        return path
+
+    def _open_regular(self, key: object) -> tuple[int, int]:
+        """Open the object for reading; return (fd, size)."""
+        path = self.path_for(key)
+        try:
+            # O_NONBLOCK so that a FIFO does not block the open; no effect on regular files.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFound("no such object") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise BadKey("key cannot be resolved") from None
+            raise
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise NotFound("no such object")
+        return fd, st.st_size
+
+    def get(self, key: object, offset: int = 0, length: int | None = None) -> tuple[bytes, int]:
+        """Return (bytes of the range, object size); the range is clipped to the object."""
+        if not _is_int(offset) or offset < 0:
+            raise BadRange("offset must be an integer >= 0")
+        if length is not None and (not _is_int(length) or length < 0):
+            raise BadRange("length must be an integer >= 0")
+        fd, size = self._open_regular(key)
+        try:
+            if offset >= size:
+                return b"", size
+            want = size - offset if length is None else min(length, size - offset)
+            parts: list[bytes] = []
+            pos = offset
+            end = offset + want
+            while pos < end:
+                chunk = os.pread(fd, min(_READ_CHUNK, end - pos), pos)
+                if not chunk:  # truncated while reading
+                    break
+                parts.append(chunk)
+                pos += len(chunk)
+            return b"".join(parts), size
+        finally:
+            os.close(fd)
+
+    def size(self, key: object) -> int:
+        """Return the size of the object in bytes."""
+        fd, size = self._open_regular(key)
+        os.close(fd)
+        return size
+
+    def _make_parents(self, parent: Path) -> None:
+        """Create the missing directories between the root and ``parent``, durably."""
+        rel = parent.relative_to(self.root)
+        current = self.root
+        for part in rel.parts:
+            current = current / part
+            try:
+                current.mkdir()
+            except FileExistsError:
+                if not current.is_dir():
+                    raise BadKey("a parent of the key is an object") from None
+                continue
+            except NotADirectoryError:
+                raise BadKey("a parent of the key is an object") from None
+            _fsync_dir(current.parent)
+
+    def put(self, key: object, data: bytes) -> tuple[int, str]:
+        """Store ``data`` atomically and durably under ``key``; return (size, digest)."""
+        path = self.path_for(key)
+        if path.is_dir():
+            raise BadKey("key names a directory")
+        parent = path.parent
+        self._make_parents(parent)
+        # Re-check: a directory created concurrently could have changed where the path resolves.
+        path = self.path_for(key)
+        view = memoryview(data).cast("B")
+        tmp = parent / f"{TMP_PREFIX}{secrets.token_hex(8)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except NotADirectoryError:
+            raise BadKey("a parent of the key is an object") from None
+        try:
+            try:
+                written = 0
+                while written < len(view):
+                    written += os.write(fd, view[written:])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.replace(tmp, path)
+            except IsADirectoryError:
+                raise BadKey("key names a directory") from None
+            except OSError as exc:
+                if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                    raise BadKey("key names a directory") from None
+                raise
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(parent)
+        return len(view), digest(data)
+
+    def list(self, prefix: str = "", limit: int | None = None) -> list[tuple[str, int]]:
+        """Return (key, size) of the objects whose key starts with ``prefix``, sorted by key.
+
+        Only regular files with valid keys are listed; symlinks and temporary files are not.
+        """
+        if not isinstance(prefix, str):
+            raise BadRange("prefix must be a string")
+        if limit is not None and (not _is_int(limit) or limit < 0):
+            raise BadRange("limit must be an integer >= 0")
+        found: list[tuple[str, int]] = []
+        if limit == 0:
+            return found
+        self._walk(self.root, "", prefix, found)
+        found.sort()
+        return found if limit is None else found[:limit]
+
+    def _walk(
+        self, directory: Path, rel: str, prefix: str, found: builtins.list[tuple[str, int]]
+    ) -> None:
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            return
+        for entry in entries:
+            name = entry.name
+            if name.startswith(TMP_PREFIX):
+                continue
+            key = rel + name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    sub = key + "/"
+                    if sub.startswith(prefix) or prefix.startswith(sub):
+                        self._walk(Path(entry.path), sub, prefix, found)
+                elif entry.is_file(follow_symlinks=False) and key.startswith(prefix):
+                    try:
+                        validate_key(key)
+                    except BadKey:
+                        continue
+                    found.append((key, entry.stat(follow_symlinks=False).st_size))
+            except FileNotFoundError:
+                continue
