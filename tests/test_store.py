@@ -349,9 +349,23 @@ def test_temp_file_removed_on_failure(store: ObjectStore, monkeypatch: pytest.Mo
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError) as info:
         store.put("a/b", b"x")
+    assert type(info.value) is StoreError
+    assert str(info.value) == "store I/O error: No space left on device"
     assert _all_files(store.root) == []
+
+
+def test_io_error_is_store_error(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.put("obj", b"x")
+
+    def failing_pread(fd: int, n: int, offset: int) -> bytes:
+        raise OSError(5, "Input/output error", str(store.root / "obj"))
+
+    monkeypatch.setattr(os, "pread", failing_pread)
+    with pytest.raises(StoreError) as info:
+        store.get("obj")
+    assert str(info.value) == "store I/O error: Input/output error"
 
 
 # --- list -----------------------------------------------------------------------------------

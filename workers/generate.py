@@ -8,6 +8,7 @@ explicitly. A longer output need not start with a shorter one.
 
 from __future__ import annotations
 
+import functools
 import random
 import sys
 import time
@@ -38,11 +39,22 @@ def _u16(rng: random.Random, n: int) -> array[int]:
     return values
 
 
-def _table(items: Sequence[bytes], weights: Sequence[float], slots: int = 1 << 16) -> list[bytes]:
-    """Expand weighted items into a lookup table of ``slots`` entries (each item at least once)."""
-    total = float(sum(weights))
-    counts = [max(1, round(w / total * slots)) for w in weights]
-    # Trim or pad the most frequent item so that the table has exactly ``slots`` entries.
+def _join(parts: list[bytes], total: int, size: int) -> bytes:
+    """Join ``parts`` (``total`` bytes long) cut to ``size`` bytes, copying the data once."""
+    excess = total - size
+    if excess > 0:
+        parts[-1] = parts[-1][: len(parts[-1]) - excess]
+    return b"".join(parts)
+
+
+def _table(items: Sequence[bytes], weights: Sequence[int], slots: int = 1 << 16) -> list[bytes]:
+    """Expand weighted items into a lookup table of ``slots`` entries (each item at least once).
+
+    Integer arithmetic only, so that the table is the same on every platform.
+    """
+    total = sum(weights)
+    counts = [max(1, (2 * w * slots + total) // (2 * total)) for w in weights]
+    # Adjust the most frequent item so that the table has exactly ``slots`` entries.
     top = max(range(len(counts)), key=counts.__getitem__)
     counts[top] += slots - sum(counts)
     if counts[top] < 1:
@@ -53,14 +65,15 @@ def _table(items: Sequence[bytes], weights: Sequence[float], slots: int = 1 << 1
     return table
 
 
-def _zipf(n: int, s: float = 1.0) -> list[float]:
-    return [1.0 / (rank**s) for rank in range(1, n + 1)]
+def _zipf(n: int) -> list[int]:
+    """Integer weights proportional to 1/rank."""
+    return [10**12 // rank for rank in range(1, n + 1)]
 
 
 # --- text -------------------------------------------------------------------------------------
 
 # Roughly in order of frequency in English; used with a Zipf-like distribution over rank.
-_WORDS = """
+_WORD_TEXT = """
 the of and to a in is it you that he was for on are with as his they be at one have this from or
 had by not word but what some we can out other were all there when up use your how said an each
 she which do their time if will way about many then them write would like so these her long make
@@ -122,7 +135,8 @@ arrive master track parent shore division sheet substance favor connect post spe
 original share station dad bread charge proper bar offer segment slave duck instant market degree
 populate chick dear enemy reply drink occur support speech nature range steam motion path liquid
 log meant quotient teeth shell neck
-""".split()
+"""
+_WORDS = tuple(_WORD_TEXT.split())
 
 _STARTERS = (
     "The",
@@ -165,6 +179,7 @@ _SEPARATORS: tuple[tuple[str, int], ...] = (
 _TOKENS_PER_ENTRY = 4
 
 
+@functools.cache
 def _text_table() -> list[bytes]:
     """The lookup table for ``text``: 65536 runs of Zipf-weighted words with separators.
 
@@ -172,30 +187,26 @@ def _text_table() -> list[bytes]:
     compression ratio is nearly the same as one word per lookup.
     """
     fixed = random.Random(0x7E47)  # fixed: the table is the same for every seed
-    word_table = _table([w.encode() for w in _WORDS], _zipf(len(_WORDS), 1.05))
+    word_table = _table([w.encode() for w in _WORDS], _zipf(len(_WORDS)))
     sep_items: list[bytes] = []
-    sep_weights: list[float] = []
+    sep_weights: list[int] = []
     for sep, weight in _SEPARATORS:
         if "{}" in sep:
             for starter in _STARTERS:
                 sep_items.append(sep.format(starter).encode())
-                sep_weights.append(weight / len(_STARTERS))
+                sep_weights.append(weight)
         else:
             sep_items.append(sep.encode())
-            sep_weights.append(weight)
+            sep_weights.append(weight * len(_STARTERS))
     sep_table = _table(sep_items, sep_weights)
-    fixed.shuffle(sep_table)
-    tokens = [word + sep for word, sep in zip(word_table, sep_table, strict=True)]
-    return [b"".join(fixed.choices(tokens, k=_TOKENS_PER_ENTRY)) for _ in range(1 << 16)]
-
-
-_TEXT_TABLE: list[bytes] = []
+    seps = map(sep_table.__getitem__, _u16(fixed, 1 << 16))
+    tokens = list(map(bytes.__add__, word_table, seps))
+    picks = map(tokens.__getitem__, _u16(fixed, _TOKENS_PER_ENTRY << 16))
+    return list(map(b"".join, zip(*[picks] * _TOKENS_PER_ENTRY, strict=True)))
 
 
 def _gen_text(rng: random.Random, size: int) -> bytes:
-    if not _TEXT_TABLE:
-        _TEXT_TABLE.extend(_text_table())
-    lookup = _TEXT_TABLE.__getitem__
+    lookup = _text_table().__getitem__
     parts: list[bytes] = []
     total = 0
     while total < size:
@@ -206,7 +217,7 @@ def _gen_text(rng: random.Random, size: int) -> bytes:
             block = block[:1].upper() + block[1:]
         parts.append(block)
         total += len(block)
-    return b"".join(parts)[:size]
+    return _join(parts, total, size)
 
 
 # --- json -------------------------------------------------------------------------------------
@@ -216,10 +227,10 @@ _COUNTRIES = ("US", "DE", "FR", "GB", "JP", "BR", "IN", "CA", "NL", "SE", "ES", 
 _DEVICES = ("desktop", "mobile", "tablet")
 _BROWSERS = ("chrome", "firefox", "safari", "edge")
 _TAGS = ("new", "returning", "promo", "beta", "vip", "trial", "eu", "us", "apac", "internal")
-_NAME_PARTS = (
-    "alice bob carol dave erin frank grace heidi ivan judy mallory niaj olivia peggy rupert sybil "
-    "trent victor walter xavier yolanda zoe"
-).split()
+_NAME_TEXT = (
+    "alice bob carol dave erin frank grace heidi ivan judy mallory niaj olivia peggy rupert"
+)
+_NAME_PARTS = tuple((_NAME_TEXT + " sybil trent victor walter xavier yolanda zoe").split())
 _PAGES = ("/", "/home", "/search", "/cart", "/checkout", "/account", "/help", "/blog")
 
 
@@ -243,7 +254,7 @@ def _gen_json(rng: random.Random, size: int) -> bytes:
     total = 0
     getrandbits = rng.getrandbits
     while total < size:
-        x = getrandbits(128)
+        x = getrandbits(160)
         record_id += 1
         ts += x & 0x3FF  # bits 0-9
         event = events[(x >> 10) & 7]  # 10-12
@@ -252,13 +263,13 @@ def _gen_json(rng: random.Random, size: int) -> bytes:
             page = b"%s/%d" % (page, (x >> 18) & 0xFFF)  # 18-29
         amount = (x >> 30) & 0xFFFF if event == b"purchase" else 0  # 30-45
         line = (
-            b'{"id": %d, "ts": %d, "request_id": "%08x", %s"event": "%s", "page": "%s", "country": "%s", '
-            b'"device": "%s", "browser": "%s", "duration_ms": %d, "amount": %d.%02d, %s'
-            b'"ok": %s}\n'
+            b'{"id": %d, "ts": %d, "request_id": "%08x", %s"event": "%s", "page": "%s", '
+            b'"country": "%s", "device": "%s", "browser": "%s", "duration_ms": %d, '
+            b'"amount": %d.%02d, %s"ok": %s}\n'
             % (
                 record_id,
                 ts,
-                (x >> 98) & 0xFFFFFFFF,  # 98-127
+                (x >> 98) & 0xFFFFFFFF,  # 98-129
                 users[(x >> 46) & 0xFFF],  # 46-57
                 event,
                 page,
@@ -274,7 +285,7 @@ def _gen_json(rng: random.Random, size: int) -> bytes:
         )
         parts.append(line)
         total += len(line)
-    return b"".join(parts)[:size]
+    return _join(parts, total, size)
 
 
 # --- log --------------------------------------------------------------------------------------
@@ -299,8 +310,9 @@ _PATHS = (
     "/images/{}.jpg",
     "/docs/getting-started",
 )
-_STATUSES = (b"200",) * 40 + (b"304",) * 8 + (b"201", b"204", b"301", b"302", b"404", b"404")
-_STATUSES += (b"400", b"401", b"403", b"500", b"502", b"503")
+_STATUSES: tuple[bytes, ...] = (b"200",) * 40 + (b"304",) * 8
+_STATUSES += (b"201", b"204", b"301", b"302", b"404", b"404", b"400", b"401", b"403", b"500")
+_STATUSES += (b"502", b"503")
 _AGENTS = (
     b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     b"Chrome/124.0 Safari/537.36",
@@ -335,7 +347,7 @@ def _gen_log(rng: random.Random, size: int) -> bytes:
             rng.randrange(256),
             rng.randrange(1, 255),
         )
-        who.append(b"%s nginx: %s - \"%s\"" % (rng.choice(_HOSTS), address, rng.choice(_AGENTS)))
+        who.append(b'%s nginx: %s - "%s"' % (rng.choice(_HOSTS), address, rng.choice(_AGENTS)))
     what: list[bytes] = []
     for _ in range(1024):
         path = rng.choice(_PATHS).replace("{}", str(rng.randrange(100000))).encode()
@@ -378,7 +390,7 @@ def _gen_log(rng: random.Random, size: int) -> bytes:
             )
         parts.append(line)
         total += len(line)
-    return b"".join(parts)[:size]
+    return _join(parts, total, size)
 
 
 # --- random / zeros ---------------------------------------------------------------------------

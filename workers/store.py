@@ -8,12 +8,15 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import secrets
 import stat
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 __all__ = [
     "DIGEST_PREFIX",
@@ -35,6 +38,9 @@ MAX_SEGMENT_BYTES = 255
 TMP_PREFIX = ".zplex-tmp-"
 
 _READ_CHUNK = 1 << 20
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class StoreError(Exception):
@@ -94,6 +100,19 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _os_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """Turn an unexpected OSError into a StoreError whose message has no path."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except OSError as exc:
+            raise StoreError(f"store I/O error: {exc.strerror or type(exc).__name__}") from exc
+
+    return wrapper
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -144,6 +163,7 @@ class ObjectStore:
             raise NotFound("no such object")
         return fd, st.st_size
 
+    @_os_errors
     def get(self, key: object, offset: int = 0, length: int | None = None) -> tuple[bytes, int]:
         """Return (bytes of the range, object size); the range is clipped to the object."""
         if not _is_int(offset) or offset < 0:
@@ -168,6 +188,7 @@ class ObjectStore:
         finally:
             os.close(fd)
 
+    @_os_errors
     def size(self, key: object) -> int:
         """Return the size of the object in bytes."""
         fd, size = self._open_regular(key)
@@ -190,6 +211,7 @@ class ObjectStore:
                 raise BadKey("a parent of the key is an object") from None
             _fsync_dir(current.parent)
 
+    @_os_errors
     def put(self, key: object, data: bytes) -> tuple[int, str]:
         """Store ``data`` atomically and durably under ``key``; return (size, digest)."""
         path = self.path_for(key)
@@ -229,6 +251,7 @@ class ObjectStore:
         _fsync_dir(parent)
         return len(view), digest(data)
 
+    @_os_errors
     def list(self, prefix: str = "", limit: int | None = None) -> list[tuple[str, int]]:
         """Return (key, size) of the objects whose key starts with ``prefix``, sorted by key.
 
