@@ -24,7 +24,7 @@ import math
 import os
 import platform
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,8 @@ from bench import stats
 SCHEMA_VERSION = 1
 ROLES = ("front", "workers", "client")
 POLICIES = ("frame", "request", "stream", "connection")
+#: Points of the latency CDF kept in results (enough for a smooth plot, small in JSON).
+CDF_POINTS = 400
 
 
 def _clean(value: Any) -> Any:
@@ -59,11 +61,13 @@ class CpuPerGb:
 
 @dataclass
 class PeakRss:
-    """Peak resident set size in bytes, by role (``workers``: the largest worker)."""
+    """Peak resident set size in bytes, by role (``workers``: the largest worker; ``each_worker``:
+    every worker's, when known)."""
 
     front: int | None = None
     workers: int | None = None
     client: int | None = None
+    each_worker: list[int] | None = None
 
 
 @dataclass
@@ -133,6 +137,7 @@ class RunResult:
         latency: stats.LatencyRecorder | None = None,
         errors: Mapping[str, int] | None = None,
         peak_rss: Mapping[str, int | None] | None = None,
+        peak_rss_each_worker: Sequence[int] | None = None,
         memory_per_stream: float | None = None,
         ideal_wire_bytes: int | None = None,
         inprocess_cpu_s_per_gb: float | None = None,
@@ -143,12 +148,21 @@ class RunResult:
         ``workers``, ``client``) to CPU seconds (user + system) spent during the run;
         ``raw_bytes`` are the response bodies' bytes, ``wire_bytes`` every response byte read
         from the socket (frame headers and response headers included). ``ratio_vs_request`` is
-        usually filled later by :func:`fill_ratio_vs_request`."""
+        usually filled later by :func:`fill_ratio_vs_request`. ``peak_rss`` maps roles to bytes;
+        ``peak_rss_each_worker`` lists every worker's (its maximum is the ``workers`` figure
+        unless ``peak_rss`` gives one)."""
         r = stats.ratio(raw_bytes, wire_bytes)
         cpu = CpuPerGb(
             **{role: stats.cpu_s_per_gb(cpu_seconds.get(role), raw_bytes) for role in ROLES}
         )
-        rss = PeakRss(**{role: (peak_rss or {}).get(role) for role in ROLES})
+        given = peak_rss or {}
+        rss = PeakRss(
+            front=given.get("front"), workers=given.get("workers"), client=given.get("client")
+        )
+        if peak_rss_each_worker:
+            rss.each_worker = list(peak_rss_each_worker)
+            if rss.workers is None:
+                rss.workers = max(peak_rss_each_worker)
         return cls(
             workload=workload,
             policy=policy,
@@ -178,7 +192,11 @@ class RunResult:
             errors=dict(errors or {}),
             peak_rss=rss,
             memory_per_stream=memory_per_stream,
-            latency_cdf=latency.cdf_points() if latency is not None and keep_cdf else None,
+            latency_cdf=(
+                latency.cdf_points(max_points=CDF_POINTS)
+                if latency is not None and keep_cdf
+                else None
+            ),
             ideal_wire_bytes=ideal_wire_bytes,
             inprocess_cpu_s_per_gb=inprocess_cpu_s_per_gb,
         )
@@ -317,15 +335,17 @@ def _package_version(name: str) -> str | None:
         return None
 
 
+_CPU_MODEL_KEYS = ("model name", "Hardware", "Processor", "cpu model")
+
+
 def cpu_model() -> str:
     """The CPU model name from /proc/cpuinfo, else what ``platform`` knows, else "unknown"."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "Processor", "cpu model"):
-                    if value.strip():
-                        return value.strip()
+                if key.strip() in _CPU_MODEL_KEYS and value.strip():
+                    return value.strip()
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"

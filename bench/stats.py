@@ -264,15 +264,22 @@ class LatencyRecorder:
     def mean_ms(self) -> float | None:
         return self.histogram.get_mean_value() / 1000.0 if self.count else None
 
-    def cdf_points(self) -> list[tuple[float, float]]:
+    def cdf_points(self, max_points: int | None = None) -> list[tuple[float, float]]:
         """``(latency_ms, fraction of requests at or below it)`` for every recorded bucket, in
-        increasing latency; the last fraction is 1.0. Empty when nothing was recorded."""
+        increasing latency; the last point is the maximum, with fraction 1.0. With
+        ``max_points``, evenly spaced buckets are kept (always the first and the last). Empty
+        when nothing was recorded."""
         total = self.count
         if not total:
             return []
-        points = []
-        for step in self.histogram.get_recorded_iterator():
-            points.append((step.value_iterated_to / 1000.0, step.total_count_to_this_value / total))
+        points = [
+            (step.value_iterated_to / 1000.0, step.total_count_to_this_value / total)
+            for step in self.histogram.get_recorded_iterator()
+        ]
+        if max_points is not None and len(points) > max(2, max_points):
+            last = len(points) - 1
+            keep = max(2, max_points)
+            points = [points[round(i * last / (keep - 1))] for i in range(keep)]
         return points
 
     def merge(self, other: LatencyRecorder) -> None:

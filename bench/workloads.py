@@ -31,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sysconfig
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -49,6 +50,8 @@ DEFAULT_REVISIONS = 16
 DEFAULT_FILES = 32
 VERSIONED_MIN_FILE_BYTES = 8 * KiB
 VERSIONED_MAX_FILE_BYTES = 48 * KiB
+#: versioned: each revision makes 1 to this many line edits to the previous one.
+DEFAULT_MAX_EDITS = 4
 #: git: the most recent commits of the first-parent history that are replayed.
 DEFAULT_MAX_COMMITS = 500
 #: git: blobs larger than this are skipped (large binaries are not what streams are about).
@@ -60,6 +63,11 @@ DEFAULT_GENERATE_SIZE = 32 * KiB
 GENERATE_KINDS = ("text", "json", "log", "random", "zeros")
 #: Length of the blob id in git keys: fixed, so keys do not depend on the repository's size.
 GIT_SHORT_SHA = 12
+
+# The object store's key rules (workers/store.py), mirrored: bench/ must not import workers/.
+MAX_KEY_BYTES = 1024
+MAX_SEGMENT_BYTES = 255
+STORE_TMP_PREFIX = ".zplex-tmp-"
 
 # Directories left out of the stdlib corpus: third-party packages, caches and test suites
 # (the test suites would double the corpus and are not representative source).
@@ -74,16 +82,27 @@ class WorkloadError(ValueError):
 
 
 def is_safe_key(key: str) -> bool:
-    """True if ``key`` is a store key the server accepts: relative POSIX path of UTF-8 text with
-    no empty, ``.`` or ``..`` segment and no NUL (PROTOCOL.md section 4; ``.`` is refused too,
-    so that every object has one spelling)."""
-    if not key or "\x00" in key or key.startswith("/"):
+    """True if ``key`` is a store key the server accepts: a relative POSIX path of UTF-8 text
+    with no empty, ``.`` or ``..`` segment and no NUL (PROTOCOL.md section 4), plus the object
+    store's own rules, mirrored here so that a workload never holds a key the store refuses: no
+    backslash or control character, at most 1024 bytes, segments of at most 255 bytes, none
+    starting with the store's temporary-file prefix."""
+    if not key or key.startswith("/") or "\\" in key:
         return False
     try:
-        key.encode("utf-8")
+        encoded = key.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from undecodable file names
         return False
-    return all(segment not in ("", ".", "..") for segment in key.split("/"))
+    if len(encoded) > MAX_KEY_BYTES:
+        return False
+    if any(unicodedata.category(ch) == "Cc" for ch in key):  # NUL included
+        return False
+    return all(
+        segment not in ("", ".", "..")
+        and len(segment.encode("utf-8")) <= MAX_SEGMENT_BYTES
+        and not segment.startswith(STORE_TMP_PREFIX)
+        for segment in key.split("/")
+    )
 
 
 @dataclass(frozen=True)
@@ -325,7 +344,7 @@ def _modify_line(line: bytes, rng: random.Random, words: Sequence[bytes], rev: i
 
 
 def _new_line(lines: Sequence[bytes], at: int, rng: random.Random, words: Sequence[bytes]) -> bytes:
-    near = lines[min(at, len(lines) - 1)] if lines else b"\n"
+    near = lines[min(max(at - 1, 0), len(lines) - 1)] if lines else b"\n"  # the line above
     indent, end = _indent(near), _line_ending(near)
     a = words[rng.randrange(len(words))] if words else b"value"
     b = words[rng.randrange(len(words))] if words else b"other"
@@ -337,12 +356,14 @@ def _new_line(lines: Sequence[bytes], at: int, rng: random.Random, words: Sequen
     return indent + b"if " + a + b" is None:" + end + indent + b"    " + a + b" = " + b + end
 
 
-def _revise(lines: list[bytes], rng: random.Random, words: Sequence[bytes], rev: int) -> None:
-    """Apply one to four small edits (insert, delete or modify a line) to ``lines`` in place.
-    Edits cluster around one spot, like a real change."""
+def _revise(
+    lines: list[bytes], rng: random.Random, words: Sequence[bytes], rev: int, max_edits: int
+) -> None:
+    """Apply one to ``max_edits`` small edits (insert, delete or modify a line) to ``lines`` in
+    place. Edits cluster around one spot, like a real change."""
     before = list(lines)
     spot = rng.randrange(max(1, len(lines)))
-    for _ in range(rng.randint(1, 4)):
+    for _ in range(rng.randint(1, max_edits)):
         at = max(0, min(len(lines), spot + rng.randint(-20, 20)))
         op = rng.random()
         if op < 0.35 or len(lines) < 8:
@@ -379,15 +400,20 @@ def versioned_workload(
     files: int = DEFAULT_FILES,
     seed: int = 0,
     limit_bytes: int | None = None,
+    max_edits: int = DEFAULT_MAX_EDITS,
 ) -> Workload:
     """Deterministic successive revisions of a fixed, sorted selection of stdlib files
     (:func:`versioned_files`). Revision 0 is the file as installed; revision ``r`` is revision
-    ``r - 1`` with one to four seeded line edits (insert, delete, modify) near one spot. Item
+    ``r - 1`` with one to ``max_edits`` seeded line edits (insert, delete, modify) near one
+    spot (raise ``max_edits`` for revisions further apart: with the default, one context
+    compresses this corpus ~50:1 against ~3.6:1 for one frame per response). Item
     order: for each file in path order, rev0, rev1, ... consecutively. Keys
     ``versioned/<relpath>@<rev>``; group: ``relpath``. ``limit_bytes`` (None: no cap) keeps the
     longest prefix of that order that fits."""
     if revisions < 1:
         raise WorkloadError(f"revisions must be >= 1, not {revisions}")
+    if max_edits < 1:
+        raise WorkloadError(f"max_edits must be >= 1, not {max_edits}")
     _check_limit("limit_bytes", limit_bytes)
     root = _stdlib_root()
     items: list[Item] = []
@@ -398,7 +424,7 @@ def versioned_workload(
         rng = _file_rng(seed, relpath)
         for rev in range(revisions):
             if rev:
-                _revise(lines, rng, words, rev)
+                _revise(lines, rng, words, rev, max_edits)
             data = b"".join(lines)
             if limit_bytes is not None and total + len(data) > limit_bytes:
                 break
