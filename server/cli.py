@@ -12,7 +12,97 @@ import sys
 from collections.abc import Sequence
 
 #: Modules that contribute subcommands, in the order they appear in ``--help``.
-SUBCOMMAND_MODULES = ("server.dissect",)
+SUBCOMMAND_MODULES = ("server.dissect", "bench.tools")
+
+
+def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the server (front process and worker pool)",
+        description="Run the zplex server: a front process speaking the frame protocol over "
+        "TCP and a pool of worker processes, each keeping a compression context per stream.",
+    )
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="TCP port (default 7410; 0 picks a free port)")
+    p.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
+    p.add_argument("--store", help="object store directory (created if missing)")
+    p.add_argument("--config", help="TOML file with any option and a [limits] table")
+    p.add_argument(
+        "--write-token",
+        help="token that grants write permission (put); or set ZPLEX_WRITE_TOKEN",
+    )
+    p.add_argument(
+        "--ready-file", help="write JSON {tcp, pid, workers} here once serving (atomically)"
+    )
+    p.add_argument("--level", type=int, help="compression level when a client states none")
+    p.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a limit of PROTOCOL.md section 6, e.g. --limit max_streams=16",
+    )
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default), ERROR")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from server.config import ConfigError, build_config, load_file
+    from server.front import serve
+    from workers.supervisor import Supervisor
+    from workers.worker import WorkerConfig
+    from workers.worker import main as worker_main
+
+    try:
+        file_values = load_file(args.config) if args.config else {}
+        overrides = {
+            "host": args.host,
+            "port": args.port,
+            "workers": args.workers,
+            "store": args.store,
+            "write_token": args.write_token,
+            "ready_file": args.ready_file,
+            "level": args.level,
+            "log_level": args.log_level.upper() if args.log_level else None,
+        }
+        for item in args.limit:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--limit takes NAME=VALUE, got {item!r}")
+            try:
+                overrides["limit_" + name.strip()] = float(value) if "." in value else int(value)
+            except ValueError:
+                raise ConfigError(f"--limit {name}: {value!r} is not a number") from None
+        config = build_config(file_values, overrides)
+    except ConfigError as exc:
+        print(f"zplex serve: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s front %(levelname)s %(message)s"
+    )
+
+    def make_pool(endpoint: str) -> Supervisor:
+        def config_for(index: int) -> dict[str, object]:
+            return WorkerConfig(
+                index=index,
+                endpoint=endpoint,
+                store=config.store,
+                server=f"zplex/{_version()}",
+                limits=config.limits.to_wire(),
+                max_generate_bytes=config.max_generate_bytes,
+                log_level=config.log_level,
+            ).to_dict()
+
+        return Supervisor(config.workers, worker_main, config_for)
+
+    try:
+        return asyncio.run(serve(config, make_pool))
+    except OSError as exc:
+        print(f"zplex serve: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"zplex {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _register_serve(subparsers)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser

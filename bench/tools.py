@@ -1,0 +1,206 @@
+"""Command-line client for people: ``zplex get``, ``zplex put``, ``zplex list``,
+``zplex stats``, ``zplex capabilities``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from bench.client import Client, ConnectionLost, ServerError
+
+TOKEN_ENV = "ZPLEX_WRITE_TOKEN"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` or ``[v6]:PORT``; raises ValueError with a clear message."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--connect",
+        default="127.0.0.1:7410",
+        metavar="HOST:PORT",
+        help="server address (default 127.0.0.1:7410)",
+    )
+    p.add_argument(
+        "--encoding",
+        default="zstd-8mb",
+        choices=("zstd-8mb", "zlib", "identity"),
+        help="preferred response encoding (default zstd-8mb)",
+    )
+    p.add_argument("--level", type=int, default=3, help="compression level wish (default 3)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("get", help="fetch an object from a server's store")
+    p.add_argument("key")
+    p.add_argument("-o", "--output", help="write the object here (default: stdout)")
+    p.add_argument("--offset", type=int)
+    p.add_argument("--length", type=int)
+    _common(p)
+    p.set_defaults(func=_get)
+
+    p = subparsers.add_parser("put", help="store a file under a key (needs the write token)")
+    p.add_argument("key")
+    p.add_argument("file", help="file to upload, or - for stdin")
+    p.add_argument("--token", help=f"write token (default: ${TOKEN_ENV})")
+    _common(p)
+    p.set_defaults(func=_put)
+
+    p = subparsers.add_parser("list", help="list the keys of a server's store")
+    p.add_argument("prefix", nargs="?", default=None)
+    p.add_argument("--limit", type=int)
+    _common(p)
+    p.set_defaults(func=_list)
+
+    p = subparsers.add_parser("stats", help="show a server's per-process counters")
+    p.add_argument("--json", action="store_true", help="print the raw stats as JSON")
+    _common(p)
+    p.set_defaults(func=_stats)
+
+    p = subparsers.add_parser("capabilities", help="show a server's commands and limits")
+    _common(p)
+    p.set_defaults(func=_capabilities)
+
+
+def _fail(command: str, message: str, status: int = 1) -> int:
+    print(f"zplex {command}: {message}", file=sys.stderr)
+    return status
+
+
+def _connect(args: argparse.Namespace, token: str | None = None) -> Client:
+    host, port = parse_address(args.connect)
+    return Client.connect(
+        host,
+        port,
+        encodings=(args.encoding, "identity"),
+        level=args.level,
+        token=token,
+        timeout=args.timeout,
+    )
+
+
+def _run(args: argparse.Namespace, command: str, action: Any) -> int:
+    """Connect, run ``action(client)``, and turn every failure into a clear message."""
+    try:
+        token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
+        with _connect(args, token if command == "put" else None) as client:
+            result: int = action(client)
+            return result
+    except ValueError as exc:
+        return _fail(command, str(exc), 2)
+    except ServerError as exc:
+        return _fail(command, f"{exc.code}: {exc.message}")
+    except (ConnectionLost, OSError, TimeoutError) as exc:
+        return _fail(command, f"cannot talk to {args.connect}: {exc or type(exc).__name__}")
+
+
+def _get(args: argparse.Namespace) -> int:
+    def action(client: Client) -> int:
+        response = client.get(args.key, offset=args.offset, length=args.length)
+        if response.verify_digest() is False:
+            return _fail("get", "the body does not match its digest")
+        if args.output:
+            with open(args.output, "wb") as f:
+                f.write(response.body)
+        else:
+            sys.stdout.buffer.write(response.body)
+            sys.stdout.buffer.flush()
+        print(
+            f"{len(response.body)} bytes, {response.wire_bytes} on the wire "
+            f"(ratio {response.ratio:.2f})",
+            file=sys.stderr,
+        )
+        return 0
+
+    return _run(args, "get", action)
+
+
+def _put(args: argparse.Namespace) -> int:
+    try:
+        if args.file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(args.file, "rb") as f:
+                data = f.read()
+    except OSError as exc:
+        return _fail("put", f"cannot read {args.file}: {exc.strerror}", 2)
+
+    def action(client: Client) -> int:
+        header = client.put(args.key, data).header
+        print(f"{args.key}: {header.get('size')} bytes, {header.get('digest')}")
+        return 0
+
+    return _run(args, "put", action)
+
+
+def _list(args: argparse.Namespace) -> int:
+    def action(client: Client) -> int:
+        for key, size in client.list(args.prefix, args.limit).header.get("keys", []):
+            print(f"{size:>12}  {key}")
+        return 0
+
+    return _run(args, "list", action)
+
+
+def _capabilities(args: argparse.Namespace) -> int:
+    def action(client: Client) -> int:
+        print(json.dumps(client.capabilities().header, indent=2, sort_keys=True))
+        return 0
+
+    return _run(args, "capabilities", action)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    def action(client: Client) -> int:
+        header = client.stats().header
+        if args.json:
+            print(json.dumps(header, indent=2, sort_keys=True))
+            return 0
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="zplex stats")
+        columns = ("proc", "pid", "user s", "sys s", "RSS MiB", "strm", "reqs", "raw MB")
+        for column in (*columns, "wire MB", "ratio"):
+            table.add_column(column, justify="right")
+        front = header.get("front", {})
+        table.add_row(
+            "front",
+            str(front.get("pid")),
+            f"{front.get('cpu_user', 0):.2f}",
+            f"{front.get('cpu_system', 0):.2f}",
+            f"{front.get('rss', 0) / 2**20:.1f}",
+            str(front.get("streams", "")),
+            str(front.get("requests", "")),
+            "",
+            "",
+            "",
+        )
+        for w in header.get("workers", []):
+            raw, wire = w.get("bytes_raw", 0), w.get("bytes_wire", 0)
+            table.add_row(
+                f"w{w.get('index', '')}",
+                str(w.get("pid")),
+                f"{w.get('cpu_user', 0):.2f}",
+                f"{w.get('cpu_system', 0):.2f}",
+                f"{w.get('rss', 0) / 2**20:.1f}",
+                str(w.get("streams", "")),
+                str(w.get("requests", "")),
+                f"{raw / 1e6:.2f}",
+                f"{wire / 1e6:.2f}",
+                f"{raw / wire:.2f}" if wire else "-",
+            )
+        Console().print(table)
+        return 0
+
+    return _run(args, "stats", action)

@@ -1,0 +1,114 @@
+"""Server configuration: defaults, a TOML file (``--config``), then command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from server.protocol.encoding import DEFAULT_LEVEL
+from server.protocol.limits import Limits
+from server.protocol.payloads import ENCODINGS
+
+DEFAULT_PORT = 7410
+TOKEN_ENV = "ZPLEX_WRITE_TOKEN"
+
+
+class ConfigError(ValueError):
+    """A configuration file or option is wrong; the message says which."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    workers: int = dataclasses.field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    store: str = "zplex-store"
+    write_token: str | None = None
+    ready_file: str | None = None
+    log_level: str = "WARNING"
+    #: Level used when a client states no wish (clamped to ``limits.max_level``).
+    level: int = DEFAULT_LEVEL
+    encodings: tuple[str, ...] = ENCODINGS
+    #: Largest ``generate`` response, bytes.
+    max_generate_bytes: int = 256 << 20
+    #: Seconds to finish the requests in flight after a goaway before closing anyway.
+    drain_timeout_s: float = 10.0
+    limits: Limits = dataclasses.field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be in [0, 65535], got {self.port}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        unknown = [e for e in self.encodings if e not in ENCODINGS]
+        if unknown or not self.encodings:
+            raise ConfigError(f"encodings must be a non-empty subset of {list(ENCODINGS)}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"unknown log level {self.log_level!r}")
+
+
+_SCALARS: dict[str, type | tuple[type, ...]] = {
+    "host": str,
+    "port": int,
+    "workers": int,
+    "store": str,
+    "write_token": str,
+    "ready_file": str,
+    "log_level": str,
+    "level": int,
+    "max_generate_bytes": int,
+    "drain_timeout_s": (int, float),
+}
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config: the scalar options above at top level, ``encodings`` as a list and
+    a ``[limits]`` table with the keys of PROTOCOL.md section 6."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "limits":
+            if not isinstance(value, dict):
+                raise ConfigError("[limits] must be a table")
+            out["limits"] = value
+        elif key == "encodings":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError("encodings must be a list of names")
+            out["encodings"] = tuple(value)
+        elif key in _SCALARS:
+            kind = _SCALARS[key]
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ConfigError(f"config option {key!r} has the wrong type")
+            out[key] = value
+        else:
+            raise ConfigError(f"unknown config option {key!r}")
+    return out
+
+
+def build_config(file_values: dict[str, Any], overrides: dict[str, Any]) -> ServeConfig:
+    """Merge: defaults < config file < environment (token) < command-line flags (``None``
+    in ``overrides`` means the flag was not given)."""
+    values = dict(file_values)
+    limits = dict(values.pop("limits", {}))
+    if os.environ.get(TOKEN_ENV):
+        values["write_token"] = os.environ[TOKEN_ENV]
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key.startswith("limit_"):
+            limits[key.removeprefix("limit_")] = value
+        else:
+            values[key] = value
+    try:
+        return ServeConfig(**values, limits=Limits.from_mapping(limits))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None

@@ -1,0 +1,697 @@
+"""The front process: TCP connections, the protocol state machine, stream -> worker routing
+and the ZeroMQ ROUTER that links it to its workers.
+
+On the request path the front parses frames (through the core's :class:`ServerConnection`)
+and forwards complete requests to the worker that owns the stream. On the response path it
+parses nothing: workers send wire-ready frames, which go to the transport as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import json
+import logging
+import os
+import resource
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import psutil
+import zmq
+import zmq.asyncio
+
+from server.config import ServeConfig
+from server.ipc import Envelope, Flag, Kind, StreamParams, control, read_control
+from server.protocol.encoding import clamp_level, negotiate_encoding
+from server.protocol.errors import ErrorCode
+from server.protocol.events import (
+    ConnectionFailed,
+    RequestReady,
+    RequestRejected,
+    ServerEvent,
+    SettingsReceived,
+    StreamEnded,
+    StreamReset,
+    StreamSettingsReceived,
+)
+from server.protocol.payloads import ClientSettings, ServerSettings, StreamSettings
+from server.protocol.responses import ServerStreamWriter
+from server.protocol.server_conn import ServerConnection, connection_error_frame
+
+log = logging.getLogger("zplex.front")
+
+HIGH_WATER_MARK = 1000
+READY_TIMEOUT_S = 60.0
+STATS_TIMEOUT_S = 2.0
+#: How often each connection checks its idle and frame timeouts.
+TIMER_PERIOD_S = 1.0
+
+
+class WorkerPool(Protocol):
+    """What the front needs of a supervisor (see ``workers.supervisor.Supervisor``)."""
+
+    count: int
+
+    def start(
+        self, loop: asyncio.AbstractEventLoop, on_exit: Callable[[int, int | None], None]
+    ) -> None: ...
+
+    def pids(self) -> dict[int, int]: ...
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+
+def server_name() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"zplex/{version('zplex')}"
+    except PackageNotFoundError:
+        return "zplex/0+unknown"
+
+
+@dataclasses.dataclass
+class WorkerSlot:
+    index: int
+    identity: bytes
+    pid: int | None = None
+    ready: bool = False
+    streams: int = 0  # active streams routed to it
+
+
+@dataclasses.dataclass
+class Route:
+    """A client stream of a connection, served by one worker for its whole life."""
+
+    worker: int
+    server_open: bool = False  # the server stream c+1 has begun and not ended
+    inflight: dict[int, bool] = dataclasses.field(default_factory=dict)  # id -> partial
+    held: list[list[bytes]] | None = None  # messages held while a stats request gathers
+    client_settings: bytes | None = None  # the last client stream-settings (for a restart)
+    ended: bool = False
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, front: Front, conn_id: int) -> None:
+        self.front = front
+        self.id = conn_id
+        self.sc = ServerConnection(front.config.limits, front.server_settings)
+        self.transport: asyncio.Transport | None = None
+        self.routes: dict[int, Route] = {}
+        self.assigned: dict[int, int] = {}  # client stream id -> worker index
+        self.local: dict[int, ServerStreamWriter] = {}  # streams answered by the front itself
+        self.params = StreamParams("identity", None, "stream", 32768, False)
+        self.last_activity = time.monotonic()
+        self.partial_since: float | None = None
+        self.closing = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.write(self.sc.initial_bytes())
+        if len(self.front.connections) > self.front.config.limits.max_connections:
+            self.fail_goaway("too many connections; try again later")
+            return
+        self._timer = self.front.loop.call_later(TIMER_PERIOD_S, self._check_timers)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        now = time.monotonic()
+        self.last_activity = now
+        self.front.bytes_in += len(data)
+        for event in self.sc.receive_data(data):
+            self._event(event)
+            if self.closing:
+                return
+        if self.sc.partial_frame:
+            if self.partial_since is None:
+                self.partial_since = now
+        else:
+            self.partial_since = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.front.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        # A client that does not read its responses stops being read from, so it cannot
+        # queue more work than it consumes.
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    # -- output ------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.front.bytes_out += len(data)
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def fail(self, code: ErrorCode, message: str, data: bytes | None = None) -> None:
+        """A connection-level error: send it, then close."""
+        self.write(data if data is not None else connection_error_frame(code, message))
+        self.close()
+
+    def fail_goaway(self, message: str) -> None:
+        self.fail(
+            ErrorCode.GOAWAY,
+            message,
+            connection_error_frame(ErrorCode.GOAWAY, message, True, in_flight=[]),
+        )
+
+    def goaway(self) -> None:
+        ids = self.sc.start_goaway()
+        self.write(
+            connection_error_frame(
+                ErrorCode.GOAWAY, "the server is shutting down", True, in_flight=ids
+            )
+        )
+        self._maybe_finish_goaway()
+
+    def _maybe_finish_goaway(self) -> None:
+        if self.sc.goaway and not self.sc.in_flight_ids():
+            self.close()
+
+    def _check_timers(self) -> None:
+        if self.closing:
+            return
+        now = time.monotonic()
+        limits = self.front.config.limits
+        if self.partial_since is not None and now - self.partial_since > limits.frame_timeout_s:
+            self.fail(ErrorCode.PROTOCOL, "a frame was not completed within frame_timeout_s")
+            return
+        if not self.sc.in_flight_ids() and now - self.last_activity > limits.idle_timeout_s:
+            log.info("connection %d idle for %.0f s; closing", self.id, limits.idle_timeout_s)
+            self.close()
+            return
+        self._timer = self.front.loop.call_later(TIMER_PERIOD_S, self._check_timers)
+
+    # -- events ------------------------------------------------------------------------
+
+    def _event(self, event: ServerEvent) -> None:
+        match event:
+            case SettingsReceived(settings=settings):
+                self.params = self.front.negotiate(settings)
+            case RequestReady():
+                self.front.requests += 1
+                self._request(event)
+            case RequestRejected():
+                self._rejected(event)
+            case StreamSettingsReceived(stream_id=sid, settings=settings):
+                route = self._route(sid)
+                if route is not None:
+                    payload = control(settings.to_wire())
+                    route.client_settings = payload
+                    self._to_worker(sid, route, Kind.CLIENT_STREAM_SETTINGS, 0, 0, [payload])
+            case StreamEnded(stream_id=sid):
+                self._stream_ended(sid)
+            case StreamReset(stream_id=sid):
+                route = self.routes.get(sid)
+                if route is not None:
+                    route.client_settings = None
+                    route.server_open = False
+                    self._to_worker(sid, route, Kind.STREAM_RESET, 0, 0, [])
+                if sid in self.local:
+                    self.local[sid].reset()
+            case ConnectionFailed(code=code, message=message, data=data):
+                log.info("connection %d: %s error: %s", self.id, code, message)
+                self.fail(code, message, data)
+
+    def _route(self, sid: int) -> Route | None:
+        """The stream's route, opening it on its worker if needed (None: no worker is up).
+
+        A stream id keeps its worker for the connection's life (unless that worker dies),
+        so a reopened stream can never race frames of its previous life on another worker.
+        """
+        route = self.routes.get(sid)
+        if route is not None and not route.ended:
+            return route
+        if route is None:
+            worker = self.assigned.get(sid)
+            if worker is None or not self.front.workers[worker].ready:
+                worker = self.front.pick_worker()
+                if worker is None:
+                    return None
+                self.assigned[sid] = worker
+            route = self.routes[sid] = Route(worker)
+        route.ended = False
+        self.front.workers[route.worker].streams += 1
+        self._to_worker(sid, route, Kind.STREAM_OPEN, 0, 0, [control(self.params.to_wire())])
+        return route
+
+    def _end_route(self, route: Route) -> None:
+        route.ended = True
+        self.front.release(route.worker)
+
+    def _to_worker(
+        self, sid: int, route: Route, kind: Kind, flags: int, request: int, parts: list[bytes]
+    ) -> None:
+        message = [Envelope(kind, flags, self.id, request, sid).pack(), *parts]
+        if route.held is not None:
+            route.held.append(message)
+        else:
+            self.front.send(route.worker, message)
+
+    def _request(self, event: RequestReady) -> None:
+        sid = event.stream_id
+        route = self._route(sid)
+        if route is None:
+            self._answer_locally(
+                sid,
+                event.request_id,
+                ErrorCode.OVERLOADED,
+                "no worker is available",
+                True,
+                event.end_stream,
+            )
+            return
+        flags = (Flag.END_STREAM if event.end_stream else 0) | (
+            Flag.HAS_DATA if event.has_data else 0
+        )
+        route.inflight[event.request_id] = False
+        meta: dict[str, Any] = {"name": event.name, "args": event.args}
+        parts = [control(meta)]
+        if event.has_data:
+            parts.append(bytes(chunk.encoded for chunk in event.data))
+            parts.extend(chunk.payload for chunk in event.data)
+        if event.end_stream:
+            self._end_route(route)
+        if event.name == "stats":
+            self._stats_request(sid, route, flags, event.request_id, meta)
+            return
+        self._to_worker(sid, route, Kind.REQUEST, flags, event.request_id, parts)
+
+    def _stats_request(
+        self, sid: int, route: Route, flags: int, request_id: int, meta: dict[str, Any]
+    ) -> None:
+        """Gather every process's figures, then hand the request to the stream's worker;
+        later messages of the stream wait so that responses stay in order."""
+        if route.held is None:
+            route.held = []
+        held = route.held
+        position = len(held)
+        held.append([])  # placeholder, filled when the snapshot is ready
+
+        async def gather() -> None:
+            snapshot = await self.front.stats_snapshot()
+            meta["snapshot"] = snapshot
+            held[position] = [
+                Envelope(Kind.REQUEST, flags, self.id, request_id, sid).pack(),
+                control(meta),
+            ]
+            if route.held is held and all(held):
+                route.held = None
+                for message in held:
+                    self.front.send(route.worker, message)
+
+        self.front.spawn_task(gather())
+
+    def _rejected(self, event: RequestRejected) -> None:
+        sid = event.stream_id
+        if event.code is ErrorCode.TOO_MANY_STREAMS or sid in self.local:
+            self._answer_locally(
+                sid, event.request_id, event.code, event.message, False, event.end_stream
+            )
+            return
+        route = self._route(sid)
+        if route is None:
+            self._answer_locally(
+                sid, event.request_id, event.code, event.message, False, event.end_stream
+            )
+            return
+        route.inflight[event.request_id] = False
+        if event.end_stream:
+            self._end_route(route)
+        err = {"code": str(event.code), "message": event.message, "retryable": event.retryable}
+        flags = Flag.END_STREAM if event.end_stream else 0
+        self._to_worker(sid, route, Kind.REJECT, flags, event.request_id, [control(err)])
+
+    def _answer_locally(
+        self,
+        sid: int,
+        request_id: int,
+        code: ErrorCode,
+        message: str,
+        retryable: bool,
+        end_stream: bool,
+    ) -> None:
+        writer = self.local.get(sid)
+        if writer is None:
+            writer = self.local[sid] = ServerStreamWriter(
+                sid + 1, StreamSettings(), self.params.max_frame_size
+            )
+        self.write(writer.error(request_id, code, message, retryable, end_stream=end_stream))
+        self.sc.response_sent(request_id)
+        if end_stream:
+            del self.local[sid]
+        self._maybe_finish_goaway()
+
+    def _stream_ended(self, sid: int) -> None:
+        if sid in self.local:
+            self.write(self.local.pop(sid).end())
+            return
+        route = self.routes.get(sid)
+        if route is None or route.ended:
+            return
+        self._end_route(route)
+        self._to_worker(sid, route, Kind.STREAM_END, 0, 0, [])
+        if not route.inflight:
+            del self.routes[sid]
+
+    # -- from workers --------------------------------------------------------------------
+
+    def frames(self, env: Envelope, data: bytes) -> None:
+        self.write(data)
+        route = self.routes.get(env.stream)
+        if route is None:
+            return
+        route.server_open = bool(env.flags & Flag.STREAM_OPEN)
+        if env.request in route.inflight:
+            if env.flags & Flag.DONE:
+                del route.inflight[env.request]
+                self.sc.response_sent(env.request)
+                self._maybe_finish_goaway()
+            else:
+                route.inflight[env.request] = True
+        if route.ended and not route.inflight:
+            del self.routes[env.stream]
+
+    def worker_lost(self, index: int) -> None:
+        """Every request in flight on the worker's streams gets ``worker-lost`` (retryable
+        if nothing of it was sent), in order; the last of each stream carries ``end``."""
+        for sid, route in list(self.routes.items()):
+            if route.worker != index:
+                continue
+            writer = ServerStreamWriter(sid + 1, StreamSettings(), self.params.max_frame_size)
+            writer.begun = route.server_open
+            ids = list(route.inflight.items())
+            for n, (request_id, partial) in enumerate(ids):
+                last = n == len(ids) - 1
+                self.write(
+                    writer.error(
+                        request_id,
+                        ErrorCode.WORKER_LOST,
+                        "the worker serving this stream was lost",
+                        not partial,
+                        end_stream=last,
+                    )
+                )
+                self.sc.response_sent(request_id)
+            del self.routes[sid]
+            del self.assigned[sid]
+            if not route.ended and route.client_settings is not None:
+                # Replay the client's encoding on the new worker (a stream-context decoder
+                # loses its history, so such a stream's next encoded data may not decode).
+                new = self._route(sid)
+                if new is not None:
+                    new.client_settings = route.client_settings
+                    self._to_worker(
+                        sid, new, Kind.CLIENT_STREAM_SETTINGS, 0, 0, [route.client_settings]
+                    )
+        self._maybe_finish_goaway()
+
+
+class Front:
+    def __init__(self, config: ServeConfig, pool: WorkerPool, ipc_dir: str) -> None:
+        self.config = config
+        self.pool = pool
+        self.ipc_dir = ipc_dir
+        self.endpoint = f"ipc://{ipc_dir}/workers"
+        self.loop = asyncio.get_running_loop()
+        self.zctx = zmq.asyncio.Context()
+        self.router = self.zctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
+        self.router.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.bind(self.endpoint)
+        self.workers = [WorkerSlot(i, f"w{i}".encode()) for i in range(pool.count)]
+        self.connections: dict[int, Connection] = {}
+        self._next_conn = 1
+        self.requests = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._ready = asyncio.Event()
+        self._stats_waiters: dict[int, tuple[asyncio.Future[None], dict[int, Any]]] = {}
+        self._next_stats = 1
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.server: asyncio.Server | None = None
+        self.address: tuple[str, int] | None = None
+        self.stopped = asyncio.Event()
+        self.started = time.monotonic()
+        self.process = psutil.Process()
+        limits = config.limits
+        self.server_settings = ServerSettings(
+            server=server_name(),
+            encodings=config.encodings,
+            max_frame_size=limits.max_frame_size,
+            workers=pool.count,
+            limits=limits.to_wire(),
+        )
+
+    # -- workers -------------------------------------------------------------------------
+
+    def negotiate(self, settings: ClientSettings) -> StreamParams:
+        encoding = negotiate_encoding(settings.encodings, self.config.encodings)
+        wish = settings.level if settings.level is not None else self.config.level
+        level = clamp_level(encoding, wish, self.config.limits.max_level)
+        token = self.config.write_token
+        write = (
+            token is not None
+            and settings.token is not None
+            and hmac.compare_digest(token.encode(), settings.token.encode())
+        )
+        return StreamParams(encoding, level, settings.context, settings.max_frame_size, write)
+
+    def pick_worker(self) -> int | None:
+        ready = [w for w in self.workers if w.ready]
+        if not ready:
+            return None
+        best = min(ready, key=lambda w: (w.streams, w.index))
+        best.streams += 1
+        return best.index
+
+    def release(self, index: int) -> None:
+        slot = self.workers[index]
+        slot.streams = max(0, slot.streams - 1)
+
+    def send(self, index: int, message: list[bytes]) -> None:
+        slot = self.workers[index]
+        try:
+            future = self.router.send_multipart([slot.identity, *message], copy=False)
+        except zmq.ZMQError as exc:
+            log.warning("cannot reach worker %d: %s", index, exc)
+            return
+        if isinstance(future, asyncio.Future):
+            future.add_done_callback(self._sent)
+
+    @staticmethod
+    def _sent(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("send to a worker failed: %s", future.exception())
+
+    def spawn_task(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def worker_exited(self, index: int, code: int | None) -> None:
+        slot = self.workers[index]
+        slot.ready = False
+        slot.pid = None
+        slot.streams = 0
+        for conn in list(self.connections.values()):
+            conn.worker_lost(index)
+        self.write_ready_file()
+
+    async def _receive_loop(self) -> None:
+        while True:
+            parts = await self.router.recv_multipart()
+            try:
+                self._from_worker(parts)
+            except Exception:
+                log.exception("bad message from a worker")
+
+    def _from_worker(self, parts: list[bytes]) -> None:
+        env = Envelope.unpack(parts[1])
+        if env.kind is Kind.FRAMES:
+            conn = self.connections.get(env.conn)
+            if conn is not None:
+                conn.frames(env, parts[2])
+        elif env.kind is Kind.CONN_FATAL:
+            conn = self.connections.get(env.conn)
+            if conn is not None:
+                err = read_control(parts[2])
+                conn.fail(ErrorCode(err["code"]), str(err["message"]))
+        elif env.kind is Kind.READY:
+            info = read_control(parts[2])
+            slot = self.workers[int(info["index"])]
+            slot.pid = int(info["pid"])
+            slot.ready = True
+            slot.streams = 0
+            log.info("worker %d ready (pid %d)", slot.index, slot.pid)
+            if all(w.ready for w in self.workers):
+                self._ready.set()
+            self.write_ready_file()
+        elif env.kind is Kind.STATS_REPLY:
+            waiter = self._stats_waiters.get(env.conn)
+            if waiter is not None:
+                future, replies = waiter
+                stats = read_control(parts[2])
+                replies[int(stats["index"])] = stats
+                if len(replies) >= sum(w.ready for w in self.workers) and not future.done():
+                    future.set_result(None)
+
+    async def stats_snapshot(self) -> dict[str, Any]:
+        token = self._next_stats
+        self._next_stats += 1
+        future: asyncio.Future[None] = self.loop.create_future()
+        replies: dict[int, Any] = {}
+        self._stats_waiters[token] = (future, replies)
+        try:
+            for slot in self.workers:
+                if slot.ready:
+                    self.send(slot.index, [Envelope(Kind.STATS, conn=token).pack()])
+            if any(w.ready for w in self.workers):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(future, STATS_TIMEOUT_S)
+        finally:
+            del self._stats_waiters[token]
+        return {
+            "front": self.front_stats(),
+            "workers": [replies[i] for i in sorted(replies)],
+        }
+
+    def front_stats(self) -> dict[str, Any]:
+        cpu = self.process.cpu_times()
+        return {
+            "pid": os.getpid(),
+            "cpu_user": cpu.user,
+            "cpu_system": cpu.system,
+            "rss": self.process.memory_info().rss,
+            "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "connections": len(self.connections),
+            "streams": sum(len(c.routes) for c in self.connections.values()),
+            "connections_total": self._next_conn - 1,
+            "requests": self.requests,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "uptime_s": time.monotonic() - self.started,
+            "worker_restarts": getattr(self.pool, "restarts", 0),
+        }
+
+    # -- connections ---------------------------------------------------------------------
+
+    def new_connection(self) -> Connection:
+        conn = Connection(self, self._next_conn)
+        self._next_conn += 1
+        self.connections[conn.id] = conn
+        return conn
+
+    def connection_closed(self, conn: Connection) -> None:
+        if self.connections.pop(conn.id, None) is None:
+            return
+        notified: set[int] = set()
+        for route in conn.routes.values():
+            if not route.ended:
+                self.release(route.worker)
+            if route.worker not in notified:
+                notified.add(route.worker)
+                self.send(route.worker, [Envelope(Kind.CONN_CLOSED, conn=conn.id).pack()])
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def write_ready_file(self) -> None:
+        path = self.config.ready_file
+        if path is None or self.address is None or not self._ready.is_set():
+            return
+        pids = self.pool.pids()
+        info = {
+            "tcp": [self.address[0], self.address[1]],
+            "pid": os.getpid(),
+            "workers": [pids[i] for i in sorted(pids)],
+        }
+        target = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=".ready-", dir=target.parent or ".")
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f)
+        os.replace(tmp, target)
+
+    async def start(self) -> None:
+        self.spawn_task(self._receive_loop())
+        self.pool.start(self.loop, self.worker_exited)
+        await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT_S)
+        self.server = await self.loop.create_server(
+            self.new_connection, self.config.host, self.config.port, reuse_address=True
+        )
+        sockname = self.server.sockets[0].getsockname()
+        self.address = (str(sockname[0]), int(sockname[1]))
+        self.write_ready_file()
+        log.warning("zplex serving on %s:%d with %d workers", *self.address, len(self.workers))
+
+    async def shutdown(self) -> None:
+        """Stop accepting, send goaway, drain within the deadline, stop the workers."""
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections.values()):
+            conn.goaway()
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections.values()):
+            conn.close()
+        for slot in self.workers:
+            if slot.ready:
+                self.send(slot.index, [Envelope(Kind.SHUTDOWN).pack()])
+        await asyncio.sleep(0.05)
+        await self.loop.run_in_executor(None, self.pool.stop, 5.0)
+        for task in list(self._tasks):
+            task.cancel()
+        self.router.close(linger=0)
+        self.zctx.term()
+        if self.config.ready_file:
+            with contextlib.suppress(OSError):
+                os.unlink(self.config.ready_file)
+
+
+async def serve(config: ServeConfig, make_pool: Callable[[str], WorkerPool]) -> int:
+    """Run the server until SIGTERM or SIGINT. ``make_pool(endpoint)`` builds the worker
+    supervisor (the CLI hands it the worker entry point)."""
+    with tempfile.TemporaryDirectory(prefix="zplex-") as ipc_dir:
+        endpoint = f"ipc://{ipc_dir}/workers"
+        front = Front(config, make_pool(endpoint), ipc_dir)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            front.loop.add_signal_handler(sig, stop.set)
+        try:
+            await front.start()
+        except TimeoutError:
+            log.error("workers did not report ready within %.0f s", READY_TIMEOUT_S)
+            await front.shutdown()
+            return 1
+        await stop.wait()
+        log.warning("shutting down")
+        await front.shutdown()
+    return 0

@@ -1,0 +1,95 @@
+"""Messages between the front and its workers over ZeroMQ.
+
+Data messages are multipart: a fixed :data:`ENVELOPE` struct, then raw parts (frame bytes,
+command data) that are never re-encoded. Control parts are MessagePack. Nothing is pickled.
+
+This module is shared by the front (``server/``) and the workers (``workers/``); it imports
+only the protocol core.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import struct
+from typing import Any
+
+from server.protocol.payloads import pack, unpack_map
+
+#: kind, flags, connection id, request id, stream id (the client stream).
+ENVELOPE = struct.Struct("<BBIHB")
+
+
+class Kind(enum.IntEnum):
+    # front -> worker
+    STREAM_OPEN = 1  # parts: [env, msgpack stream parameters]
+    REQUEST = 2  # parts: [env, msgpack {name, args, ...}, chunk flags, *data payloads]
+    REJECT = 3  # parts: [env, msgpack {code, message, retryable}]
+    CLIENT_STREAM_SETTINGS = 4  # parts: [env, msgpack stream-settings]
+    STREAM_END = 5  # the client ended its stream with no request left to carry ``end``
+    STREAM_RESET = 6  # ``begin`` on an open stream: drop its contexts
+    CONN_CLOSED = 7  # drop every stream of the connection
+    STATS = 8  # parts: [env] -> STATS_REPLY
+    SHUTDOWN = 9
+    # worker -> front
+    READY = 20  # parts: [env, msgpack {pid, index}]
+    FRAMES = 21  # parts: [env, wire bytes]
+    CONN_FATAL = 22  # parts: [env, msgpack {code, message}]: end the connection
+    STATS_REPLY = 23  # parts: [env, msgpack stats]
+
+
+class Flag(enum.IntFlag):
+    END_STREAM = 0x01  # REQUEST/REJECT: the client ended its stream with this request
+    HAS_DATA = 0x02  # REQUEST: the request carried command-data
+    DONE = 0x04  # FRAMES: these bytes include the request's last frame
+    STREAM_OPEN = 0x08  # FRAMES: the server stream is open (begun, not ended) after them
+    PARTIAL = 0x10  # FRAMES: some of the request's response frames were sent
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Envelope:
+    kind: Kind
+    flags: int = 0
+    conn: int = 0
+    request: int = 0
+    stream: int = 0
+
+    def pack(self) -> bytes:
+        return ENVELOPE.pack(self.kind, self.flags, self.conn, self.request, self.stream)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Envelope:
+        kind, flags, conn, request, stream = ENVELOPE.unpack(data)
+        return cls(Kind(kind), flags, conn, request, stream)
+
+
+def control(value: dict[str, Any]) -> bytes:
+    return pack(value)
+
+
+def read_control(data: bytes) -> dict[str, Any]:
+    return unpack_map(data, "control message")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamParams:
+    """What a worker needs to serve one client stream of a connection."""
+
+    encoding: str
+    level: int | None
+    context: str
+    max_frame_size: int
+    write: bool
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> StreamParams:
+        return cls(
+            encoding=str(m["encoding"]),
+            level=m["level"],
+            context=str(m["context"]),
+            max_frame_size=int(m["max_frame_size"]),
+            write=bool(m["write"]),
+        )

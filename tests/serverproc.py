@@ -1,0 +1,96 @@
+"""Start a real ``zplex serve`` on 127.0.0.1 for tests, and always stop it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+TOKEN = "test-token"
+
+
+class ServerProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], ready_file: Path, store: Path) -> None:
+        self.proc = proc
+        self.ready_file = ready_file
+        self.store = store
+
+    @property
+    def info(self) -> dict[str, Any]:
+        info: dict[str, Any] = json.loads(self.ready_file.read_text())
+        return info
+
+    @property
+    def port(self) -> int:
+        return int(self.info["tcp"][1])
+
+    def worker_pids(self) -> list[int]:
+        return [int(p) for p in self.info["workers"]]
+
+    def wait_for(self, predicate: Any, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                if predicate():
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            time.sleep(0.05)
+        raise TimeoutError("condition not met in time")
+
+
+@contextlib.contextmanager
+def running_server(
+    tmp: Path, *args: str, workers: int = 2, timeout: float = 30.0
+) -> Iterator[ServerProcess]:
+    ready = tmp / "ready.json"
+    store = tmp / "store"
+    cmd = [
+        sys.executable,
+        "-m",
+        "server.cli",
+        "serve",
+        "--port",
+        "0",
+        "--workers",
+        str(workers),
+        "--store",
+        str(store),
+        "--ready-file",
+        str(ready),
+        "--write-token",
+        TOKEN,
+        *args,
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "ZPLEX_WRITE_TOKEN"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = ServerProcess(proc, ready, store)
+    children: list[psutil.Process] = []
+    try:
+        server.wait_for(ready.exists, timeout)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        yield server
+    finally:
+        with contextlib.suppress(psutil.Error):
+            children += psutil.Process(proc.pid).children(recursive=True)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -1,0 +1,319 @@
+"""The whole system: a real ``zplex serve`` (front and worker processes) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from serverproc import TOKEN, ServerProcess, running_server
+
+from bench.client import Client, ServerError
+from server.protocol.client_conn import ClientConnection
+from server.protocol.events import (
+    ConnectionErrorReceived,
+    ResponseComplete,
+    ResponseError,
+    ServerSettingsReceived,
+)
+from server.protocol.frames import FrameDecoder, FrameType, StreamFlags, encode_frame
+from server.protocol.payloads import ClientSettings, unpack_map
+from workers.generate import generate
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("server")) as srv:
+        yield srv
+
+
+def connect(server: ServerProcess, **kwargs: object) -> Client:
+    return Client.connect("127.0.0.1", server.port, timeout=20, **kwargs)  # type: ignore[arg-type]
+
+
+def raw_socket(server: ServerProcess) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    return sock
+
+
+def read_until(sock: socket.socket, conn: ClientConnection, done: object, limit: float = 10):  # type: ignore[no-untyped-def]
+    """Read events until ``done(events)`` is true or the server closes."""
+    events = []
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        events += conn.receive_data(data)
+        if done(events):  # type: ignore[operator]
+            break
+    return events
+
+
+# -- settings and commands -------------------------------------------------------------------
+
+
+def test_settings_exchange(server: ServerProcess) -> None:
+    with raw_socket(server) as sock:
+        conn = ClientConnection(ClientSettings(encodings=("zlib",), level=99, context="request"))
+        sock.sendall(conn.initiate())
+        events = read_until(sock, conn, lambda ev: len(ev) >= 1)
+        settings = events[0]
+        assert isinstance(settings, ServerSettingsReceived)
+        assert settings.settings.version == 1
+        assert settings.settings.server.startswith("zplex/")
+        assert settings.settings.workers == 2
+        assert settings.settings.limits["max_streams"] == 64
+        assert set(settings.settings.encodings) == {"zstd-8mb", "zlib", "identity"}
+        _rid, data = conn.send_request(1, "echo", {}, b"x" * 100)
+        sock.sendall(data)
+        raw = b""
+        sock.settimeout(5)
+        while True:
+            raw += sock.recv(65536)
+            frames = FrameDecoder(1 << 20).feed(raw)
+            if any(f.type == FrameType.COMMAND_RESPONSE for f in frames):
+                break
+    stream_settings = [f for f in frames if f.type == FrameType.STREAM_SETTINGS]
+    announced = unpack_map(stream_settings[0].payload, "stream-settings")
+    # zlib chosen, level 99 clamped into zlib's range, context as asked.
+    assert announced == {"encoding": "zlib", "level": 9, "context": "request"}
+    assert stream_settings[0].stream_id == 2
+    assert stream_settings[0].stream_flags & StreamFlags.BEGIN
+
+
+def test_every_command(server: ServerProcess) -> None:
+    with connect(server, token=TOKEN) as client:
+        caps = client.capabilities().header
+        assert set(caps["commands"]) == {
+            "capabilities",
+            "get",
+            "list",
+            "generate",
+            "echo",
+            "put",
+            "stats",
+        }
+        assert caps["commands"]["put"]["permission"] == "write"
+        assert caps["limits"]["max_frame_size"] == 32768
+        body = generate(50_000, "json", 7)
+        put = client.put("cmd/obj.json", body).header
+        assert put["size"] == len(body)
+        got = client.get("cmd/obj.json")
+        assert got.body == body and got.verify_digest()
+        ranged = client.get("cmd/obj.json", offset=10, length=20)
+        assert ranged.body == body[10:30]
+        assert ranged.header["object_size"] == len(body)
+        keys = client.list("cmd/").header["keys"]
+        assert keys == [["cmd/obj.json", len(body)]]
+        gen = client.generate(10_000, "log", 3)
+        assert gen.body == generate(10_000, "log", 3) and gen.verify_digest()
+        assert client.echo(b"ping").body == b"ping"
+        assert client.echo().body == b""
+        stats = client.stats().header
+        assert stats["front"]["pid"] == server.info["pid"]
+        assert sorted(w["pid"] for w in stats["workers"]) == sorted(server.worker_pids())
+        for worker in stats["workers"]:
+            for key in ("cpu_user", "cpu_system", "rss", "streams", "context_bytes"):
+                assert key in worker
+            for key in ("requests", "bytes_raw", "bytes_wire"):
+                assert key in worker
+
+
+@pytest.mark.parametrize("encoding", ["identity", "zlib", "zstd-8mb"])
+@pytest.mark.parametrize("context", ["stream", "request", "frame"])
+def test_encoding_and_context_round_trip(
+    server: ServerProcess, encoding: str, context: str
+) -> None:
+    with connect(server, encodings=(encoding,), context=context) as client:
+        for seed in range(3):
+            body = generate(100_000, "text", seed)
+            response = client.generate(100_000, "text", seed, stream=3)
+            assert response.body == body
+            echoed = client.echo(body[:40_000], stream=5)
+            assert echoed.body == body[:40_000]
+            if encoding != "identity":
+                assert response.wire_bytes < response.raw_bytes
+
+
+def test_stream_context_reuses_history(server: ServerProcess) -> None:
+    body = os.urandom(200_000)  # incompressible on its own, a match for the context
+    with connect(server, encodings=("zstd-8mb",), token=TOKEN) as client:
+        client.put("history/blob", body)
+        first = client.get("history/blob", stream=7)
+        second = client.get("history/blob", stream=7)
+    assert first.body == second.body == body
+    assert first.wire_bytes > len(body)
+    assert second.wire_bytes < len(body) / 20
+
+
+def test_streams_served_by_different_workers_in_parallel(server: ServerProcess) -> None:
+    with connect(server) as client:
+        before = {w["pid"]: w["requests"] for w in client.stats().header["workers"]}
+        items = [
+            ("generate", {"size": 400_000, "kind": "text", "seed": i}, None, 1 + 2 * (i % 4))
+            for i in range(16)
+        ]
+        results = client.pipeline(items)
+        assert all(not isinstance(r, ServerError) for r in results)
+        after = {w["pid"]: w["requests"] for w in client.stats().header["workers"]}
+    served = {pid: after[pid] - before.get(pid, 0) for pid in after}
+    # 4 streams over 2 workers: each worker owns two of them (the stats calls add one).
+    assert len(served) == 2
+    assert all(count >= 8 for count in served.values()), served
+
+
+def test_stream_end_and_reuse(server: ServerProcess) -> None:
+    with connect(server, encodings=("zstd-8mb",)) as client:
+        assert client.request("echo", None, b"a" * 1000, stream=9, end_stream=True).body
+        # The same id opens a new stream (and a new context) with begin.
+        assert client.echo(b"b" * 1000, stream=9).body == b"b" * 1000
+        client.end_stream(9)
+        assert client.echo(b"c", stream=9).body == b"c"
+
+
+def test_put_needs_the_token_and_is_durable(server: ServerProcess) -> None:
+    with connect(server) as client, pytest.raises(ServerError) as info:
+        client.put("secure/a", b"data")
+    assert info.value.code == "forbidden"
+    with connect(server, token="wrong") as client, pytest.raises(ServerError) as info:
+        client.put("secure/a", b"data")
+    assert info.value.code == "forbidden"
+    with connect(server, token=TOKEN) as client:
+        client.put("secure/a", b"data")
+    # Acknowledged means on disk, under the key, with no temporary left behind.
+    assert (server.store / "secure" / "a").read_bytes() == b"data"
+    assert [p.name for p in (server.store / "secure").iterdir()] == ["a"]
+
+
+@pytest.mark.parametrize("key", ["../escape", "/etc/passwd", "a//b", "a/../../b", "a\x00b", ""])
+def test_traversal_keys_rejected(server: ServerProcess, key: str) -> None:
+    with connect(server, token=TOKEN) as client:
+        for call in (lambda: client.get(key), lambda: client.put(key, b"x")):
+            with pytest.raises(ServerError) as info:
+                call()
+            assert info.value.code == "bad-request"
+            assert (
+                "/" not in info.value.message.replace("'/'", "").replace("a '/' ", "")
+                or "store" not in info.value.message
+            )
+        assert client.echo(b"still here").body == b"still here"
+
+
+def test_unknown_command_and_bad_arguments(server: ServerProcess) -> None:
+    with connect(server) as client:
+        with pytest.raises(ServerError) as info:
+            client.request("frobnicate")
+        assert info.value.code == "unknown-command"
+        with pytest.raises(ServerError) as info:
+            client.request("generate", {"size": "big"})
+        assert info.value.code == "bad-request"
+        with pytest.raises(ServerError) as info:
+            client.get("missing/key")
+        assert info.value.code == "not-found"
+        assert client.echo(b"ok").body == b"ok"
+
+
+def test_malformed_frame_closes_only_that_connection(server: ServerProcess) -> None:
+    with connect(server) as bystander, raw_socket(server) as sock:
+        conn = ClientConnection(ClientSettings())
+        sock.sendall(conn.initiate())
+        # A reserved frame type.
+        sock.sendall(encode_frame(1, 1, 0, 0xA, 0, b"junk"))
+        events = read_until(
+            sock, conn, lambda ev: any(isinstance(e, ConnectionErrorReceived) for e in ev)
+        )
+        errors = [e for e in events if isinstance(e, ConnectionErrorReceived)]
+        assert errors and errors[0].error.code == "protocol"
+        assert sock.recv(10) == b""  # closed by the server
+        assert bystander.echo(b"fine").body == b"fine"
+
+
+def test_oversize_frame_rejected_from_header(server: ServerProcess) -> None:
+    with raw_socket(server) as sock:
+        conn = ClientConnection(ClientSettings())
+        sock.sendall(conn.initiate())
+        # Announce 1 MiB of payload and send none of it: the header alone is refused.
+        sock.sendall(encode_frame(1, 1, 0, 1, 1, b"")[:0] + bytes([0, 0, 16, 1, 0, 1, 0, 0x11]))
+        events = read_until(
+            sock, conn, lambda ev: any(isinstance(e, ConnectionErrorReceived) for e in ev)
+        )
+        assert [e.error.code for e in events if isinstance(e, ConnectionErrorReceived)] == [
+            "protocol"
+        ]
+
+
+def test_client_disconnecting_mid_request(server: ServerProcess) -> None:
+    with raw_socket(server) as sock:
+        conn = ClientConnection(ClientSettings(encodings=("zstd-8mb",)))
+        sock.sendall(conn.initiate())
+        _rid, data = conn.send_request(3, "echo", {}, os.urandom(100_000))
+        sock.sendall(data[: len(data) // 2])  # half a request, then gone
+        _rid, data = conn.send_request(5, "generate", {"size": 5_000_000})
+        sock.sendall(data)  # and a big response nobody will read
+    with connect(server) as client:
+        assert client.generate(1000).body == generate(1000)
+        assert client.stats().header["front"]["connections"] >= 1
+
+
+def test_worker_death_gives_worker_lost_and_a_replacement(tmp_path: Path) -> None:
+    with running_server(tmp_path, workers=1) as srv, connect(srv) as client:
+        old = srv.worker_pids()
+        assert client.echo(b"warm", stream=3).body == b"warm"
+        os.kill(old[0], signal.SIGKILL)
+        srv.wait_for(lambda: srv.worker_pids() and srv.worker_pids() != old)
+        # The stream restarts on the new worker with begin and fresh settings.
+        assert client.echo(b"again", stream=3).body == b"again"
+        assert client.generate(1000, stream=5).body == generate(1000)
+
+
+def test_worker_death_mid_request(tmp_path: Path) -> None:
+    with running_server(tmp_path, workers=1) as srv, raw_socket(srv) as sock:
+        conn = ClientConnection(ClientSettings(encodings=("zstd-8mb",)))
+        sock.sendall(conn.initiate())
+        read_until(sock, conn, lambda ev: len(ev) >= 1)
+        # A big generate keeps the worker busy while it is killed.
+        _rid, data = conn.send_request(3, "generate", {"size": 200_000_000, "kind": "random"})
+        sock.sendall(data)
+        time.sleep(0.3)
+        os.kill(srv.worker_pids()[0], signal.SIGKILL)
+        events = read_until(
+            sock,
+            conn,
+            lambda ev: any(isinstance(e, ResponseError | ResponseComplete) for e in ev),
+            limit=20,
+        )
+        errors = [e for e in events if isinstance(e, ResponseError)]
+        assert errors and errors[0].error.code == "worker-lost"
+        assert errors[0].error.retryable
+
+
+def test_sigterm_sends_goaway_and_exits(tmp_path: Path) -> None:
+    with running_server(tmp_path, workers=1) as srv, raw_socket(srv) as sock:
+        conn = ClientConnection(ClientSettings())
+        sock.sendall(conn.initiate())
+        read_until(sock, conn, lambda ev: len(ev) >= 1)
+        workers = srv.worker_pids()
+        srv.proc.send_signal(signal.SIGTERM)
+        events = read_until(
+            sock, conn, lambda ev: any(isinstance(e, ConnectionErrorReceived) for e in ev)
+        )
+        goaway = [e for e in events if isinstance(e, ConnectionErrorReceived)]
+        assert goaway and goaway[0].error.code == "goaway" and goaway[0].error.retryable
+        assert srv.proc.wait(20) == 0
+        for pid in workers:
+            srv.wait_for(lambda pid=pid: not _alive(pid), timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,161 @@
+"""The commands of PROTOCOL.md section 4, as run by a worker.
+
+A command takes its arguments, the request's decoded data and what the connection may do,
+and returns the response header and body, or raises :class:`RequestError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from server.protocol.errors import ErrorCode, RequestError
+from server.protocol.payloads import CONTEXTS, ENCODINGS
+from workers.generate import GenerateError, generate
+from workers.store import BadKey, BadRange, NotFound, ObjectStore, StoreError, digest
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Call:
+    """One request as a command sees it."""
+
+    args: dict[str, Any]
+    data: bytes | None  # None: the request carried no command data
+    write: bool  # the connection holds the write token
+    snapshot: dict[str, Any] | None = None  # stats gathered by the front
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerInfo:
+    server: str
+    limits: dict[str, Any]
+    max_generate_bytes: int
+
+
+Result = tuple[dict[str, Any], bytes]
+Handler = Callable[["Commands", Call], Result]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Command:
+    args: tuple[str, ...]
+    permission: str
+    handler: Handler
+
+
+def _bad(message: str) -> RequestError:
+    return RequestError(ErrorCode.BAD_REQUEST, message)
+
+
+def _opt_int(args: dict[str, Any], name: str) -> int | None:
+    value = args.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _bad(f"argument {name!r} must be an integer >= 0")
+    return value
+
+
+def _opt_str(args: dict[str, Any], name: str) -> str | None:
+    value = args.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _bad(f"argument {name!r} must be text")
+    return value
+
+
+def _key(args: dict[str, Any]) -> str:
+    key = args.get("key")
+    if not isinstance(key, str):
+        raise _bad("argument 'key' is required and must be text")
+    return key
+
+
+class Commands:
+    """The command table bound to a worker's store and the server's description."""
+
+    def __init__(self, store: ObjectStore, info: ServerInfo) -> None:
+        self.store = store
+        self.info = info
+
+    def run(self, name: str, call: Call) -> Result:
+        command = TABLE.get(name)
+        if command is None:
+            raise RequestError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {name!r}")
+        if command.permission == "write" and not call.write:
+            raise RequestError(ErrorCode.FORBIDDEN, f"{name!r} needs write permission")
+        try:
+            return command.handler(self, call)
+        except (BadKey, BadRange) as exc:
+            raise _bad(str(exc)) from None
+        except NotFound:
+            raise RequestError(ErrorCode.NOT_FOUND, "no object under that key") from None
+        except StoreError:
+            raise RequestError(ErrorCode.INTERNAL, "the store failed") from None
+
+    def capabilities(self, call: Call) -> Result:
+        return {
+            "status": "ok",
+            "server": self.info.server,
+            "commands": {
+                name: {"args": list(c.args), "permission": c.permission}
+                for name, c in TABLE.items()
+            },
+            "encodings": list(ENCODINGS),
+            "contexts": list(CONTEXTS),
+            "limits": self.info.limits,
+        }, b""
+
+    def get(self, call: Call) -> Result:
+        key = _key(call.args)
+        offset = _opt_int(call.args, "offset")
+        length = _opt_int(call.args, "length")
+        body, object_size = self.store.get(key, offset or 0, length)
+        header: dict[str, Any] = {"status": "ok", "size": len(body), "digest": digest(body)}
+        if offset is not None or length is not None:
+            header["object_size"] = object_size
+        return header, body
+
+    def list(self, call: Call) -> Result:
+        prefix = _opt_str(call.args, "prefix") or ""
+        limit = _opt_int(call.args, "limit")
+        keys = self.store.list(prefix, limit)
+        return {"status": "ok", "keys": [[k, size] for k, size in keys]}, b""
+
+    def generate(self, call: Call) -> Result:
+        size = call.args.get("size")
+        kind = call.args.get("kind", "text")
+        seed = call.args.get("seed", 0)
+        try:
+            body = generate(size, kind, seed, max_size=self.info.max_generate_bytes)  # type: ignore[arg-type]
+        except GenerateError as exc:
+            raise _bad(str(exc)) from None
+        return {"status": "ok", "size": len(body), "digest": digest(body)}, body
+
+    def echo(self, call: Call) -> Result:
+        body = call.data or b""
+        return {"status": "ok", "size": len(body)}, body
+
+    def put(self, call: Call) -> Result:
+        key = _key(call.args)
+        if call.data is None:
+            raise _bad("put needs the object as command data")
+        size, object_digest = self.store.put(key, call.data)
+        return {"status": "ok", "size": size, "digest": object_digest}, b""
+
+    def stats(self, call: Call) -> Result:
+        snapshot = call.snapshot or {}
+        return {"status": "ok", **snapshot}, b""
+
+
+TABLE: dict[str, Command] = {
+    "capabilities": Command((), "read", Commands.capabilities),
+    "get": Command(("key", "offset", "length"), "read", Commands.get),
+    "list": Command(("prefix", "limit"), "read", Commands.list),
+    "generate": Command(("size", "kind", "seed"), "read", Commands.generate),
+    "echo": Command((), "read", Commands.echo),
+    "put": Command(("key",), "write", Commands.put),
+    "stats": Command((), "read", Commands.stats),
+}

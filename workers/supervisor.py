@@ -1,0 +1,88 @@
+"""Worker processes: spawn (``spawn`` start method), watch (process sentinels), replace.
+
+The front owns the ZeroMQ side (ready handshake, routing); this module only manages
+processes. It is handed the worker entry point, so it imports nothing of the front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import multiprocessing.process
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("zplex.supervisor")
+
+Entry = Callable[[dict[str, Any]], None]
+
+
+class Supervisor:
+    """Keeps ``count`` worker processes running, each started with its own config."""
+
+    def __init__(self, count: int, entry: Entry, config_for: Callable[[int], dict[str, Any]]):
+        self.count = count
+        self.entry = entry
+        self.config_for = config_for
+        self._mp = multiprocessing.get_context("spawn")
+        self.procs: dict[int, multiprocessing.process.BaseProcess] = {}
+        self._on_exit: Callable[[int, int | None], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stopping = False
+        self.restarts = 0
+
+    def start(
+        self, loop: asyncio.AbstractEventLoop, on_exit: Callable[[int, int | None], None]
+    ) -> None:
+        self._loop = loop
+        self._on_exit = on_exit
+        for index in range(self.count):
+            self.spawn(index)
+
+    def spawn(self, index: int) -> None:
+        proc = self._mp.Process(
+            target=self.entry, args=(self.config_for(index),), name=f"zplex-worker-{index}"
+        )
+        proc.daemon = True
+        proc.start()
+        self.procs[index] = proc
+        assert self._loop is not None
+        self._loop.add_reader(proc.sentinel, self._exited, index, proc)
+
+    def _exited(self, index: int, proc: multiprocessing.process.BaseProcess) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(proc.sentinel)
+        proc.join(0)
+        code = proc.exitcode
+        if self.procs.get(index) is proc:
+            del self.procs[index]
+        if self.stopping:
+            return
+        log.warning("worker %d (pid %s) exited with %s; replacing it", index, proc.pid, code)
+        if self._on_exit is not None:
+            self._on_exit(index, code)
+        self.restarts += 1
+        self.spawn(index)
+
+    def pids(self) -> dict[int, int]:
+        return {i: p.pid for i, p in self.procs.items() if p.pid is not None}
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Wait for the workers to exit (after the front told them to), then terminate and
+        finally kill the stragglers."""
+        self.stopping = True
+        procs = list(self.procs.values())
+        for proc in procs:
+            if self._loop is not None:
+                self._loop.remove_reader(proc.sentinel)
+        for proc in procs:
+            proc.join(timeout)
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(1.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+        self.procs.clear()

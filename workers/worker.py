@@ -1,0 +1,290 @@
+"""A worker process: one DEALER socket to the front, one context per client stream.
+
+The loop is serial: messages of one stream arrive in order and are answered in order, so
+responses on a stream never interleave. Each stream owns a :class:`ServerStreamWriter` (its
+compressor) and, when the client encodes its command data, a :class:`Decoder`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import resource
+import signal
+import time
+from typing import Any
+
+import zmq
+
+from server.ipc import Envelope, Flag, Kind, StreamParams, control, read_control
+from server.protocol.encoding import Decoder, stream_settings_for
+from server.protocol.errors import DecodeError, ErrorCode, RequestError
+from server.protocol.payloads import StreamSettings
+from server.protocol.responses import ServerStreamWriter
+from workers.commands import Call, Commands, ServerInfo
+from workers.store import ObjectStore
+
+log = logging.getLogger("zplex.worker")
+
+#: Bound on queued messages each way: back-pressure instead of unbounded memory.
+HIGH_WATER_MARK = 1000
+#: How often an idle worker checks that its front is still alive.
+PARENT_CHECK_S = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    index: int
+    endpoint: str
+    store: str
+    server: str
+    limits: dict[str, Any]
+    max_generate_bytes: int = 256 << 20
+    log_level: str = "WARNING"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class StreamContext:
+    params: StreamParams
+    writer: ServerStreamWriter
+    decoder: Decoder | None = None
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.commands = Commands(
+            ObjectStore(config.store),
+            ServerInfo(config.server, config.limits, config.max_generate_bytes),
+        )
+        self.streams: collections.OrderedDict[tuple[int, int], StreamContext] = (
+            collections.OrderedDict()
+        )
+        self.requests = 0
+        self.bytes_raw = 0
+        self.bytes_wire = 0
+        self.evictions = 0
+        self._ctx = zmq.Context()
+        self.sock = self._ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, f"w{config.index}".encode())
+        self.sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
+        self.sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.connect(config.endpoint)
+        self._parent = os.getppid()
+
+    # -- loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.sock.send_multipart(
+            [
+                Envelope(Kind.READY).pack(),
+                control({"pid": os.getpid(), "index": self.config.index}),
+            ]
+        )
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        try:
+            while True:
+                if not poller.poll(int(PARENT_CHECK_S * 1000)):
+                    if os.getppid() != self._parent:
+                        log.warning("front is gone; worker %d exits", self.config.index)
+                        return
+                    continue
+                parts = self.sock.recv_multipart()
+                env = Envelope.unpack(parts[0])
+                if env.kind is Kind.SHUTDOWN:
+                    return
+                try:
+                    self.handle(env, parts[1:])
+                except Exception:  # a bug must not take the other streams down
+                    log.exception("failed to handle %s", env)
+        finally:
+            self.sock.close()
+            self._ctx.term()
+
+    def handle(self, env: Envelope, parts: list[bytes]) -> None:
+        key = (env.conn, env.stream)
+        if env.kind is Kind.STREAM_OPEN:
+            params = StreamParams.from_wire(read_control(parts[0]))
+            settings = stream_settings_for(params.encoding, params.level, params.context)
+            writer = ServerStreamWriter(env.stream + 1, settings, params.max_frame_size)
+            self.streams[key] = StreamContext(params, writer)
+        elif env.kind is Kind.REQUEST:
+            self._request(env, parts)
+        elif env.kind is Kind.REJECT:
+            ctx = self.streams[key]
+            err = read_control(parts[0])
+            end = bool(env.flags & Flag.END_STREAM)
+            frame = ctx.writer.error(
+                env.request, err["code"], err["message"], bool(err["retryable"]), end_stream=end
+            )
+            self._send_frames(env, ctx, frame, done=True)
+            if end:
+                self.streams.pop(key, None)
+        elif env.kind is Kind.CLIENT_STREAM_SETTINGS:
+            ctx = self.streams[key]
+            settings = StreamSettings.from_wire(read_control(parts[0]))
+            try:
+                ctx.decoder = Decoder(settings) if settings.encoding != "identity" else None
+            except DecodeError as exc:
+                self._fatal(env, exc.code, exc.message)
+        elif env.kind is Kind.STREAM_END:
+            ended = self.streams.pop(key, None)
+            if ended is not None:
+                data = ended.writer.end()
+                if data:
+                    self._send_frames(env, ended, data, done=False)
+        elif env.kind is Kind.STREAM_RESET:
+            reset = self.streams.get(key)
+            if reset is not None:
+                reset.writer.reset()
+                reset.decoder = None
+        elif env.kind is Kind.CONN_CLOSED:
+            for stream_key in [k for k in self.streams if k[0] == env.conn]:
+                del self.streams[stream_key]
+        elif env.kind is Kind.STATS:
+            self.sock.send_multipart(
+                [Envelope(Kind.STATS_REPLY, conn=env.conn).pack(), control(self.stats())]
+            )
+        else:
+            log.error("unexpected message kind %s", env.kind)
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _decode_data(self, env: Envelope, ctx: StreamContext, parts: list[bytes]) -> bytes:
+        chunk_flags, payloads = parts[0], parts[1:]
+        cap_request = int(self.limits["max_request_data_bytes"])
+        cap_frame = int(self.limits["max_decoded_bytes_per_frame"])
+        out: list[bytes] = []
+        total = 0
+        for encoded, payload in zip(chunk_flags, payloads, strict=True):
+            if encoded:
+                if ctx.decoder is None:
+                    raise DecodeError("encoded command data without an encoding")
+                piece = ctx.decoder.decode(payload, min(cap_frame, cap_request - total))
+            else:
+                piece = payload
+            total += len(piece)
+            if total > cap_request:
+                raise DecodeError("command data decodes past max_request_data_bytes")
+            out.append(piece)
+        return b"".join(out)
+
+    def _request(self, env: Envelope, parts: list[bytes]) -> None:
+        key = (env.conn, env.stream)
+        ctx = self.streams[key]
+        self.streams.move_to_end(key)
+        end = bool(env.flags & Flag.END_STREAM)
+        meta = read_control(parts[0])
+        self.requests += 1
+        data: bytes | None = None
+        if env.flags & Flag.HAS_DATA:
+            try:
+                data = self._decode_data(env, ctx, parts[1:])
+            except DecodeError as exc:
+                self._fatal(env, exc.code, exc.message)
+                return
+        call = Call(meta["args"], data, ctx.params.write, meta.get("snapshot"))
+        try:
+            header, body = self.commands.run(meta["name"], call)
+        except RequestError as exc:
+            frame = ctx.writer.error(
+                env.request, exc.code, exc.message, exc.retryable, end_stream=end
+            )
+            self._send_frames(env, ctx, frame, done=True)
+        except Exception:
+            log.exception("command %r failed", meta["name"])
+            frame = ctx.writer.error(
+                env.request, ErrorCode.INTERNAL, "the command failed", end_stream=end
+            )
+            self._send_frames(env, ctx, frame, done=True)
+        else:
+            raw_before, wire_before = ctx.writer.raw_bytes, ctx.writer.wire_bytes
+            chunks = ctx.writer.iter_response(env.request, header, body, end_stream=end)
+            pending = next(chunks)
+            for chunk in chunks:
+                self._send_frames(env, ctx, pending, done=False)
+                pending = chunk
+            self._send_frames(env, ctx, pending, done=True)
+            self.bytes_raw += ctx.writer.raw_bytes - raw_before
+            self.bytes_wire += ctx.writer.wire_bytes - wire_before
+        if end:
+            self.streams.pop(key, None)
+        else:
+            self._evict()
+
+    def _send_frames(self, env: Envelope, ctx: StreamContext, data: bytes, *, done: bool) -> None:
+        flags = (Flag.DONE if done else 0) | (Flag.STREAM_OPEN if ctx.writer.begun else 0)
+        out = Envelope(Kind.FRAMES, flags, env.conn, env.request, env.stream)
+        self.sock.send_multipart([out.pack(), data], copy=len(data) < 65536)
+
+    def _fatal(self, env: Envelope, code: ErrorCode, message: str) -> None:
+        """The stream's decoding context is out of step: the connection must end."""
+        for stream_key in [k for k in self.streams if k[0] == env.conn]:
+            del self.streams[stream_key]
+        out = Envelope(Kind.CONN_FATAL, 0, env.conn, env.request, env.stream)
+        self.sock.send_multipart([out.pack(), control({"code": str(code), "message": message})])
+
+    def _evict(self) -> None:
+        """Keep contexts within the worker's budget: the least recently used streams lose
+        their compression context (their next response starts the server stream again)."""
+        max_contexts = int(self.limits["max_contexts_per_worker"])
+        max_bytes = int(self.limits["max_context_bytes_per_worker"])
+        live = [ctx for ctx in self.streams.values() if ctx.writer.encoder is not None]
+        total = sum(ctx.writer.memory() for ctx in live)
+        for ctx in live:
+            if len(live) <= max_contexts and total <= max_bytes:
+                break
+            if ctx is next(reversed(self.streams.values())):
+                break  # never the stream just used
+            total -= ctx.writer.memory()
+            ctx.writer.reset()
+            live.remove(ctx)
+            self.evictions += 1
+
+    def stats(self) -> dict[str, Any]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "pid": os.getpid(),
+            "index": self.config.index,
+            "cpu_user": usage.ru_utime,
+            "cpu_system": usage.ru_stime,
+            "rss": _rss(),
+            "max_rss": usage.ru_maxrss * 1024,
+            "streams": len(self.streams),
+            "context_bytes": sum(ctx.writer.memory() for ctx in self.streams.values()),
+            "requests": self.requests,
+            "bytes_raw": self.bytes_raw,
+            "bytes_wire": self.bytes_wire,
+            "evictions": self.evictions,
+        }
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def main(config: dict[str, Any]) -> None:
+    """Process entry point (started with the ``spawn`` method by the supervisor)."""
+    cfg = WorkerConfig(**config)
+    logging.basicConfig(
+        level=cfg.log_level, format=f"%(asctime)s worker{cfg.index} %(levelname)s %(message)s"
+    )
+    # The front owns Ctrl-C and shutdown; a worker ends on SHUTDOWN, SIGTERM or its front's
+    # death.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    started = time.monotonic()
+    Worker(cfg).run()
+    log.info("worker %d exits after %.1f s", cfg.index, time.monotonic() - started)
