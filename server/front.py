@@ -203,7 +203,7 @@ class Connection(asyncio.Protocol):
             return
         if not self.sc.in_flight_ids() and now - self.last_activity > limits.idle_timeout_s:
             log.info("connection %d idle for %.0f s; closing", self.id, limits.idle_timeout_s)
-            self.close()
+            self.fail_goaway("idle for longer than idle_timeout_s")
             return
         self._timer = self.front.loop.call_later(TIMER_PERIOD_S, self._check_timers)
 

@@ -317,3 +317,86 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# -- limits enforced by the front ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    limits = [
+        "max_streams=2",
+        "max_inflight_per_stream=2",
+        "max_connections=4",
+        "frame_timeout_s=1",
+        "idle_timeout_s=2",
+    ]
+    args = [arg for limit in limits for arg in ("--limit", limit)]
+    with running_server(tmp_path_factory.mktemp("small"), *args, workers=1) as srv:
+        yield srv
+
+
+def test_too_many_streams(small_server: ServerProcess) -> None:
+    with connect(small_server) as client:
+        # Stream 1 is open (the settings opened it) and stream 3 opens: the limit is 2.
+        assert client.echo(b"a", stream=3).body == b"a"
+        for _ in range(2):
+            with pytest.raises(ServerError) as info:
+                client.echo(b"b", stream=5)
+            assert info.value.code == "too-many-streams"
+        # A stream that could not be opened stays refused until the client ends it and
+        # opens it again (with begin) when there is room.
+        client.end_stream(3)
+        client.end_stream(5)
+        assert client.echo(b"c", stream=5).body == b"c"
+
+
+def test_overloaded_per_stream(small_server: ServerProcess) -> None:
+    with connect(small_server) as client:
+        items = [("generate", {"size": 2_000_000, "seed": i}, None, 1) for i in range(6)]
+        results = client.pipeline(items)
+        codes = [r.code if isinstance(r, ServerError) else "ok" for r in results]
+        assert codes[:2] == ["ok", "ok"]
+        assert "overloaded" in codes
+        assert all(r.retryable for r in results if isinstance(r, ServerError))
+
+
+def test_frame_timeout(small_server: ServerProcess) -> None:
+    with raw_socket(small_server) as sock:
+        conn = ClientConnection(ClientSettings())
+        sock.sendall(conn.initiate())
+        _rid, data = conn.send_request(1, "echo", {}, b"x" * 1000)
+        sock.sendall(data[:20])  # a started frame that never completes
+        events = read_until(
+            sock, conn, lambda ev: any(isinstance(e, ConnectionErrorReceived) for e in ev)
+        )
+        errors = [e.error.code for e in events if isinstance(e, ConnectionErrorReceived)]
+        assert errors == ["protocol"]
+
+
+def test_idle_timeout(small_server: ServerProcess) -> None:
+    with raw_socket(small_server) as sock:
+        conn = ClientConnection(ClientSettings())
+        sock.sendall(conn.initiate())
+        started = time.monotonic()
+        events = read_until(
+            sock, conn, lambda ev: any(isinstance(e, ConnectionErrorReceived) for e in ev)
+        )
+        errors = [e.error for e in events if isinstance(e, ConnectionErrorReceived)]
+        assert errors and errors[0].code == "goaway"
+        assert time.monotonic() - started >= 1.5
+        assert sock.recv(10) == b""
+
+
+def test_max_connections(small_server: ServerProcess) -> None:
+    socks = [raw_socket(small_server) for _ in range(5)]
+    try:
+        conn = ClientConnection(ClientSettings())
+        events = read_until(
+            socks[-1], conn, lambda ev: any(isinstance(e, ConnectionErrorReceived) for e in ev)
+        )
+        errors = [e.error for e in events if isinstance(e, ConnectionErrorReceived)]
+        assert errors and errors[0].code == "goaway" and errors[0].retryable
+    finally:
+        for sock in socks:
+            sock.close()

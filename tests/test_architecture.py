@@ -1,0 +1,106 @@
+"""The layering of DESIGN.md, checked on the source: who may import whom, and no cycles."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("server", "workers", "bench")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module imported anywhere in the file (function-level imports included)."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = (
+        module_name(path).rsplit(".", 1)[0] if path.name != "__init__.py" else (module_name(path))
+    )
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            found.add(target)
+            # "from pkg import module" imports a module too.
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+    return found
+
+
+def our_modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+
+
+def our_imports() -> dict[str, set[str]]:
+    modules = our_modules()
+    return {
+        name: {m for m in imports_of(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+
+
+def test_protocol_core_imports_only_itself_stdlib_zstandard_msgpack() -> None:
+    for name, path in our_modules().items():
+        if not name.startswith("server.protocol"):
+            continue
+        for imported in imports_of(path):
+            top = imported.split(".")[0]
+            if top == "server":
+                assert imported.startswith("server.protocol"), (name, imported)
+            else:
+                assert top in sys.stdlib_module_names or top in ("zstandard", "msgpack"), (
+                    name,
+                    imported,
+                )
+
+
+def test_layering() -> None:
+    for name, imported in our_imports().items():
+        for target in imported:
+            if name.startswith("workers"):
+                allowed = target.startswith(("workers", "server.protocol")) or target in (
+                    "server",
+                    "server.ipc",
+                )
+            elif name.startswith("bench"):
+                allowed = target.startswith(("bench", "server.protocol")) or target == "server"
+            elif name == "server.cli":
+                allowed = True  # the composition root
+            elif name.startswith("server.protocol"):
+                allowed = target.startswith("server.protocol") or target == "server"
+            else:  # the front
+                allowed = target.startswith("server")
+            assert allowed, f"{name} may not import {target}"
+
+
+def test_no_import_cycles() -> None:
+    graph = our_imports()
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph.get(node, ()):
+            if nxt.startswith(node + ".") or node.startswith(nxt + "."):
+                continue  # a package and its own modules
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*trail, node, nxt]))
+            if nxt not in state:
+                visit(nxt, [*trail, node])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
