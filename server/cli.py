@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 #: Modules that contribute subcommands, in the order they appear in ``--help``.
-SUBCOMMAND_MODULES = ("server.dissect", "bench.tools")
+SUBCOMMAND_MODULES = ("server.dissect", "bench.tools", "bench.cli")
 
 
 def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +33,23 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     p.add_argument(
         "--ready-file", help="write JSON {tcp, pid, workers} here once serving (atomically)"
+    )
+    p.add_argument(
+        "--stdio",
+        action="store_true",
+        default=None,
+        help="serve one connection on stdin/stdout (e.g. behind ssh) instead of TCP",
+    )
+    p.add_argument(
+        "--http-port",
+        type=int,
+        help="also serve the HTTP API (PROTOCOL.md section 7) on this port (0: any free port)",
+    )
+    p.add_argument(
+        "--http-debugreflect",
+        action="store_true",
+        default=None,
+        help="enable POST /api/zplex-v1/<ro|rw>/debugreflect",
     )
     p.add_argument("--level", type=int, help="compression level when a client states none")
     p.add_argument(
@@ -66,6 +83,9 @@ def _serve(args: argparse.Namespace) -> int:
             "write_token": args.write_token,
             "ready_file": args.ready_file,
             "level": args.level,
+            "stdio": args.stdio,
+            "http_port": args.http_port,
+            "http_debugreflect": args.http_debugreflect,
             "log_level": args.log_level.upper() if args.log_level else None,
         }
         for item in args.limit:

@@ -28,6 +28,12 @@ class ServeConfig:
     store: str = "zplex-store"
     write_token: str | None = None
     ready_file: str | None = None
+    #: Serve one connection on stdin/stdout instead of TCP.
+    stdio: bool = False
+    #: Port of the HTTP API (PROTOCOL.md section 7) on ``host``; None: no HTTP.
+    http_port: int | None = None
+    #: Answer ``.../debugreflect`` over HTTP (off by default).
+    http_debugreflect: bool = False
     log_level: str = "WARNING"
     #: Level used when a client states no wish (clamped to ``limits.max_level``).
     level: int = DEFAULT_LEVEL
@@ -57,6 +63,8 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "store": str,
     "write_token": str,
     "ready_file": str,
+    "http_port": int,
+    "http_debugreflect": bool,
     "log_level": str,
     "level": int,
     "max_generate_bytes": int,
@@ -86,7 +94,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
             out["encodings"] = tuple(value)
         elif key in _SCALARS:
             kind = _SCALARS[key]
-            if isinstance(value, bool) or not isinstance(value, kind):
+            if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
                 raise ConfigError(f"config option {key!r} has the wrong type")
             out[key] = value
         else:

@@ -28,6 +28,7 @@ import zmq
 import zmq.asyncio
 
 from server.config import ServeConfig
+from server.http import HttpScope, HttpServer
 from server.ipc import Envelope, Flag, Kind, StreamParams, control, read_control
 from server.protocol.encoding import clamp_level, negotiate_encoding
 from server.protocol.errors import ErrorCode
@@ -65,6 +66,8 @@ class WorkerPool(Protocol):
 
     def pids(self) -> dict[int, int]: ...
 
+    def quiesce(self) -> None: ...
+
     def stop(self, timeout: float = ...) -> None: ...
 
 
@@ -99,18 +102,22 @@ class Route:
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, front: Front, conn_id: int) -> None:
+    def __init__(self, front: Front, conn_id: int, http: HttpScope | None = None) -> None:
         self.front = front
         self.id = conn_id
+        self.http = http
         self.sc = ServerConnection(front.config.limits, front.server_settings)
         self.transport: asyncio.Transport | None = None
         self.routes: dict[int, Route] = {}
         self.assigned: dict[int, int] = {}  # client stream id -> worker index
         self.local: dict[int, ServerStreamWriter] = {}  # streams answered by the front itself
-        self.params = StreamParams("identity", None, "stream", 32768, False)
+        self.params = StreamParams(
+            "identity", None, "stream", 32768, http is not None and http.write
+        )
         self.last_activity = time.monotonic()
         self.partial_since: float | None = None
         self.closing = False
+        self.eof = False
         self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -139,6 +146,13 @@ class Connection(asyncio.Protocol):
                 self.partial_since = now
         else:
             self.partial_since = None
+
+    def eof_received(self) -> bool:
+        """End of input: answer what is in flight, then close (PROTOCOL.md section 7)."""
+        self.sc.start_goaway()
+        self.eof = True
+        self._maybe_finish_goaway()
+        return True  # keep the write side open until the answers are out
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -201,7 +215,9 @@ class Connection(asyncio.Protocol):
         if self.partial_since is not None and now - self.partial_since > limits.frame_timeout_s:
             self.fail(ErrorCode.PROTOCOL, "a frame was not completed within frame_timeout_s")
             return
-        if not self.sc.in_flight_ids() and now - self.last_activity > limits.idle_timeout_s:
+        if self.eof:
+            pass  # input ended: only the answers in flight remain
+        elif not self.sc.in_flight_ids() and now - self.last_activity > limits.idle_timeout_s:
             log.info("connection %d idle for %.0f s; closing", self.id, limits.idle_timeout_s)
             self.fail_goaway("idle for longer than idle_timeout_s")
             return
@@ -213,8 +229,24 @@ class Connection(asyncio.Protocol):
         match event:
             case SettingsReceived(settings=settings):
                 self.params = self.front.negotiate(settings)
+                if self.http is not None:  # over HTTP, only the URL grants write permission
+                    self.params = dataclasses.replace(self.params, write=self.http.write)
             case RequestReady():
                 self.front.requests += 1
+                if self.http is not None and self.http.command not in (
+                    "multirequest",
+                    event.name,
+                ):
+                    self._rejected(
+                        RequestRejected(
+                            event.request_id,
+                            event.stream_id,
+                            ErrorCode.BAD_REQUEST,
+                            f"this URL runs {self.http.command!r}, not {event.name!r}",
+                            event.end_stream,
+                        )
+                    )
+                    return
                 self._request(event)
             case RequestRejected():
                 self._rejected(event)
@@ -459,6 +491,8 @@ class Front:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.server: asyncio.Server | None = None
         self.address: tuple[str, int] | None = None
+        self.http_server: asyncio.Server | None = None
+        self.http_address: tuple[str, int] | None = None
         self.stopped = asyncio.Event()
         self.started = time.monotonic()
         self.process = psutil.Process()
@@ -604,8 +638,8 @@ class Front:
 
     # -- connections ---------------------------------------------------------------------
 
-    def new_connection(self) -> Connection:
-        conn = Connection(self, self._next_conn)
+    def new_connection(self, http: HttpScope | None = None) -> Connection:
+        conn = Connection(self, self._next_conn, http)
         self._next_conn += 1
         self.connections[conn.id] = conn
         return conn
@@ -625,36 +659,50 @@ class Front:
 
     def write_ready_file(self) -> None:
         path = self.config.ready_file
-        if path is None or self.address is None or not self._ready.is_set():
+        if path is None or not self._ready.is_set():
+            return
+        if self.address is None and not self.config.stdio:
             return
         pids = self.pool.pids()
-        info = {
-            "tcp": [self.address[0], self.address[1]],
-            "pid": os.getpid(),
-            "workers": [pids[i] for i in sorted(pids)],
-        }
+        info: dict[str, Any] = {"pid": os.getpid(), "workers": [pids[i] for i in sorted(pids)]}
+        if self.address is not None:
+            info["tcp"] = [self.address[0], self.address[1]]
+        else:
+            info["stdio"] = True
+        if self.http_address is not None:
+            info["http"] = [self.http_address[0], self.http_address[1]]
         target = Path(path)
         fd, tmp = tempfile.mkstemp(prefix=".ready-", dir=target.parent or ".")
         with os.fdopen(fd, "w") as f:
             json.dump(info, f)
         os.replace(tmp, target)
 
-    async def start(self) -> None:
+    async def start(self, *, tcp: bool = True) -> None:
         self.spawn_task(self._receive_loop())
         self.pool.start(self.loop, self.worker_exited)
         await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT_S)
-        self.server = await self.loop.create_server(
-            self.new_connection, self.config.host, self.config.port, reuse_address=True
-        )
-        sockname = self.server.sockets[0].getsockname()
-        self.address = (str(sockname[0]), int(sockname[1]))
+        if tcp:
+            self.server = await self.loop.create_server(
+                self.new_connection, self.config.host, self.config.port, reuse_address=True
+            )
+            sockname = self.server.sockets[0].getsockname()
+            self.address = (str(sockname[0]), int(sockname[1]))
+            log.warning("zplex serving on %s:%d with %d workers", *self.address, len(self.workers))
+        if self.config.http_port is not None:
+            http = HttpServer(self, debugreflect=self.config.http_debugreflect)
+            self.http_server = await asyncio.start_server(
+                http.handle, self.config.host, self.config.http_port, reuse_address=True
+            )
+            sockname = self.http_server.sockets[0].getsockname()
+            self.http_address = (str(sockname[0]), int(sockname[1]))
+            log.warning("zplex HTTP API on http://%s:%d/api/", *self.http_address)
         self.write_ready_file()
-        log.warning("zplex serving on %s:%d with %d workers", *self.address, len(self.workers))
 
     async def shutdown(self) -> None:
         """Stop accepting, send goaway, drain within the deadline, stop the workers."""
-        if self.server is not None:
-            self.server.close()
+        for server in (self.server, self.http_server):
+            if server is not None:
+                server.close()
         for conn in list(self.connections.values()):
             conn.goaway()
         deadline = time.monotonic() + self.config.drain_timeout_s
@@ -662,6 +710,7 @@ class Front:
             await asyncio.sleep(0.05)
         for conn in list(self.connections.values()):
             conn.close()
+        self.pool.quiesce()
         for slot in self.workers:
             if slot.ready:
                 self.send(slot.index, [Envelope(Kind.SHUTDOWN).pack()])
@@ -676,6 +725,71 @@ class Front:
                 os.unlink(self.config.ready_file)
 
 
+class _StdioTransport(asyncio.Transport):
+    """stdin and stdout as one transport for a :class:`Connection`."""
+
+    def __init__(self, reader: asyncio.ReadTransport, writer: asyncio.WriteTransport) -> None:
+        super().__init__()
+        self.reader = reader
+        self.writer = writer
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writer.write(data)
+
+    def is_closing(self) -> bool:
+        return self.writer.is_closing()
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+
+    def pause_reading(self) -> None:
+        self.reader.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.reader.resume_reading()
+
+    def get_write_buffer_size(self) -> int:
+        return self.writer.get_write_buffer_size()
+
+
+class _StdinProtocol(asyncio.Protocol):
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.data_received(data)
+
+    def eof_received(self) -> bool:
+        return self.conn.eof_received()
+
+
+class _StdoutProtocol(asyncio.Protocol):
+    def __init__(self, conn: Connection, done: asyncio.Event) -> None:
+        self.conn = conn
+        self.done = done
+
+    def pause_writing(self) -> None:
+        self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.connection_lost(exc)
+        self.done.set()
+
+
+async def serve_stdio(front: Front, done: asyncio.Event) -> None:
+    """One connection on stdin/stdout (``zplex serve --stdio``), e.g. behind ssh."""
+    conn = front.new_connection()
+    stdin = os.fdopen(os.dup(0), "rb", buffering=0)
+    stdout = os.fdopen(os.dup(1), "wb", buffering=0)
+    reader, _ = await front.loop.connect_read_pipe(lambda: _StdinProtocol(conn), stdin)
+    writer, _ = await front.loop.connect_write_pipe(lambda: _StdoutProtocol(conn, done), stdout)
+    conn.connection_made(_StdioTransport(reader, writer))
+
+
 async def serve(config: ServeConfig, make_pool: Callable[[str], WorkerPool]) -> int:
     """Run the server until SIGTERM or SIGINT. ``make_pool(endpoint)`` builds the worker
     supervisor (the CLI hands it the worker entry point)."""
@@ -686,7 +800,9 @@ async def serve(config: ServeConfig, make_pool: Callable[[str], WorkerPool]) -> 
         for sig in (signal.SIGTERM, signal.SIGINT):
             front.loop.add_signal_handler(sig, stop.set)
         try:
-            await front.start()
+            await front.start(tcp=not config.stdio)
+            if config.stdio:
+                await serve_stdio(front, stop)
         except TimeoutError:
             log.error("workers did not report ready within %.0f s", READY_TIMEOUT_S)
             await front.shutdown()

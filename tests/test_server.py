@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from bench.client import Client, ServerError
 from server.protocol.client_conn import ClientConnection
 from server.protocol.events import (
     ConnectionErrorReceived,
+    ResponseBody,
     ResponseComplete,
     ResponseError,
     ServerSettingsReceived,
@@ -307,6 +310,8 @@ def test_sigterm_sends_goaway_and_exits(tmp_path: Path) -> None:
         goaway = [e for e in events if isinstance(e, ConnectionErrorReceived)]
         assert goaway and goaway[0].error.code == "goaway" and goaway[0].error.retryable
         assert srv.proc.wait(20) == 0
+        assert srv.proc.stdout is not None
+        assert b"replacing" not in srv.proc.stdout.read()  # no respawn while stopping
         for pid in workers:
             srv.wait_for(lambda pid=pid: not _alive(pid), timeout=10)
 
@@ -400,3 +405,37 @@ def test_max_connections(small_server: ServerProcess) -> None:
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_stdio_transport(tmp_path: Path) -> None:
+    conn = ClientConnection(ClientSettings(encodings=("zstd-8mb",)))
+    data = conn.initiate()
+    for seed in range(3):
+        data += conn.send_request(3, "generate", {"size": 50_000, "seed": seed})[1]
+    data += conn.send_request(5, "echo", {}, b"over stdio")[1]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--stdio",
+            "--workers",
+            "1",
+            "--store",
+            str(tmp_path / "store"),
+        ],
+        input=data,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    events = conn.receive_data(proc.stdout)
+    bodies: dict[int, bytes] = {}
+    for event in events:
+        if isinstance(event, ResponseBody):
+            bodies[event.request_id] = bodies.get(event.request_id, b"") + event.data
+    complete = [e.request_id for e in events if isinstance(e, ResponseComplete)]
+    assert sorted(complete) == [1, 3, 5, 7]
+    assert [bodies[rid] for rid in (1, 3, 5)] == [generate(50_000, "text", s) for s in range(3)]
+    assert bodies[7] == b"over stdio"

@@ -68,14 +68,19 @@ class Supervisor:
     def pids(self) -> dict[int, int]:
         return {i: p.pid for i, p in self.procs.items() if p.pid is not None}
 
+    def quiesce(self) -> None:
+        """From now on a worker that exits is not replaced (the front is about to tell
+        them all to stop)."""
+        self.stopping = True
+        for proc in self.procs.values():
+            if self._loop is not None:
+                self._loop.remove_reader(proc.sentinel)
+
     def stop(self, timeout: float = 5.0) -> None:
         """Wait for the workers to exit (after the front told them to), then terminate and
         finally kill the stragglers."""
-        self.stopping = True
+        self.quiesce()
         procs = list(self.procs.values())
-        for proc in procs:
-            if self._loop is not None:
-                self._loop.remove_reader(proc.sentinel)
         for proc in procs:
             proc.join(timeout)
         for proc in procs:

@@ -170,7 +170,11 @@ class ClientConnection:
                 encoded = StreamFlags.ENCODED
             else:
                 data_payloads = [data[i : i + size] for i in range(0, len(data), size)]
-            data_payloads = data_payloads or [b""]
+            if not data_payloads:
+                # Nothing to send (empty data under the ``frame`` context): one empty raw
+                # frame carries the eos; an empty ``encoded`` payload is not a complete unit.
+                data_payloads = [b""]
+                encoded = 0
         for i, piece in enumerate(pieces):
             flags = CommandRequestFlags.NEW if i == 0 else CommandRequestFlags.CONTINUATION
             if i < len(pieces) - 1:

@@ -22,8 +22,12 @@ from .payloads import CONTEXTS, ENCODINGS, StreamSettings
 DEFAULT_LEVEL = 3
 ZLIB_LEVELS = (0, 9)
 ZSTD_MIN_LEVEL = 1
-#: Bytes the zstd decoder writes at a time; the per-frame cap can be overshot by at most this.
-_DECODE_CHUNK = 1 << 16
+#: Largest block of decoded bytes zstd produces at once (``ZSTD_BLOCKSIZE_MAX``).
+_ZSTD_BLOCK_MAX = 128 << 10
+#: Output buffer of the zstd decoder, per call. It holds two blocks: what a call may leave
+#: pending plus the one block the payload's last byte can complete (see ``Decoder._zstd``).
+#: The per-frame cap is checked per chunk: memory overshoots it by at most this.
+_DECODE_CHUNK = 2 * _ZSTD_BLOCK_MAX + 1
 
 
 def clamp_level(encoding: str, wish: int | None, max_level: int) -> int | None:
@@ -260,7 +264,17 @@ class Decoder:
             )
         self._sink.remaining = cap
         try:
-            self._writer.write(payload)
+            # The writer returns once its input is consumed, even when its last call filled
+            # the output buffer and decoded bytes (at most one block) are still pending in the
+            # context; they would only come out with the next payload, so a response would
+            # not be decodable at its eos. Feeding the last byte on its own drains them: that
+            # call first flushes the pending block, then the byte completes at most one more
+            # block, and two blocks fit the buffer, so nothing is left pending.
+            view = memoryview(payload)
+            if len(view) > 1:
+                self._writer.write(view[:-1])
+            if view:
+                self._writer.write(view[-1:])
         except _CapExceeded:
             raise DecodeError("encoded data decodes past the limit") from None
         except zstandard.ZstdError:

@@ -54,6 +54,14 @@ def _get(
     return value
 
 
+def _optional(m: dict[str, Any], key: str, kind: type[T], what: str) -> T | None:
+    """An optional field: absent or nil (MessagePack's null) both mean ``None``."""
+    if m.get(key) is None:
+        return None
+    value: T = _get(m, key, kind, what)
+    return value
+
+
 def _require(m: dict[str, Any], key: str, kind: type[T], what: str) -> T:
     if key not in m:
         raise PayloadError(f"{what} lacks the field {key!r}", field=key)
@@ -101,7 +109,7 @@ class ClientSettings:
         if version != PROTOCOL_VERSION:
             raise PayloadError(f"unsupported protocol version {version}", field="version")
         encodings = _str_list(m, "encodings", what)
-        level = _get(m, "level", int, what)
+        level = _optional(m, "level", int, what)
         context = _get(m, "context", str, what, "stream")
         if context not in CONTEXTS:
             raise PayloadError(f"unknown context {context!r}", field="context")
@@ -111,7 +119,7 @@ class ClientSettings:
                 f"max_frame_size must be in [{MIN_CLIENT_FRAME_SIZE}, {MAX_FRAME_SIZE_LIMIT}]",
                 field="max_frame_size",
             )
-        token = _get(m, "token", str, what)
+        token = _optional(m, "token", str, what)
         return cls(
             version=version,
             encodings=encodings if encodings is not None else ("identity",),
@@ -185,8 +193,8 @@ class StreamSettings:
             raise PayloadError(f"unknown context {context!r}", field="context")
         return cls(
             encoding=encoding,
-            level=_get(m, "level", int, what),
-            window_log=_get(m, "window_log", int, what),
+            level=_optional(m, "level", int, what),
+            window_log=_optional(m, "window_log", int, what),
             context=context,
         )
 
@@ -271,5 +279,5 @@ class Progress:
     def from_wire(cls, m: dict[str, Any]) -> Progress:
         return cls(
             done=_get(m, "done", int, "progress", 0),
-            total=_get(m, "total", int, "progress"),
+            total=_optional(m, "total", int, "progress"),
         )

@@ -206,6 +206,7 @@ class _Stream:
     inflight: int = 0
     encoded_data: bool = False  # a non-identity stream-settings is in effect
     settings_parts: list[bytes] = dataclasses.field(default_factory=list)
+    incomplete: set[int] = dataclasses.field(default_factory=set)  # requests still arriving
 
 
 class ServerConnection:
@@ -338,6 +339,12 @@ class ServerConnection:
                 events[-1] = dataclasses.replace(last, end_stream=True)
             else:
                 events.append(StreamEnded(frame.stream_id))
+            if stream.incomplete:
+                # Frames of that request would have to follow the stream's last frame.
+                raise ProtocolError(
+                    f"stream {frame.stream_id} ended while request "
+                    f"{min(stream.incomplete)} on it is incomplete"
+                )
             stream.state = StreamState.CLOSED
             stream.encoded_data = False
             stream.settings_parts.clear()
@@ -357,6 +364,12 @@ class ServerConnection:
         key = (stream.state, stream_input)
         if key not in STREAM_TABLE:
             raise ProtocolError(STREAM_ERRORS.get(key, "stream rule broken"))
+        if stream_input is not StreamInput.FRAME and stream.incomplete:
+            # A new stream cannot carry the rest of a request of the old one.
+            raise ProtocolError(
+                f"begin on stream {frame.stream_id} while request "
+                f"{min(stream.incomplete)} on it is incomplete"
+            )
         if stream.state is StreamState.OPEN and stream_input is not StreamInput.FRAME:
             events.append(StreamReset(frame.stream_id))
             stream.encoded_data = False
@@ -413,6 +426,7 @@ class ServerConnection:
             if rid in self._requests:
                 raise ProtocolError(f"request id {rid} is already in flight")
             request = self._requests[rid] = _Request(rid, frame.stream_id, have_data)
+            stream.incomplete.add(rid)
             if stream.state is StreamState.REJECTED:
                 request.rejection = (
                     ErrorCode.TOO_MANY_STREAMS,
@@ -517,6 +531,12 @@ class ServerConnection:
             request.state = ReqState.DATA_DISCARD
 
     def _complete(self, request: _Request, events: list[ServerEvent]) -> None:
+        self._streams[request.stream_id].incomplete.discard(request.request_id)
+        if request.answered:
+            # Already answered (response_sent before its last frame arrived): its id is free
+            # now, and it must not be answered twice.
+            del self._requests[request.request_id]
+            return
         if request.rejection is None:
             payload = b"".join(request.map_parts)
             request.map_parts.clear()
@@ -545,5 +565,3 @@ class ServerConnection:
                     request.request_id, request.stream_id, code, message, end_stream=False
                 )
             )
-        if request.answered:
-            del self._requests[request.request_id]

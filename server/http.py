@@ -1,0 +1,231 @@
+"""The HTTP transport of PROTOCOL.md section 7.
+
+``POST /api/zplex-v1/<ro|rw>/<command>`` with a frame sequence as the body; each HTTP request
+is one zplex connection whose frames (starting with the server's settings) are the response
+body. Write permission comes only from an ``rw`` URL with ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import logging
+from typing import Any, Protocol
+
+from server.config import ServeConfig
+from server.protocol.frames import decode_frames
+from server.protocol.notation import format_frame
+from server.protocol.payloads import ServerSettings
+from server.protocol.server_conn import ServerConnection
+
+log = logging.getLogger("zplex.http")
+
+API = "zplex-v1"
+MEDIA_TYPE = "application/x-zplex-frames-1"
+WRITE_COMMANDS = frozenset({"put"})
+COMMANDS = frozenset(
+    {"capabilities", "get", "list", "generate", "echo", "put", "stats", "multirequest"}
+)
+MAX_HEADER_BYTES = 16384
+#: Seconds to read a whole request (headers and body).
+READ_TIMEOUT_S = 30.0
+#: Seconds to answer one HTTP request's zplex connection.
+ANSWER_TIMEOUT_S = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpScope:
+    """What an HTTP request's zplex connection may do."""
+
+    command: str
+    write: bool
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, reason: str, message: str, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+
+def _error(status: int, reason: str, message: str, **headers: str) -> HttpError:
+    return HttpError(status, reason, message, headers)
+
+
+class _BufferTransport(asyncio.Transport):
+    """Collects a connection's output; ``closed`` is set when the connection closes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer = bytearray()
+        self.closed = asyncio.Event()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.buffer += data
+
+    def is_closing(self) -> bool:
+        return self.closed.is_set()
+
+    def close(self) -> None:
+        self.closed.set()
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class _Connection(Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
+    def eof_received(self) -> bool: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
+
+
+class _Front(Protocol):
+    """What the HTTP transport needs of the front."""
+
+    config: ServeConfig
+    server_settings: ServerSettings
+
+    def new_connection(self, http: HttpScope | None = None) -> _Connection: ...
+
+
+class HttpServer:
+    def __init__(self, front: _Front, *, debugreflect: bool = False) -> None:
+        self.front = front
+        self.debugreflect = debugreflect
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            status, reason, headers, body = await asyncio.wait_for(
+                self._respond(reader), READ_TIMEOUT_S + ANSWER_TIMEOUT_S
+            )
+        except HttpError as exc:
+            status, reason = exc.status, exc.reason
+            headers = {"Content-Type": "text/plain; charset=utf-8", **exc.headers}
+            body = (str(exc) + "\n").encode()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        head = [f"HTTP/1.1 {status} {reason}"]
+        headers = {**headers, "Content-Length": str(len(body)), "Connection": "close"}
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        with contextlib.suppress(ConnectionError):
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+            await writer.drain()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+    async def _read_request(
+        self, reader: asyncio.StreamReader
+    ) -> tuple[str, str, dict[str, str], asyncio.StreamReader]:
+        try:
+            raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
+        except asyncio.LimitOverrunError:
+            raise _error(431, "Request Header Fields Too Large", "headers too large") from None
+        if len(raw) > MAX_HEADER_BYTES:
+            raise _error(431, "Request Header Fields Too Large", "headers too large")
+        lines = raw.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise _error(400, "Bad Request", "malformed request line")
+        method, target = parts[0], parts[1]
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if not line:
+                continue
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise _error(400, "Bad Request", "malformed header line")
+            headers[name.strip().lower()] = value.strip()
+        return method, target, headers, reader
+
+    def _route(self, method: str, target: str, headers: dict[str, str]) -> HttpScope | str:
+        """Apply the checks of PROTOCOL.md section 7 in their order. Returns the scope of a
+        zplex request, or the text body of ``GET /api/``."""
+        path = target.split("?", 1)[0]
+        if path in ("/api", "/api/"):
+            if method != "GET":
+                raise _error(405, "Method Not Allowed", "use GET", Allow="GET")
+            return API + "\n"
+        segments = path.split("/")
+        if len(segments) != 5 or segments[:2] != ["", "api"] or segments[2] != API:
+            raise _error(404, "Not Found", "unknown API")
+        permission, command = segments[3], segments[4]
+        known = COMMANDS | ({"debugreflect"} if self.debugreflect else set())
+        if permission not in ("ro", "rw") or command not in known:
+            raise _error(404, "Not Found", "unknown permission or command")
+        if method != "POST":
+            raise _error(405, "Method Not Allowed", "use POST", Allow="POST")
+        write = permission == "rw" and self._bearer_ok(headers.get("authorization", ""))
+        if command in WRITE_COMMANDS and not write:
+            raise _error(403, "Forbidden", "write permission needed: an rw URL and a bearer token")
+        if headers.get("accept", "").split(";")[0].strip() != MEDIA_TYPE:
+            raise _error(406, "Not Acceptable", f"Accept must be {MEDIA_TYPE}")
+        if headers.get("content-type", "").split(";")[0].strip() != MEDIA_TYPE:
+            raise _error(415, "Unsupported Media Type", f"Content-Type must be {MEDIA_TYPE}")
+        return HttpScope(command, write)
+
+    def _bearer_ok(self, authorization: str) -> bool:
+        token = self.front.config.write_token
+        scheme, _, value = authorization.partition(" ")
+        if token is None or scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(value.strip().encode(), token.encode())
+
+    async def _read_body(self, reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+        if "transfer-encoding" in headers:
+            raise _error(411, "Length Required", "send the body with a Content-Length")
+        length_text = headers.get("content-length", "0")
+        if not length_text.isdigit():
+            raise _error(400, "Bad Request", "bad Content-Length")
+        length = int(length_text)
+        limits = self.front.config.limits
+        if length > limits.max_request_data_bytes + limits.max_request_map_bytes:
+            raise _error(413, "Content Too Large", "request body too large")
+        return await asyncio.wait_for(reader.readexactly(length), READ_TIMEOUT_S)
+
+    async def _respond(
+        self, reader: asyncio.StreamReader
+    ) -> tuple[int, str, dict[str, str], bytes]:
+        method, target, headers, reader = await self._read_request(reader)
+        scope = self._route(method, target, headers)
+        if isinstance(scope, str):
+            return 200, "OK", {"Content-Type": "text/plain; charset=utf-8"}, scope.encode()
+        body = await self._read_body(reader, headers)
+        if scope.command == "debugreflect":
+            return 200, "OK", {"Content-Type": "text/plain; charset=utf-8"}, self._reflect(body)
+        return 200, "OK", {"Content-Type": MEDIA_TYPE}, await self._run(scope, body)
+
+    async def _run(self, scope: HttpScope, body: bytes) -> bytes:
+        """Run the body as one zplex connection and return everything it sent."""
+        transport = _BufferTransport()
+        conn = self.front.new_connection(http=scope)
+        conn.connection_made(transport)
+        try:
+            conn.data_received(body)
+            conn.eof_received()
+            await asyncio.wait_for(transport.closed.wait(), ANSWER_TIMEOUT_S)
+        finally:
+            conn.connection_lost(None)
+        return bytes(transport.buffer)
+
+    def _reflect(self, body: bytes) -> bytes:
+        """The frames of the body and the server's reading of them, as text."""
+        out: list[str] = []
+        try:
+            frames = decode_frames(body, self.front.config.limits.max_frame_size)
+        except Exception as exc:
+            return f"cannot parse the body: {exc}\n".encode()
+        reading = ServerConnection(self.front.config.limits, self.front.server_settings)
+        for frame in frames:
+            out.append(format_frame(frame))
+            events: list[Any] = reading.receive_frame(frame)
+            out.extend(f"  -> {event!r}" for event in events)
+        return ("\n".join(out) + "\n").encode()

@@ -1,0 +1,126 @@
+"""The HTTP transport (PROTOCOL.md section 7) against a real server."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterator
+
+import pytest
+from serverproc import TOKEN, ServerProcess, running_server
+
+from server.protocol.client_conn import ClientConnection
+from server.protocol.events import (
+    ResponseBody,
+    ResponseComplete,
+    ResponseError,
+    ServerSettingsReceived,
+)
+from server.protocol.payloads import ClientSettings
+from workers.generate import generate
+
+pytestmark = pytest.mark.timeout(120)
+MEDIA = "application/x-zplex-frames-1"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("http")
+    with running_server(tmp, "--http-port", "0", "--http-debugreflect", workers=1) as srv:
+        srv.wait_for(lambda: "http" in srv.info)
+        yield srv
+
+
+def post(
+    server: ServerProcess,
+    path: str,
+    body: bytes = b"",
+    *,
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    host, port = server.info["http"]
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        base = {"Content-Type": MEDIA, "Accept": MEDIA}
+        conn.request(method, path, body=body, headers={**base, **(headers or {})})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def frames_for(*requests: tuple[str, dict[str, object], bytes | None], token: str | None = None):  # type: ignore[no-untyped-def]
+    conn = ClientConnection(ClientSettings(encodings=("zstd-8mb",), token=token))
+    data = conn.initiate()
+    for name, args, body in requests:
+        data += conn.send_request(3, name, args, body)[1]
+    return conn, data
+
+
+def outcomes(conn: ClientConnection, body: bytes) -> dict[int, object]:
+    events = conn.receive_data(body)
+    assert isinstance(events[0], ServerSettingsReceived)
+    result: dict[int, object] = {}
+    for event in events:
+        if isinstance(event, ResponseBody):
+            result[event.request_id] = result.get(event.request_id, b"") + event.data  # type: ignore[operator]
+        elif isinstance(event, ResponseComplete):
+            result.setdefault(event.request_id, b"")
+        elif isinstance(event, ResponseError):
+            result[event.request_id] = event.error.code
+    return result
+
+
+def test_api_listing(server: ServerProcess) -> None:
+    status, headers, body = post(server, "/api/", method="GET")
+    assert status == 200 and body == b"zplex-v1\n"
+    assert headers["Content-Type"].startswith("text/plain")
+
+
+def test_generate_over_http(server: ServerProcess) -> None:
+    conn, data = frames_for(("generate", {"size": 30_000, "seed": 1}, None))
+    status, headers, body = post(server, "/api/zplex-v1/ro/generate", data)
+    assert status == 200 and headers["Content-Type"] == MEDIA
+    assert outcomes(conn, body) == {1: generate(30_000, "text", 1)}
+
+
+def test_checks_in_order(server: ServerProcess) -> None:
+    _conn, data = frames_for(("put", {"key": "k"}, b"v"))
+    assert post(server, "/api/other/ro/get", data)[0] == 404
+    assert post(server, "/api/zplex-v1/xx/get", data)[0] == 404
+    assert post(server, "/api/zplex-v1/ro/nope", data)[0] == 404
+    status, headers, _ = post(server, "/api/zplex-v1/ro/get", method="PUT")
+    assert status == 405 and headers["Allow"] == "POST"
+    assert post(server, "/api/zplex-v1/ro/put", data)[0] == 403
+    assert post(server, "/api/zplex-v1/rw/put", data)[0] == 403  # no bearer token
+    bad = {"Authorization": "Bearer wrong"}
+    assert post(server, "/api/zplex-v1/rw/put", data, headers=bad)[0] == 403
+    assert post(server, "/api/zplex-v1/ro/get", data, headers={"Accept": "text/html"})[0] == 406
+    wrong_type = {"Content-Type": "text/plain"}
+    assert post(server, "/api/zplex-v1/ro/get", data, headers=wrong_type)[0] == 415
+
+
+def test_put_with_bearer_token(server: ServerProcess) -> None:
+    conn, data = frames_for(("put", {"key": "http/a"}, b"payload"))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    status, _, body = post(server, "/api/zplex-v1/rw/put", data, headers=auth)
+    assert status == 200 and outcomes(conn, body) == {1: b""}
+    assert (server.store / "http" / "a").read_bytes() == b"payload"
+
+
+def test_token_in_settings_is_ignored_and_command_must_match(server: ServerProcess) -> None:
+    conn, data = frames_for(("put", {"key": "http/b"}, b"x"), ("echo", {}, b"hi"), token=TOKEN)
+    status, _, body = post(server, "/api/zplex-v1/ro/multirequest", data)
+    assert status == 200
+    assert outcomes(conn, body) == {1: "forbidden", 3: b"hi"}
+    conn, data = frames_for(("echo", {}, b"hi"))
+    status, _, body = post(server, "/api/zplex-v1/ro/generate", data)
+    assert outcomes(conn, body) == {1: "bad-request"}
+
+
+def test_debugreflect(server: ServerProcess) -> None:
+    _conn, data = frames_for(("echo", {}, b"hi"))
+    status, _, body = post(server, "/api/zplex-v1/ro/debugreflect", data)
+    assert status == 200
+    text = body.decode()
+    assert "sender-protocol-settings" in text and "RequestReady" in text
