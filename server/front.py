@@ -9,6 +9,7 @@ parses nothing: workers send wire-ready frames, which go to the transport as the
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import hmac
@@ -25,11 +26,19 @@ from typing import Any, Protocol
 
 import psutil
 import zmq
-import zmq.asyncio
 
 from server.config import ServeConfig
 from server.http import HttpScope, HttpServer
-from server.ipc import Envelope, Flag, Kind, StreamParams, control, read_control
+from server.ipc import (
+    Batch,
+    Envelope,
+    Flag,
+    Kind,
+    StreamParams,
+    control,
+    decode_batch,
+    read_control,
+)
 from server.protocol.encoding import clamp_level, negotiate_encoding
 from server.protocol.errors import ErrorCode
 from server.protocol.events import (
@@ -49,6 +58,8 @@ from server.protocol.server_conn import ServerConnection, connection_error_frame
 log = logging.getLogger("zplex.front")
 
 HIGH_WATER_MARK = 1000
+#: Messages from workers handled per wake-up before connections get a turn.
+ZMQ_BATCH = 256
 READY_TIMEOUT_S = 60.0
 STATS_TIMEOUT_S = 2.0
 #: How often each connection checks its idle and frame timeouts.
@@ -118,6 +129,7 @@ class Connection(asyncio.Protocol):
         self.partial_since: float | None = None
         self.closing = False
         self.eof = False
+        self._wbuf: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -173,12 +185,24 @@ class Connection(asyncio.Protocol):
     # -- output ------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        """Queue bytes for the client; what one turn of the loop queues goes out in one
+        write (many responses arrive from workers in one batch)."""
+        if not self._wbuf:
+            self.front.loop.call_soon(self.flush)
+        self._wbuf.append(data)
+
+    def flush(self) -> None:
+        if not self._wbuf:
+            return
+        data = b"".join(self._wbuf)
+        self._wbuf.clear()
         if self.transport is not None and not self.transport.is_closing():
             self.front.bytes_out += len(data)
             self.transport.write(data)
 
     def close(self) -> None:
         self.closing = True
+        self.flush()
         if self.transport is not None:
             self.transport.close()
 
@@ -471,7 +495,7 @@ class Front:
         self.ipc_dir = ipc_dir
         self.endpoint = f"ipc://{ipc_dir}/workers"
         self.loop = asyncio.get_running_loop()
-        self.zctx = zmq.asyncio.Context()
+        self.zctx = zmq.Context()
         self.router = self.zctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -479,6 +503,11 @@ class Front:
         self.router.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.bind(self.endpoint)
+        self._zmq_fd = int(self.router.getsockopt(zmq.FD))
+        self._outbox: collections.deque[list[bytes]] = collections.deque()
+        self._batches = [Batch() for _ in range(pool.count)]
+        self._flush_scheduled = False
+        self._kicked = False
         self.workers = [WorkerSlot(i, f"w{i}".encode()) for i in range(pool.count)]
         self.connections: dict[int, Connection] = {}
         self._next_conn = 1
@@ -531,20 +560,77 @@ class Front:
         slot = self.workers[index]
         slot.streams = max(0, slot.streams - 1)
 
-    def send(self, index: int, message: list[bytes]) -> None:
-        slot = self.workers[index]
-        try:
-            future = self.router.send_multipart([slot.identity, *message], copy=False)
-        except zmq.ZMQError as exc:
-            log.warning("cannot reach worker %d: %s", index, exc)
-            return
-        if isinstance(future, asyncio.Future):
-            future.add_done_callback(self._sent)
+    # -- the ZeroMQ link ---------------------------------------------------------------
+    #
+    # A plain (non-asyncio) ROUTER driven by the event loop: the socket's FD wakes the loop
+    # (edge-triggered, so every wake-up drains what is ready), sends never block, and what
+    # a full worker queue refuses waits in order in the outbox. This costs a few
+    # microseconds per message where pyzmq's asyncio wrapper costs a future each way.
 
-    @staticmethod
-    def _sent(future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            log.warning("send to a worker failed: %s", future.exception())
+    def send(self, index: int, message: list[bytes]) -> None:
+        """Queue a message for a worker; what one turn of the loop queues goes as one
+        batch."""
+        self._batches[index].add(message)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_batches)
+
+    def _flush_batches(self) -> None:
+        self._flush_scheduled = False
+        for index, batch in enumerate(self._batches):
+            if not batch.records:
+                continue
+            parts = [self.workers[index].identity, batch.take()]
+            if self._outbox or not self._send_now(parts):
+                self._outbox.append(parts)
+                self._kick(delay=0.001)
+        self._kick()
+
+    def _send_now(self, parts: list[bytes]) -> bool:
+        """False when the worker's queue is full (the message must wait)."""
+        try:
+            self.router.send_multipart(parts, flags=zmq.NOBLOCK, copy=len(parts[-1]) < 65536)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker is gone; its loss is handled
+            log.warning("cannot reach worker %r: %s", parts[0], exc)
+        return True
+
+    def _kick(self, delay: float = 0.0) -> None:
+        """Look at the socket again soon: after any send or receive the FD may not signal
+        what became ready."""
+        if self._kicked:
+            return
+        self._kicked = True
+        if delay:
+            self.loop.call_later(delay, self._on_zmq_events)
+        else:
+            self.loop.call_soon(self._on_zmq_events)
+
+    def _on_zmq_events(self) -> None:
+        self._kicked = False
+        if self.router.closed:
+            return
+        while self._outbox and self._send_now(self._outbox[0]):
+            self._outbox.popleft()
+        for _ in range(ZMQ_BATCH):
+            try:
+                identity, blob = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except ValueError:
+                log.error("malformed message from a worker")
+                continue
+            try:
+                for message in decode_batch(blob):
+                    self._from_worker(message)
+            except Exception:
+                log.exception("bad message from worker %r", identity)
+        else:
+            self._kick()  # more may be waiting: let connections run first
+            return
+        if self._outbox:
+            self._kick(delay=0.001)
 
     def spawn_task(self, coro: Any) -> None:
         task = self.loop.create_task(coro)
@@ -560,27 +646,19 @@ class Front:
             conn.worker_lost(index)
         self.write_ready_file()
 
-    async def _receive_loop(self) -> None:
-        while True:
-            parts = await self.router.recv_multipart()
-            try:
-                self._from_worker(parts)
-            except Exception:
-                log.exception("bad message from a worker")
-
     def _from_worker(self, parts: list[bytes]) -> None:
-        env = Envelope.unpack(parts[1])
+        env = Envelope.unpack(parts[0])
         if env.kind is Kind.FRAMES:
             conn = self.connections.get(env.conn)
             if conn is not None:
-                conn.frames(env, parts[2])
+                conn.frames(env, parts[1])
         elif env.kind is Kind.CONN_FATAL:
             conn = self.connections.get(env.conn)
             if conn is not None:
-                err = read_control(parts[2])
+                err = read_control(parts[1])
                 conn.fail(ErrorCode(err["code"]), str(err["message"]))
         elif env.kind is Kind.READY:
-            info = read_control(parts[2])
+            info = read_control(parts[1])
             slot = self.workers[int(info["index"])]
             slot.pid = int(info["pid"])
             slot.ready = True
@@ -593,7 +671,7 @@ class Front:
             waiter = self._stats_waiters.get(env.conn)
             if waiter is not None:
                 future, replies = waiter
-                stats = read_control(parts[2])
+                stats = read_control(parts[1])
                 replies[int(stats["index"])] = stats
                 if len(replies) >= sum(w.ready for w in self.workers) and not future.done():
                     future.set_result(None)
@@ -678,7 +756,7 @@ class Front:
         os.replace(tmp, target)
 
     async def start(self, *, tcp: bool = True) -> None:
-        self.spawn_task(self._receive_loop())
+        self.loop.add_reader(self._zmq_fd, self._on_zmq_events)
         self.pool.start(self.loop, self.worker_exited)
         await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT_S)
         if tcp:
@@ -714,10 +792,12 @@ class Front:
         for slot in self.workers:
             if slot.ready:
                 self.send(slot.index, [Envelope(Kind.SHUTDOWN).pack()])
+        self._flush_batches()
         await asyncio.sleep(0.05)
         await self.loop.run_in_executor(None, self.pool.stop, 5.0)
         for task in list(self._tasks):
             task.cancel()
+        self.loop.remove_reader(self._zmq_fd)
         self.router.close(linger=0)
         self.zctx.term()
         if self.config.ready_file:

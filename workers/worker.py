@@ -18,7 +18,16 @@ from typing import Any
 
 import zmq
 
-from server.ipc import Envelope, Flag, Kind, StreamParams, control, read_control
+from server.ipc import (
+    Batch,
+    Envelope,
+    Flag,
+    Kind,
+    StreamParams,
+    control,
+    decode_batch,
+    read_control,
+)
 from server.protocol.encoding import Decoder, stream_settings_for
 from server.protocol.errors import DecodeError, ErrorCode, RequestError
 from server.protocol.payloads import StreamSettings
@@ -32,6 +41,8 @@ log = logging.getLogger("zplex.worker")
 HIGH_WATER_MARK = 1000
 #: How often an idle worker checks that its front is still alive.
 PARENT_CHECK_S = 1.0
+#: Output gathered before it is sent without waiting for the end of the batch.
+FLUSH_BYTES = 256 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,16 +89,18 @@ class Worker:
         self.sock.setsockopt(zmq.LINGER, 2000)
         self.sock.connect(config.endpoint)
         self._parent = os.getppid()
+        self._out = Batch()
 
     # -- loop --------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.sock.send_multipart(
+        self._emit(
             [
                 Envelope(Kind.READY).pack(),
                 control({"pid": os.getpid(), "index": self.config.index}),
             ]
         )
+        self._flush()
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         try:
@@ -97,17 +110,42 @@ class Worker:
                         log.warning("front is gone; worker %d exits", self.config.index)
                         return
                     continue
-                parts = self.sock.recv_multipart()
-                env = Envelope.unpack(parts[0])
-                if env.kind is Kind.SHUTDOWN:
+                if not self._drain():
                     return
-                try:
-                    self.handle(env, parts[1:])
-                except Exception:  # a bug must not take the other streams down
-                    log.exception("failed to handle %s", env)
         finally:
             self.sock.close()
             self._ctx.term()
+
+    def _drain(self) -> bool:
+        """Handle every batch that is waiting; False on SHUTDOWN."""
+        try:
+            while True:
+                try:
+                    blob = self.sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    return True
+                for message in decode_batch(blob):
+                    env = Envelope.unpack(message[0])
+                    if env.kind is Kind.SHUTDOWN:
+                        return False
+                    try:
+                        self.handle(env, message[1:])
+                    except Exception:  # a bug must not take the other streams down
+                        log.exception("failed to handle %s", env)
+        finally:
+            self._flush()
+
+    def _emit(self, message: list[bytes]) -> None:
+        """Queue a message for the front; big output goes at once, the rest at the end of
+        the batch being handled."""
+        self._out.add(message)
+        if self._out.size >= FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._out.records:
+            blob = self._out.take()
+            self.sock.send(blob, 0, copy=len(blob) < 65536)
 
     def handle(self, env: Envelope, parts: list[bytes]) -> None:
         key = (env.conn, env.stream)
@@ -150,9 +188,7 @@ class Worker:
             for stream_key in [k for k in self.streams if k[0] == env.conn]:
                 del self.streams[stream_key]
         elif env.kind is Kind.STATS:
-            self.sock.send_multipart(
-                [Envelope(Kind.STATS_REPLY, conn=env.conn).pack(), control(self.stats())]
-            )
+            self._emit([Envelope(Kind.STATS_REPLY, conn=env.conn).pack(), control(self.stats())])
         else:
             log.error("unexpected message kind %s", env.kind)
 
@@ -223,14 +259,14 @@ class Worker:
     def _send_frames(self, env: Envelope, ctx: StreamContext, data: bytes, *, done: bool) -> None:
         flags = (Flag.DONE if done else 0) | (Flag.STREAM_OPEN if ctx.writer.begun else 0)
         out = Envelope(Kind.FRAMES, flags, env.conn, env.request, env.stream)
-        self.sock.send_multipart([out.pack(), data], copy=len(data) < 65536)
+        self._emit([out.pack(), data])
 
     def _fatal(self, env: Envelope, code: ErrorCode, message: str) -> None:
         """The stream's decoding context is out of step: the connection must end."""
         for stream_key in [k for k in self.streams if k[0] == env.conn]:
             del self.streams[stream_key]
         out = Envelope(Kind.CONN_FATAL, 0, env.conn, env.request, env.stream)
-        self.sock.send_multipart([out.pack(), control({"code": str(code), "message": message})])
+        self._emit([out.pack(), control({"code": str(code), "message": message})])
 
     def _evict(self) -> None:
         """Keep contexts within the worker's budget: the least recently used streams lose

@@ -127,7 +127,7 @@ class Frame:
         return FrameType(self.type)
 
     def has(self, stream_flag: StreamFlags) -> bool:
-        return bool(self.stream_flags & stream_flag)
+        return bool(self.stream_flags & int(stream_flag))
 
     def encode(self) -> bytes:
         return encode_frame(
@@ -175,36 +175,48 @@ def encode_frame(
     return pack_header(length, request_id, stream_id, stream_flags, ftype, flags) + bytes(payload)
 
 
+# Plain-int tables for the per-frame checks (IntEnum and IntFlag arithmetic is slow on a
+# path that runs for every frame).
+_TYPE_BY_ID: dict[int, FrameType] = {int(t): t for t in FrameType}
+_DEFINED_FLAGS: dict[int, int] = {
+    int(t): sum(int(m) for m in flags) for t, flags in FLAG_TYPES.items()
+}
+_PAIRS: dict[int, tuple[int, int, str]] = {int(t): p for t, p in _EXCLUSIVE_PAIRS.items()}
+_ENCODED = int(StreamFlags.ENCODED)
+_ALLOWED: dict[bool, frozenset[int]] = {
+    True: frozenset(int(t) for t in CLIENT_FRAME_TYPES),
+    False: frozenset(int(t) for t in SERVER_FRAME_TYPES),
+}
+_DATA_TYPE = {True: int(FrameType.COMMAND_DATA), False: int(FrameType.COMMAND_RESPONSE)}
+_SETTINGS = int(FrameType.SENDER_PROTOCOL_SETTINGS)
+
+
 def validate_frame(frame: Frame, *, from_client: bool) -> None:
     """Check the rules of PROTOCOL.md section 1 that a single frame must follow by itself:
     known type, allowed for the sender, defined flags, the exclusive flag pairs, ``encoded``
     only on data-carrying frames, request id 0 on settings. Raises :class:`ProtocolError`."""
-    try:
-        ftype = FrameType(frame.type)
-    except ValueError:
-        raise ProtocolError(f"reserved frame type 0x{frame.type:x}") from None
-    allowed = CLIENT_FRAME_TYPES if from_client else SERVER_FRAME_TYPES
-    if ftype not in allowed:
+    ftype = frame.type
+    if ftype not in _TYPE_BY_ID:
+        raise ProtocolError(f"reserved frame type 0x{ftype:x}")
+    if ftype not in _ALLOWED[from_client]:
         sender = "client" if from_client else "server"
-        raise ProtocolError(f"a {sender} may not send {ftype.wire_name} frames")
-    if frame.stream_flags & ~ALL_STREAM_FLAGS:
-        raise ProtocolError(f"undefined stream flag bits 0x{frame.stream_flags:02x}")
-    flag_type = FLAG_TYPES[ftype]
-    defined = 0
-    for member in flag_type:
-        defined |= int(member)
-    if frame.flags & ~defined:
-        raise ProtocolError(f"undefined flag bits 0x{frame.flags:x} on {ftype.wire_name}")
-    pair = _EXCLUSIVE_PAIRS.get(ftype)
+        raise ProtocolError(f"a {sender} may not send {_TYPE_BY_ID[ftype].wire_name} frames")
+    stream_flags = frame.stream_flags
+    if stream_flags & ~ALL_STREAM_FLAGS:
+        raise ProtocolError(f"undefined stream flag bits 0x{stream_flags:02x}")
+    flags = frame.flags
+    if flags & ~_DEFINED_FLAGS[ftype]:
+        raise ProtocolError(f"undefined flag bits 0x{flags:x} on {_TYPE_BY_ID[ftype].wire_name}")
+    pair = _PAIRS.get(ftype)
     if pair is not None:
         first, second, label = pair
-        if bool(frame.flags & first) == bool(frame.flags & second):
-            raise ProtocolError(f"{ftype.wire_name} needs exactly one of {label}")
-    if frame.stream_flags & StreamFlags.ENCODED:
-        data_type = FrameType.COMMAND_DATA if from_client else FrameType.COMMAND_RESPONSE
-        if ftype is not data_type:
-            raise ProtocolError(f"the encoded stream flag is not allowed on {ftype.wire_name}")
-    if ftype is FrameType.SENDER_PROTOCOL_SETTINGS and frame.request_id != 0:
+        if bool(flags & first) == bool(flags & second):
+            raise ProtocolError(f"{_TYPE_BY_ID[ftype].wire_name} needs exactly one of {label}")
+    if stream_flags & _ENCODED and ftype != _DATA_TYPE[from_client]:
+        raise ProtocolError(
+            f"the encoded stream flag is not allowed on {_TYPE_BY_ID[ftype].wire_name}"
+        )
+    if ftype == _SETTINGS and frame.request_id != 0:
         raise ProtocolError("sender-protocol-settings must carry request id 0")
 
 

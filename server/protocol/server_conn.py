@@ -48,6 +48,19 @@ from .payloads import (
 
 CONTROL_STREAM = 0
 
+# Plain ints for the per-frame path (IntFlag arithmetic is slow).
+_SETTINGS = int(FrameType.SENDER_PROTOCOL_SETTINGS)
+_STREAM_SETTINGS = int(FrameType.STREAM_SETTINGS)
+_REQUEST = int(FrameType.COMMAND_REQUEST)
+_BEGIN = int(StreamFlags.BEGIN)
+_END = int(StreamFlags.END)
+_ENCODED = int(StreamFlags.ENCODED)
+_EOS = int(SettingsFlags.EOS)  # also command-data's eos (0x2)
+_NEW = int(CommandRequestFlags.NEW)
+_MORE = int(CommandRequestFlags.MORE)
+_HAVE_DATA = int(CommandRequestFlags.HAVE_DATA)
+assert int(CommandDataFlags.EOS) == _EOS
+
 
 def error_frame(
     request_id: int,
@@ -75,6 +88,8 @@ def connection_error_frame(
 
 
 class ConnState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow
+
     AWAIT_SETTINGS = "await-settings"
     SETTINGS_PARTIAL = "settings-partial"
     READY = "ready"
@@ -82,6 +97,8 @@ class ConnState(enum.Enum):
 
 
 class ConnInput(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow
+
     SETTINGS_MORE = "settings-continuation"
     SETTINGS_EOS = "settings-eos"
     OTHER = "other-frame"
@@ -106,12 +123,16 @@ CONN_ERRORS: dict[tuple[ConnState, ConnInput], str] = {
 
 
 class StreamState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow
+
     CLOSED = "closed"
     OPEN = "open"
     REJECTED = "rejected"  # opened over max_streams: its requests get too-many-streams
 
 
 class StreamInput(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow
+
     BEGIN = "begin"
     BEGIN_OVER_LIMIT = "begin-over-limit"
     FRAME = "frame"  # no begin
@@ -136,6 +157,8 @@ STREAM_ERRORS: dict[tuple[StreamState, StreamInput], str] = {
 
 
 class ReqState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow
+
     MAP = "map"  # receiving command-request frames
     DATA = "data"  # map complete, receiving command-data
     DONE = "done"  # every frame received
@@ -144,6 +167,8 @@ class ReqState(enum.Enum):
 
 
 class ReqInput(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow
+
     MAP_MORE = "request-continuation-more"
     MAP_LAST = "request-continuation-last"
     DATA_MORE = "data-continuation"
@@ -302,16 +327,12 @@ class ServerConnection:
 
     def _frame(self, frame: Frame, events: list[ServerEvent]) -> None:
         validate_frame(frame, from_client=True)
-        ftype = FrameType(frame.type)
+        ftype = frame.type
         if frame.stream_id == CONTROL_STREAM or frame.stream_id % 2 == 0:
             raise ProtocolError(f"a client may not send on stream {frame.stream_id}")
         # Connection level: settings come first.
-        if ftype is FrameType.SENDER_PROTOCOL_SETTINGS:
-            conn_input = (
-                ConnInput.SETTINGS_EOS
-                if frame.flags & SettingsFlags.EOS
-                else ConnInput.SETTINGS_MORE
-            )
+        if ftype == _SETTINGS:
+            conn_input = ConnInput.SETTINGS_EOS if frame.flags & _EOS else ConnInput.SETTINGS_MORE
         else:
             conn_input = ConnInput.OTHER
         key = (self.state, conn_input)
@@ -324,15 +345,15 @@ class ServerConnection:
 
         stream = self._enter_stream(frame, events)
         before = len(events)
-        if ftype is FrameType.SENDER_PROTOCOL_SETTINGS:
+        if ftype == _SETTINGS:
             self._settings_frame(frame, events)
-        elif ftype is FrameType.STREAM_SETTINGS:
+        elif ftype == _STREAM_SETTINGS:
             self._stream_settings_frame(frame, stream, events)
-        elif ftype is FrameType.COMMAND_REQUEST:
+        elif ftype == _REQUEST:
             self._request_frame(frame, stream, events)
         else:
             self._data_frame(frame, stream, events)
-        if frame.has(StreamFlags.END):
+        if frame.stream_flags & _END:
             last = events[-1] if len(events) > before else None
             if isinstance(last, RequestReady | RequestRejected):
                 # The frame completed a request: its answer carries the end.
@@ -353,7 +374,7 @@ class ServerConnection:
         stream = self._streams.get(frame.stream_id)
         if stream is None:
             stream = self._streams[frame.stream_id] = _Stream()
-        if frame.has(StreamFlags.BEGIN):
+        if frame.stream_flags & _BEGIN:
             over = (
                 stream.state is not StreamState.OPEN
                 and self.open_streams >= self.limits.max_streams
@@ -381,7 +402,7 @@ class ServerConnection:
         self._settings_parts.append(frame.payload)
         if sum(map(len, self._settings_parts)) > self.limits.max_request_map_bytes:
             raise ProtocolError("sender-protocol-settings too large")
-        if not frame.flags & SettingsFlags.EOS:
+        if not frame.flags & _EOS:
             return
         payload = b"".join(self._settings_parts)
         self._settings_parts.clear()
@@ -397,7 +418,7 @@ class ServerConnection:
         stream.settings_parts.append(frame.payload)
         if sum(map(len, stream.settings_parts)) > self.limits.max_request_map_bytes:
             raise ProtocolError("stream-settings too large")
-        if not frame.flags & SettingsFlags.EOS:
+        if not frame.flags & _EOS:
             return
         payload = b"".join(stream.settings_parts)
         stream.settings_parts.clear()
@@ -417,10 +438,10 @@ class ServerConnection:
 
     def _request_frame(self, frame: Frame, stream: _Stream, events: list[ServerEvent]) -> None:
         flags = frame.flags
-        have_data = bool(flags & CommandRequestFlags.HAVE_DATA)
-        more = bool(flags & CommandRequestFlags.MORE)
+        have_data = bool(flags & _HAVE_DATA)
+        more = bool(flags & _MORE)
         rid = frame.request_id
-        if flags & CommandRequestFlags.NEW:
+        if flags & _NEW:
             if rid == 0 or rid % 2 == 0:
                 raise ProtocolError(f"request id {rid} is not odd")
             if rid in self._requests:
@@ -477,11 +498,11 @@ class ServerConnection:
 
     def _data_frame(self, frame: Frame, stream: _Stream, events: list[ServerEvent]) -> None:
         request = self._known_request(frame.request_id, frame)
-        eos = bool(frame.flags & CommandDataFlags.EOS)
+        eos = bool(frame.flags & _EOS)
         req_input = ReqInput.DATA_EOS if eos else ReqInput.DATA_MORE
         if not request.have_data:
             raise ProtocolError(f"command-data for request {request.request_id} without have-data")
-        encoded = frame.has(StreamFlags.ENCODED)
+        encoded = bool(frame.stream_flags & _ENCODED)
         if encoded and not stream.encoded_data:
             raise ProtocolError("encoded command-data before an encoding stream-settings")
         key = (request.state, req_input)
