@@ -333,19 +333,3 @@ def test_core_imports_only_stdlib_zstandard_and_msgpack() -> None:
                         )
             elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "__import__":
                 pytest.fail(f"{path.name} uses __import__")
-
-
-def test_ipc_batches_round_trip() -> None:
-    from server.ipc import Batch, decode_batch
-
-    batch = Batch()
-    messages = [[b"env1", b"", b"x" * 70000], [b"env2"], [b"e", b"a", b"b", b"c"]]
-    for message in messages:
-        batch.add(message)
-    blob = batch.take()
-    assert decode_batch(blob) == messages
-    assert batch.take() == b""
-    import pytest
-
-    with pytest.raises(ValueError):
-        decode_batch(blob[:-1])
