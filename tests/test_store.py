@@ -424,3 +424,17 @@ def test_list_excludes_temp_symlinks_and_invalid_names(store: ObjectStore, tmp_p
 
 def test_list_empty_store(store: ObjectStore) -> None:
     assert store.list() == []
+
+
+def test_digest_cache_follows_the_file(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path)
+    store.put("a/b", b"first")
+    assert store.get_with_digest("a/b") == (b"first", 5, digest(b"first"))
+    # Rewritten behind the store's back, same size: the cached digest must not be reused.
+    (tmp_path / "a" / "b").write_bytes(b"secnd")
+    assert store.get_with_digest("a/b") == (b"secnd", 5, digest(b"secnd"))
+    assert store.get_with_digest("a/b", 1, 2) == (b"ec", 5, digest(b"ec"))
+    small = ObjectStore(tmp_path, digest_cache=1)
+    small.put("x", b"1")
+    small.put("y", b"2")
+    assert len(small._digests) == 1

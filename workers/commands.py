@@ -112,8 +112,8 @@ class Commands:
         key = _key(call.args)
         offset = _opt_int(call.args, "offset")
         length = _opt_int(call.args, "length")
-        body, object_size = self.store.get(key, offset or 0, length)
-        header: dict[str, Any] = {"status": "ok", "size": len(body), "digest": digest(body)}
+        body, object_size, body_digest = self.store.get_with_digest(key, offset or 0, length)
+        header: dict[str, Any] = {"status": "ok", "size": len(body), "digest": body_digest}
         if offset is not None or length is not None:
             header["object_size"] = object_size
         return header, body

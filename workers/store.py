@@ -6,6 +6,7 @@ Error messages never contain filesystem paths, so they may be sent to a peer as 
 from __future__ import annotations
 
 import builtins
+import collections
 import contextlib
 import errno
 import functools
@@ -38,6 +39,8 @@ MAX_SEGMENT_BYTES = 255
 TMP_PREFIX = ".zplex-tmp-"
 
 _READ_CHUNK = 1 << 20
+#: Whole-object digests remembered per store (about 200 bytes each).
+DIGEST_CACHE_ENTRIES = 100_000
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -124,25 +127,62 @@ def _fsync_dir(path: Path) -> None:
 class ObjectStore:
     """Objects stored as files under a root directory."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, digest_cache: int = DIGEST_CACHE_ENTRIES) -> None:
         path = Path(root)
         path.mkdir(parents=True, exist_ok=True)
         self.root: Path = path.resolve(strict=True)
+        self._root_str = str(self.root)
+        self._root_prefix = self._root_str.rstrip(os.sep) + os.sep
+        # Digests of whole objects by file identity (device, inode, size, mtime, ctime): a
+        # rewritten or replaced file never matches an old entry.
+        self._digests: collections.OrderedDict[tuple[int, ...], str] = collections.OrderedDict()
+        self._digest_cache = digest_cache
 
     def path_for(self, key: object) -> Path:
         """Return the file path of ``key``; BadKey if invalid or it resolves outside the root."""
         valid = validate_key(key)
-        path = self.root.joinpath(*valid.split("/"))
+        path = self._root_prefix + valid
         try:
-            resolved = path.resolve(strict=False)
+            resolved = os.path.realpath(path)
         except (OSError, RuntimeError):  # symlink loop
             raise BadKey("key cannot be resolved") from None
-        if resolved == self.root or not resolved.is_relative_to(self.root):
+        if not resolved.startswith(self._root_prefix):
             raise BadKey("key resolves outside the store")
-        return path
+        return Path(path)
+
+    @staticmethod
+    def _identity(st: os.stat_result) -> tuple[int, ...]:
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _remember(self, identity: tuple[int, ...], object_digest: str) -> None:
+        self._digests[identity] = object_digest
+        self._digests.move_to_end(identity)
+        while len(self._digests) > self._digest_cache:
+            self._digests.popitem(last=False)
+
+    @_os_errors
+    def get_with_digest(
+        self, key: object, offset: int = 0, length: int | None = None
+    ) -> tuple[bytes, int, str]:
+        """Like :meth:`get`, plus the digest of the returned bytes (cached for whole
+        objects, so a popular object is not hashed on every read)."""
+        data, size, st = self._read(key, offset, length)
+        if len(data) != size or st is None:
+            return data, size, digest(data)
+        identity = self._identity(st)
+        cached = self._digests.get(identity)
+        if cached is None:
+            cached = digest(data)
+        self._remember(identity, cached)
+        return data, size, cached
 
     def _open_regular(self, key: object) -> tuple[int, int]:
         """Open the object for reading; return (fd, size)."""
+        fd, st = self._open_stat(key)
+        return fd, st.st_size
+
+    def _open_stat(self, key: object) -> tuple[int, os.stat_result]:
+        """Open the object for reading; return (fd, its stat)."""
         path = self.path_for(key)
         try:
             # O_NONBLOCK so that a FIFO does not block the open; no effect on regular files.
@@ -161,19 +201,26 @@ class ObjectStore:
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise NotFound("no such object")
-        return fd, st.st_size
+        return fd, st
 
     @_os_errors
     def get(self, key: object, offset: int = 0, length: int | None = None) -> tuple[bytes, int]:
         """Return (bytes of the range, object size); the range is clipped to the object."""
+        data, size, _st = self._read(key, offset, length)
+        return data, size
+
+    def _read(
+        self, key: object, offset: int, length: int | None
+    ) -> tuple[bytes, int, os.stat_result | None]:
         if not _is_int(offset) or offset < 0:
             raise BadRange("offset must be an integer >= 0")
         if length is not None and (not _is_int(length) or length < 0):
             raise BadRange("length must be an integer >= 0")
-        fd, size = self._open_regular(key)
+        fd, st = self._open_stat(key)
+        size = st.st_size
         try:
             if offset >= size:
-                return b"", size
+                return b"", size, None
             want = size - offset if length is None else min(length, size - offset)
             parts: list[bytes] = []
             pos = offset
@@ -184,7 +231,7 @@ class ObjectStore:
                     break
                 parts.append(chunk)
                 pos += len(chunk)
-            return b"".join(parts), size
+            return b"".join(parts), size, st
         finally:
             os.close(fd)
 
@@ -249,7 +296,9 @@ class ObjectStore:
                 os.unlink(tmp)
             raise
         _fsync_dir(parent)
-        return len(view), digest(data)
+        object_digest = digest(data)
+        self._remember(self._identity(os.stat(path)), object_digest)
+        return len(view), object_digest
 
     @_os_errors
     def list(self, prefix: str = "", limit: int | None = None) -> list[tuple[str, int]]:
