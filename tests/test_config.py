@@ -1,0 +1,71 @@
+"""Server configuration: defaults < TOML file < environment (token) < flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.cli import main
+from server.config import ConfigError, ServeConfig, build_config, load_file
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "zplex.toml"
+    path.write_text(text)
+    return path
+
+
+def test_file_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ZPLEX_WRITE_TOKEN", raising=False)
+    path = write(
+        tmp_path,
+        'port = 9000\nworkers = 3\nstore = "s"\nencodings = ["zlib", "identity"]\n'
+        "[limits]\nmax_streams = 8\nidle_timeout_s = 5.5\n",
+    )
+    config = build_config(load_file(path), {"port": 9001, "limit_max_inflight": 100})
+    assert config.port == 9001  # the flag wins
+    assert config.workers == 3 and config.store == "s"
+    assert config.encodings == ("zlib", "identity")
+    assert config.limits.max_streams == 8
+    assert config.limits.idle_timeout_s == 5.5
+    assert config.limits.max_inflight == 100
+
+
+def test_token_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZPLEX_WRITE_TOKEN", "from-env")
+    assert build_config({}, {}).write_token == "from-env"
+    assert build_config({}, {"write_token": "flag"}).write_token == "flag"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "prot = 1\n",  # a typo
+        'port = "7410"\n',
+        "port = 70000\n",
+        "workers = 0\n",
+        "[limits]\nmax_streams = -1\n",
+        "[limits]\nmax_stream = 3\n",
+        'encodings = ["brotli"]\n',
+        "this is not toml",
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError):
+        build_config(load_file(write(tmp_path, text)), {})
+
+
+def test_defaults() -> None:
+    config = ServeConfig()
+    assert config.host == "127.0.0.1" and config.port == 7410 and config.workers >= 1
+    assert config.write_token is None
+
+
+def test_serve_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read config" in capsys.readouterr().err
+    assert main(["serve", "--limit", "max_streams"]) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+    assert main(["serve", "--limit", "max_streams=lots"]) == 2
+    assert "not a number" in capsys.readouterr().err
