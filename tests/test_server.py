@@ -439,3 +439,15 @@ def test_stdio_transport(tmp_path: Path) -> None:
     assert sorted(complete) == [1, 3, 5, 7]
     assert [bodies[rid] for rid in (1, 3, 5)] == [generate(50_000, "text", s) for s in range(3)]
     assert bodies[7] == b"over stdio"
+
+
+def test_context_budget_evicts_least_recently_used(tmp_path: Path) -> None:
+    args = ("--limit", "max_contexts_per_worker=1")
+    with running_server(tmp_path, *args, workers=1) as srv, connect(srv) as client:
+        for round_ in range(3):
+            for stream in (3, 5, 7):
+                body = generate(20_000, "json", round_ * 10 + stream)
+                response = client.generate(20_000, "json", round_ * 10 + stream, stream=stream)
+                assert response.body == body
+        worker = client.stats().header["workers"][0]
+    assert worker["evictions"] >= 6
