@@ -35,9 +35,9 @@ import selectors
 import socket
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 from server.protocol.client_conn import ClientConnection
 from server.protocol.errors import RemoteError
@@ -449,7 +449,86 @@ class _AsyncProtocol(asyncio.Protocol):
         self.client._can_write.set()
 
 
-class AsyncClient:
+R = TypeVar("R")
+
+
+class _ClientBase(Generic[R]):
+    """What both clients share: counters of the session and one method per command. ``R``
+    is what :meth:`request` returns: a :class:`Response`, or an awaitable of one."""
+
+    _session: _Session
+
+    def request(
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        data: bytes | None = None,
+        *,
+        stream: int = 1,
+        end_stream: bool = False,
+        timeout: float | None = None,
+    ) -> R:
+        raise NotImplementedError
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._session.calls)
+
+    @property
+    def goaway(self) -> ServerError | None:
+        return self._session.goaway
+
+    @property
+    def messages(self) -> collections.deque[tuple[str, str]]:
+        """Recent text-output (level, message) pairs from the server."""
+        return self._session.messages
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._session.bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        """Every byte read from the socket."""
+        return self._session.bytes_received
+
+    @property
+    def raw_bytes_received(self) -> int:
+        """Decoded response bytes (headers and bodies)."""
+        return self._session.raw_bytes_received
+
+    @property
+    def wire_bytes_received(self) -> int:
+        """Response frames as sent, frame headers included."""
+        return self._session.wire_bytes_received
+
+    # -- commands (PROTOCOL.md section 4) --------------------------------------------------
+
+    def capabilities(self, *, stream: int = 1) -> R:
+        return self.request("capabilities", stream=stream)
+
+    def get(
+        self, key: str, offset: int | None = None, length: int | None = None, *, stream: int = 1
+    ) -> R:
+        return self.request("get", _get_args(key, offset, length), stream=stream)
+
+    def list(self, prefix: str | None = None, limit: int | None = None, *, stream: int = 1) -> R:
+        return self.request("list", _list_args(prefix, limit), stream=stream)
+
+    def generate(self, size: int, kind: str = "text", seed: int = 0, *, stream: int = 1) -> R:
+        return self.request("generate", {"size": size, "kind": kind, "seed": seed}, stream=stream)
+
+    def echo(self, data: bytes | None = None, *, stream: int = 1) -> R:
+        return self.request("echo", None, data, stream=stream)
+
+    def put(self, key: str, data: bytes, *, stream: int = 1) -> R:
+        return self.request("put", {"key": key}, data, stream=stream)
+
+    def stats(self, *, stream: int = 1) -> R:
+        return self.request("stats", stream=stream)
+
+
+class AsyncClient(_ClientBase[Coroutine[Any, Any, Response]]):
     """A zplex connection on asyncio. Create it with :meth:`connect`.
 
     :meth:`send` writes a request and returns a future at once, so many requests can be
@@ -548,35 +627,6 @@ class AsyncClient:
     def closed(self) -> bool:
         return self._closed.done()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._session.calls)
-
-    @property
-    def goaway(self) -> ServerError | None:
-        return self._session.goaway
-
-    @property
-    def messages(self) -> collections.deque[tuple[str, str]]:
-        """Recent text-output (level, message) pairs from the server."""
-        return self._session.messages
-
-    @property
-    def bytes_sent(self) -> int:
-        return self._session.bytes_sent
-
-    @property
-    def bytes_received(self) -> int:
-        return self._session.bytes_received
-
-    @property
-    def raw_bytes_received(self) -> int:
-        return self._session.raw_bytes_received
-
-    @property
-    def wire_bytes_received(self) -> int:
-        return self._session.wire_bytes_received
-
     # -- requests ------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
@@ -661,36 +711,6 @@ class AsyncClient:
         if out:
             self._write(out)
 
-    # -- commands (PROTOCOL.md section 4) ------------------------------------------------
-
-    async def capabilities(self, *, stream: int = 1) -> Response:
-        return await self.request("capabilities", stream=stream)
-
-    async def get(
-        self, key: str, offset: int | None = None, length: int | None = None, *, stream: int = 1
-    ) -> Response:
-        return await self.request("get", _get_args(key, offset, length), stream=stream)
-
-    async def list(
-        self, prefix: str | None = None, limit: int | None = None, *, stream: int = 1
-    ) -> Response:
-        return await self.request("list", _list_args(prefix, limit), stream=stream)
-
-    async def generate(
-        self, size: int, kind: str = "text", seed: int = 0, *, stream: int = 1
-    ) -> Response:
-        args = {"size": size, "kind": kind, "seed": seed}
-        return await self.request("generate", args, stream=stream)
-
-    async def echo(self, data: bytes | None = None, *, stream: int = 1) -> Response:
-        return await self.request("echo", None, data, stream=stream)
-
-    async def put(self, key: str, data: bytes, *, stream: int = 1) -> Response:
-        return await self.request("put", {"key": key}, data, stream=stream)
-
-    async def stats(self, *, stream: int = 1) -> Response:
-        return await self.request("stats", stream=stream)
-
     # -- closing -------------------------------------------------------------------------
 
     async def close(self, timeout: float | None = None) -> None:
@@ -725,7 +745,7 @@ class AsyncClient:
 # ---- synchronous client -----------------------------------------------------------------
 
 
-class Client:
+class Client(_ClientBase[Response]):
     """A zplex connection over one blocking-style socket, driven by a selector while a call
     waits: no event loop, no threads. Writes and reads are interleaved, so a long pipeline
     never deadlocks on full socket buffers. Create it with :meth:`connect`."""
@@ -874,34 +894,6 @@ class Client:
     def closed(self) -> bool:
         return self._sock is None
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._session.calls)
-
-    @property
-    def goaway(self) -> ServerError | None:
-        return self._session.goaway
-
-    @property
-    def messages(self) -> collections.deque[tuple[str, str]]:
-        return self._session.messages
-
-    @property
-    def bytes_sent(self) -> int:
-        return self._session.bytes_sent
-
-    @property
-    def bytes_received(self) -> int:
-        return self._session.bytes_received
-
-    @property
-    def raw_bytes_received(self) -> int:
-        return self._session.raw_bytes_received
-
-    @property
-    def wire_bytes_received(self) -> int:
-        return self._session.wire_bytes_received
-
     # -- requests --------------------------------------------------------------------------
 
     def send(
@@ -1016,35 +1008,6 @@ class Client:
         if out:
             self._queue(out)
             self._pump(lambda: True, None)
-
-    # -- commands (PROTOCOL.md section 4) --------------------------------------------------
-
-    def capabilities(self, *, stream: int = 1) -> Response:
-        return self.request("capabilities", stream=stream)
-
-    def get(
-        self, key: str, offset: int | None = None, length: int | None = None, *, stream: int = 1
-    ) -> Response:
-        return self.request("get", _get_args(key, offset, length), stream=stream)
-
-    def list(
-        self, prefix: str | None = None, limit: int | None = None, *, stream: int = 1
-    ) -> Response:
-        return self.request("list", _list_args(prefix, limit), stream=stream)
-
-    def generate(
-        self, size: int, kind: str = "text", seed: int = 0, *, stream: int = 1
-    ) -> Response:
-        return self.request("generate", {"size": size, "kind": kind, "seed": seed}, stream=stream)
-
-    def echo(self, data: bytes | None = None, *, stream: int = 1) -> Response:
-        return self.request("echo", None, data, stream=stream)
-
-    def put(self, key: str, data: bytes, *, stream: int = 1) -> Response:
-        return self.request("put", {"key": key}, data, stream=stream)
-
-    def stats(self, *, stream: int = 1) -> Response:
-        return self.request("stats", stream=stream)
 
     # -- closing ---------------------------------------------------------------------------
 
