@@ -69,6 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from server.config import ConfigError, build_config, load_file
     from server.front import serve
+    from workers.store import ObjectStore
     from workers.supervisor import Supervisor
     from workers.worker import WorkerConfig
     from workers.worker import main as worker_main
@@ -99,6 +100,11 @@ def _serve(args: argparse.Namespace) -> int:
         config = build_config(file_values, overrides)
     except ConfigError as exc:
         print(f"zplex serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ObjectStore(config.store)  # created if missing; fails here, not in every worker
+    except OSError as exc:
+        print(f"zplex serve: cannot use store {config.store}: {exc.strerror}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s front %(levelname)s %(message)s"

@@ -879,15 +879,25 @@ async def serve(config: ServeConfig, make_pool: Callable[[str], WorkerPool]) -> 
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             front.loop.add_signal_handler(sig, stop.set)
+        starting = asyncio.ensure_future(front.start(tcp=not config.stdio))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # a signal during start-up
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            await front.shutdown()
+            return 0
         try:
-            await front.start(tcp=not config.stdio)
+            starting.result()
             if config.stdio:
                 await serve_stdio(front, stop)
         except TimeoutError:
+            stopped.cancel()
             log.error("workers did not report ready within %.0f s", READY_TIMEOUT_S)
             await front.shutdown()
             return 1
-        await stop.wait()
+        await stopped
         log.warning("shutting down")
         await front.shutdown()
     return 0

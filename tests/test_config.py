@@ -69,3 +69,12 @@ def test_serve_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "NAME=VALUE" in capsys.readouterr().err
     assert main(["serve", "--limit", "max_streams=lots"]) == 2
     assert "not a number" in capsys.readouterr().err
+
+
+def test_serve_reports_an_unusable_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["serve", "--store", str(blocker / "store")]) == 2
+    assert "cannot use store" in capsys.readouterr().err

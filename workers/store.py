@@ -12,9 +12,9 @@ import errno
 import functools
 import hashlib
 import os
+import re
 import secrets
 import stat
-import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -39,6 +39,8 @@ MAX_SEGMENT_BYTES = 255
 TMP_PREFIX = ".zplex-tmp-"
 
 _READ_CHUNK = 1 << 20
+#: Unicode category Cc: C0 controls, DEL and C1 controls.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 #: Whole-object digests remembered per store (about 200 bytes each).
 DIGEST_CACHE_ENTRIES = 100_000
 
@@ -83,7 +85,7 @@ def validate_key(key: object) -> str:
         raise BadKey("key contains a NUL byte")
     if "\\" in key:
         raise BadKey("key contains a backslash")
-    if any(unicodedata.category(ch) == "Cc" for ch in key):
+    if _CONTROL.search(key):
         raise BadKey("key contains a control character")
     if key.startswith("/"):
         raise BadKey("key is an absolute path")
@@ -142,13 +144,28 @@ class ObjectStore:
         """Return the file path of ``key``; BadKey if invalid or it resolves outside the root."""
         valid = validate_key(key)
         path = self._root_prefix + valid
-        try:
-            resolved = os.path.realpath(path)
-        except (OSError, RuntimeError):  # symlink loop
-            raise BadKey("key cannot be resolved") from None
-        if not resolved.startswith(self._root_prefix):
-            raise BadKey("key resolves outside the store")
+        if self._has_symlink(valid):
+            try:
+                resolved = os.path.realpath(path)
+            except (OSError, RuntimeError):  # symlink loop
+                raise BadKey("key cannot be resolved") from None
+            if not resolved.startswith(self._root_prefix):
+                raise BadKey("key resolves outside the store")
         return Path(path)
+
+    def _has_symlink(self, key: str) -> bool:
+        """Whether any existing component of the key below the (resolved) root is a
+        symlink; only then is the full resolution needed."""
+        current = self._root_str
+        for segment in key.split("/"):
+            current = current + os.sep + segment
+            try:
+                mode = os.lstat(current).st_mode
+            except OSError:
+                return False  # nothing exists below here: nothing to follow
+            if stat.S_ISLNK(mode):
+                return True
+        return False
 
     @staticmethod
     def _identity(st: os.stat_result) -> tuple[int, ...]:

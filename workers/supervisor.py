@@ -10,12 +10,18 @@ import asyncio
 import logging
 import multiprocessing
 import multiprocessing.process
+import time
 from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("zplex.supervisor")
 
 Entry = Callable[[dict[str, Any]], None]
+
+#: A worker that lived this long is considered healthy: its next death restarts it at once.
+STABLE_AFTER_S = 10.0
+#: Longest wait between respawns of a worker that dies at start-up.
+MAX_BACKOFF_S = 5.0
 
 
 class Supervisor:
@@ -31,6 +37,8 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
         self.restarts = 0
+        self._started: dict[int, float] = {}
+        self._quick_deaths: dict[int, int] = {}
 
     def start(
         self, loop: asyncio.AbstractEventLoop, on_exit: Callable[[int, int | None], None]
@@ -44,26 +52,41 @@ class Supervisor:
         proc = self._mp.Process(
             target=self.entry, args=(self.config_for(index),), name=f"zplex-worker-{index}"
         )
+        if self.stopping:
+            return
         proc.daemon = True
         proc.start()
         self.procs[index] = proc
+        self._started[index] = time.monotonic()
         assert self._loop is not None
         self._loop.add_reader(proc.sentinel, self._exited, index, proc)
 
     def _exited(self, index: int, proc: multiprocessing.process.BaseProcess) -> None:
         assert self._loop is not None
         self._loop.remove_reader(proc.sentinel)
-        proc.join(0)
+        proc.join(0.5)  # the sentinel fires at exit; the exit code follows shortly
         code = proc.exitcode
         if self.procs.get(index) is proc:
             del self.procs[index]
         if self.stopping:
             return
-        log.warning("worker %d (pid %s) exited with %s; replacing it", index, proc.pid, code)
+        # A worker that keeps dying at start-up is respawned ever more slowly (up to
+        # MAX_BACKOFF_S) instead of in a tight loop; one that ran a while comes back at once.
+        lived = time.monotonic() - self._started.get(index, 0.0)
+        quick = self._quick_deaths.get(index, 0) + 1 if lived < STABLE_AFTER_S else 0
+        self._quick_deaths[index] = quick
+        delay = min(MAX_BACKOFF_S, 0.1 * 2 ** (quick - 1)) if quick else 0.0
+        log.warning(
+            "worker %d (pid %s) exited with %s; replacing it in %.1f s",
+            index,
+            proc.pid,
+            code,
+            delay,
+        )
         if self._on_exit is not None:
             self._on_exit(index, code)
         self.restarts += 1
-        self.spawn(index)
+        self._loop.call_later(delay, self.spawn, index)
 
     def pids(self) -> dict[int, int]:
         return {i: p.pid for i, p in self.procs.items() if p.pid is not None}
