@@ -38,12 +38,16 @@ class Kind(enum.IntEnum):
     STATS_REPLY = 23  # parts: [env, msgpack stats]
 
 
-class Flag(enum.IntFlag):
+class Flag:
+    """Bits of an envelope's flags: plain ints, since every message tests them."""
+
     END_STREAM = 0x01  # REQUEST/REJECT: the client ended its stream with this request
     HAS_DATA = 0x02  # REQUEST: the request carried command-data
     DONE = 0x04  # FRAMES: these bytes include the request's last frame
     STREAM_OPEN = 0x08  # FRAMES: the server stream is open (begun, not ended) after them
-    PARTIAL = 0x10  # FRAMES: some of the request's response frames were sent
+
+
+_KINDS = {int(kind): kind for kind in Kind}  # a dict lookup is much cheaper than Kind(n)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -60,7 +64,7 @@ class Envelope:
     @classmethod
     def unpack(cls, data: bytes) -> Envelope:
         kind, flags, conn, request, stream = ENVELOPE.unpack(data)
-        return cls(Kind(kind), flags, conn, request, stream)
+        return cls(_KINDS[kind], flags, conn, request, stream)
 
 
 def control(value: dict[str, Any]) -> bytes:
