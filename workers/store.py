@@ -142,6 +142,10 @@ class ObjectStore:
 
     def path_for(self, key: object) -> Path:
         """Return the file path of ``key``; BadKey if invalid or it resolves outside the root."""
+        return Path(self._path_str(key))
+
+    def _path_str(self, key: object) -> str:
+        """:meth:`path_for` as a string (no pathlib on the read path)."""
         valid = validate_key(key)
         path = self._root_prefix + valid
         if self._has_symlink(valid):
@@ -151,7 +155,7 @@ class ObjectStore:
                 raise BadKey("key cannot be resolved") from None
             if not resolved.startswith(self._root_prefix):
                 raise BadKey("key resolves outside the store")
-        return Path(path)
+        return path
 
     def _has_symlink(self, key: str) -> bool:
         """Whether any existing component of the key below the (resolved) root is a
@@ -200,7 +204,7 @@ class ObjectStore:
 
     def _open_stat(self, key: object) -> tuple[int, os.stat_result]:
         """Open the object for reading; return (fd, its stat)."""
-        path = self.path_for(key)
+        path = self._path_str(key)
         try:
             # O_NONBLOCK so that a FIFO does not block the open; no effect on regular files.
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
