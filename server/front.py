@@ -376,6 +376,8 @@ class Connection(asyncio.Protocol):
                 Envelope(Kind.REQUEST, flags, self.id, request_id, sid).pack(),
                 control(meta),
             ]
+            if self.routes.get(sid) is not route:
+                return  # the stream's worker was lost meanwhile; the request was answered
             if route.held is held and all(held):
                 route.held = None
                 for message in held:
@@ -552,9 +554,7 @@ class Front:
         ready = [w for w in self.workers if w.ready]
         if not ready:
             return None
-        best = min(ready, key=lambda w: (w.streams, w.index))
-        best.streams += 1
-        return best.index
+        return min(ready, key=lambda w: (w.streams, w.index)).index
 
     def release(self, index: int) -> None:
         slot = self.workers[index]

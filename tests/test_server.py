@@ -451,3 +451,12 @@ def test_context_budget_evicts_least_recently_used(tmp_path: Path) -> None:
                 assert response.body == body
         worker = client.stats().header["workers"][0]
     assert worker["evictions"] >= 6
+
+
+def test_streams_go_to_the_least_loaded_worker(tmp_path: Path) -> None:
+    with running_server(tmp_path, workers=2) as srv, connect(srv) as client:
+        for stream in (3, 5, 7, 9):
+            assert client.echo(b"x", stream=stream).body == b"x"
+        workers = client.stats(stream=1).header["workers"]
+    # Five streams (1, 3, 5, 7, 9) over two workers.
+    assert sorted(w["streams"] for w in workers) == [2, 3]
