@@ -147,6 +147,14 @@ class Worker:
             blob = self._out.take()
             self.sock.send(blob, 0, copy=len(blob) < 65536)
 
+    def _stream(self, key: tuple[int, int]) -> StreamContext | None:
+        """The stream's context; None once its connection failed here (the front may have
+        sent more for it before it learnt that), which needs no answer."""
+        ctx = self.streams.get(key)
+        if ctx is None:
+            log.debug("message for unknown stream %s", key)
+        return ctx
+
     def handle(self, env: Envelope, parts: list[bytes]) -> None:
         key = (env.conn, env.stream)
         if env.kind is Kind.STREAM_OPEN:
@@ -157,7 +165,9 @@ class Worker:
         elif env.kind is Kind.REQUEST:
             self._request(env, parts)
         elif env.kind is Kind.REJECT:
-            ctx = self.streams[key]
+            ctx = self._stream(key)
+            if ctx is None:
+                return
             err = read_control(parts[0])
             end = bool(env.flags & Flag.END_STREAM)
             frame = ctx.writer.error(
@@ -167,7 +177,9 @@ class Worker:
             if end:
                 self.streams.pop(key, None)
         elif env.kind is Kind.CLIENT_STREAM_SETTINGS:
-            ctx = self.streams[key]
+            ctx = self._stream(key)
+            if ctx is None:
+                return
             settings = StreamSettings.from_wire(read_control(parts[0]))
             try:
                 ctx.decoder = Decoder(settings) if settings.encoding != "identity" else None
@@ -215,7 +227,9 @@ class Worker:
 
     def _request(self, env: Envelope, parts: list[bytes]) -> None:
         key = (env.conn, env.stream)
-        ctx = self.streams[key]
+        ctx = self._stream(key)
+        if ctx is None:
+            return
         self.streams.move_to_end(key)
         end = bool(env.flags & Flag.END_STREAM)
         meta = read_control(parts[0])
@@ -274,15 +288,15 @@ class Worker:
         max_contexts = int(self.limits["max_contexts_per_worker"])
         max_bytes = int(self.limits["max_context_bytes_per_worker"])
         live = [ctx for ctx in self.streams.values() if ctx.writer.encoder is not None]
+        count = len(live)
         total = sum(ctx.writer.memory() for ctx in live)
-        for ctx in live:
-            if len(live) <= max_contexts and total <= max_bytes:
+        newest = next(reversed(self.streams.values()), None)
+        for ctx in live:  # least recently used first
+            if (count <= max_contexts and total <= max_bytes) or ctx is newest:
                 break
-            if ctx is next(reversed(self.streams.values())):
-                break  # never the stream just used
             total -= ctx.writer.memory()
             ctx.writer.reset()
-            live.remove(ctx)
+            count -= 1
             self.evictions += 1
 
     def stats(self) -> dict[str, Any]:
