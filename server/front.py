@@ -160,9 +160,13 @@ class Connection(asyncio.Protocol):
             self.partial_since = None
 
     def eof_received(self) -> bool:
-        """End of input: answer what is in flight, then close (PROTOCOL.md section 7)."""
-        self.sc.start_goaway()
+        """End of input: answer what is in flight, then close (PROTOCOL.md section 7). Input
+        that ends inside a frame or a request is a protocol error: it can never complete."""
         self.eof = True
+        if self.sc.partial_frame or self.sc.incomplete_ids():
+            self.fail(ErrorCode.PROTOCOL, "the input ended inside a frame or a request")
+            return True
+        self.sc.start_goaway()
         self._maybe_finish_goaway()
         return True  # keep the write side open until the answers are out
 

@@ -10,6 +10,7 @@ from serverproc import TOKEN, ServerProcess, running_server
 
 from server.protocol.client_conn import ClientConnection
 from server.protocol.events import (
+    ConnectionErrorReceived,
     ResponseBody,
     ResponseComplete,
     ResponseError,
@@ -124,3 +125,12 @@ def test_debugreflect(server: ServerProcess) -> None:
     assert status == 200
     text = body.decode()
     assert "sender-protocol-settings" in text and "RequestReady" in text
+
+
+def test_truncated_body_is_a_protocol_error(server: ServerProcess) -> None:
+    conn, data = frames_for(("echo", {}, b"x" * 5000))
+    status, _, body = post(server, "/api/zplex-v1/ro/echo", data[:-10])
+    assert status == 200
+    events = conn.receive_data(body)
+    errors = [e.error.code for e in events if isinstance(e, ConnectionErrorReceived)]
+    assert errors == ["protocol"]

@@ -280,6 +280,10 @@ class ServerConnection:
         """Requests whose first frame arrived and that are not answered yet."""
         return sorted(rid for rid, r in self._requests.items() if not r.answered)
 
+    def incomplete_ids(self) -> list[int]:
+        """Requests whose frames are still arriving."""
+        return sorted(rid for rid, r in self._requests.items() if r.state is not ReqState.DONE)
+
     def start_goaway(self) -> list[int]:
         """Refuse new requests from now on (``shutting-down``); returns the ids still to
         be answered."""
