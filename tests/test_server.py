@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -460,3 +461,24 @@ def test_streams_go_to_the_least_loaded_worker(tmp_path: Path) -> None:
         workers = client.stats(stream=1).header["workers"]
     # Five streams (1, 3, 5, 7, 9) over two workers.
     assert sorted(w["streams"] for w in workers) == [2, 3]
+
+
+def test_garbage_never_takes_the_server_down(server: ServerProcess) -> None:
+    rng = random.Random(7)
+    valid = ClientConnection(ClientSettings(encodings=("zstd-8mb",)))
+    capture = valid.initiate() + valid.send_request(3, "echo", {}, b"payload" * 100)[1]
+    for round_ in range(20):
+        data = bytearray(capture)
+        for _ in range(rng.randint(1, 8)):  # flip a few bytes of a valid capture
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if round_ % 4 == 0:
+            data = bytearray(rng.randbytes(rng.randint(1, 400)))  # or send pure noise
+        with raw_socket(server) as sock:
+            sock.sendall(bytes(data))
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(10)
+            while sock.recv(65536):  # the server answers, errs or closes; never hangs
+                pass
+    with connect(server) as client:
+        assert client.echo(b"alive").body == b"alive"
+        assert client.stats().header["front"]["pid"] == server.info["pid"]
