@@ -51,6 +51,14 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         default=None,
         help="enable POST /api/zplex-v1/<ro|rw>/debugreflect",
     )
+    p.add_argument(
+        "--worker-listen",
+        metavar="tcp://HOST:PORT",
+        help="also accept remote workers (zplex worker) here; port 0 picks a free one",
+    )
+    p.add_argument(
+        "--worker-keys", metavar="DIR", help="CURVE keys for remote workers (zplex keys DIR)"
+    )
     p.add_argument("--level", type=int, help="compression level when a client states none")
     p.add_argument(
         "--limit",
@@ -61,6 +69,59 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default), ERROR")
     p.set_defaults(func=_serve)
+
+
+def _register_remote(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "worker",
+        help="run a remote worker that joins a front over TCP",
+        description="Join a front started with --worker-listen and --worker-keys, and serve "
+        "the streams it routes here until it shuts down. The store should hold the same "
+        "objects as the front's local workers' (a shared or replicated directory).",
+    )
+    p.add_argument("--connect", required=True, metavar="tcp://HOST:PORT")
+    p.add_argument("--keys", required=True, metavar="DIR", help="holds front.key, worker.key*")
+    p.add_argument("--store", required=True, help="object store directory")
+    p.add_argument("--log-level", default="WARNING")
+    p.set_defaults(func=_worker)
+
+    p = subparsers.add_parser(
+        "keys",
+        help="make the CURVE keys of a front and its remote workers",
+        description="Write front.key, front.key_secret, worker.key and worker.key_secret in "
+        "DIR. The front uses DIR as --worker-keys (it accepts every *.key public key found "
+        "there); a remote worker needs front.key and worker.key_secret.",
+    )
+    p.add_argument("dir")
+    p.set_defaults(func=_keys)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from server.ipc import FRONT_KEY, WORKER_KEY_SECRET
+    from workers.worker import run_remote
+
+    missing = [n for n in (FRONT_KEY, WORKER_KEY_SECRET) if not (Path(args.keys) / n).is_file()]
+    if missing:
+        print(f"zplex worker: {args.keys} lacks {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if not args.connect.startswith("tcp://"):
+        print("zplex worker: --connect takes tcp://HOST:PORT", file=sys.stderr)
+        return 2
+    return run_remote(args.connect, args.keys, args.store, args.log_level.upper())
+
+
+def _keys(args: argparse.Namespace) -> int:
+    import os
+
+    import zmq.auth
+
+    os.makedirs(args.dir, exist_ok=True)
+    for name in ("front", "worker"):
+        zmq.auth.create_certificates(args.dir, name)
+    print(f"keys written to {args.dir}: front.key[_secret], worker.key[_secret]")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -87,6 +148,8 @@ def _serve(args: argparse.Namespace) -> int:
             "stdio": args.stdio,
             "http_port": args.http_port,
             "http_debugreflect": args.http_debugreflect,
+            "worker_listen": args.worker_listen,
+            "worker_keys": args.worker_keys,
             "log_level": args.log_level.upper() if args.log_level else None,
         }
         for item in args.limit:
@@ -139,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"zplex {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _register_serve(subparsers)
+    _register_remote(subparsers)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser

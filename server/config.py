@@ -34,6 +34,10 @@ class ServeConfig:
     http_port: int | None = None
     #: Answer ``.../debugreflect`` over HTTP (off by default).
     http_debugreflect: bool = False
+    #: ZeroMQ endpoint (``tcp://HOST:PORT``) where remote workers join; None: local only.
+    worker_listen: str | None = None
+    #: Directory of CURVE keys for remote workers (``zplex keys DIR``).
+    worker_keys: str | None = None
     log_level: str = "WARNING"
     #: Level used when a client states no wish (clamped to ``limits.max_level``).
     level: int = DEFAULT_LEVEL
@@ -47,8 +51,15 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
-        if self.workers < 1:
-            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.workers < 0 or (self.workers == 0 and self.worker_listen is None):
+            raise ConfigError(
+                f"workers must be at least 1 (0 only with worker_listen), got {self.workers}"
+            )
+        if self.worker_listen is not None:
+            if not self.worker_listen.startswith("tcp://"):
+                raise ConfigError("worker_listen must be a tcp:// endpoint")
+            if self.worker_keys is None:
+                raise ConfigError("worker_listen needs worker_keys (make them: zplex keys DIR)")
         unknown = [e for e in self.encodings if e not in ENCODINGS]
         if unknown or not self.encodings:
             raise ConfigError(f"encodings must be a non-empty subset of {list(ENCODINGS)}")
@@ -65,6 +76,8 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "ready_file": str,
     "http_port": int,
     "http_debugreflect": bool,
+    "worker_listen": str,
+    "worker_keys": str,
     "log_level": str,
     "level": int,
     "max_generate_bytes": int,

@@ -9,7 +9,6 @@ parses nothing: workers send wire-ready frames, which go to the transport as the
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import hmac
@@ -26,19 +25,23 @@ from typing import Any, Protocol
 
 import psutil
 import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 
 from server.config import ServeConfig
 from server.http import HttpScope, HttpServer
 from server.ipc import (
-    Batch,
+    FRONT_KEY_SECRET,
+    HEARTBEAT_INTERVAL_S,
+    REMOTE_SILENCE_S,
     Envelope,
     Flag,
     Kind,
     StreamParams,
     control,
-    decode_batch,
     read_control,
 )
+from server.link import WorkerLink, router_socket
 from server.protocol.encoding import clamp_level, negotiate_encoding
 from server.protocol.errors import ErrorCode
 from server.protocol.events import (
@@ -57,9 +60,10 @@ from server.protocol.server_conn import ServerConnection, connection_error_frame
 
 log = logging.getLogger("zplex.front")
 
-HIGH_WATER_MARK = 1000
-#: Messages from workers handled per wake-up before connections get a turn.
-ZMQ_BATCH = 256
+#: How often the front and remote workers tell each other they are alive.
+HEARTBEAT_S = HEARTBEAT_INTERVAL_S
+#: A remote worker silent this long is lost (its streams get worker-lost).
+REMOTE_TIMEOUT_S = REMOTE_SILENCE_S
 READY_TIMEOUT_S = 60.0
 STATS_TIMEOUT_S = 2.0
 #: How often each connection checks its idle and frame timeouts.
@@ -95,9 +99,13 @@ def server_name() -> str:
 class WorkerSlot:
     index: int
     identity: bytes
+    link: WorkerLink
     pid: int | None = None
     ready: bool = False
     streams: int = 0  # active streams routed to it
+    remote: bool = False
+    host: str = ""
+    last_seen: float = 0.0  # remote workers: when it was last heard from
 
 
 @dataclasses.dataclass
@@ -501,20 +509,17 @@ class Front:
         self.ipc_dir = ipc_dir
         self.endpoint = f"ipc://{ipc_dir}/workers"
         self.loop = asyncio.get_running_loop()
-        self.zctx = zmq.Context()
-        self.router = self.zctx.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self.router.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
-        self.router.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
-        self.router.setsockopt(zmq.LINGER, 0)
-        self.router.bind(self.endpoint)
-        self._zmq_fd = int(self.router.getsockopt(zmq.FD))
-        self._outbox: collections.deque[list[bytes]] = collections.deque()
-        self._batches = [Batch() for _ in range(pool.count)]
-        self._flush_scheduled = False
-        self._kicked = False
-        self.workers = [WorkerSlot(i, f"w{i}".encode()) for i in range(pool.count)]
+        self.zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        router = router_socket(self.zctx)
+        router.bind(self.endpoint)
+        self.local = WorkerLink(self.loop, router, self._from_local)
+        self.workers = [WorkerSlot(i, f"w{i}".encode(), self.local) for i in range(pool.count)]
+        # Remote workers (``--worker-listen``): CURVE-authenticated, watched by heartbeats.
+        self.remote: WorkerLink | None = None
+        self.remote_endpoint: str | None = None
+        self._remote_slots: dict[bytes, WorkerSlot] = {}
+        self._auth: ThreadAuthenticator | None = None
+        self._heartbeat: asyncio.TimerHandle | None = None
         self.connections: dict[int, Connection] = {}
         self._next_conn = 1
         self.requests = 0
@@ -564,77 +569,9 @@ class Front:
         slot = self.workers[index]
         slot.streams = max(0, slot.streams - 1)
 
-    # -- the ZeroMQ link ---------------------------------------------------------------
-    #
-    # A plain (non-asyncio) ROUTER driven by the event loop: the socket's FD wakes the loop
-    # (edge-triggered, so every wake-up drains what is ready), sends never block, and what
-    # a full worker queue refuses waits in order in the outbox. This costs a few
-    # microseconds per message where pyzmq's asyncio wrapper costs a future each way.
-
     def send(self, index: int, message: list[bytes]) -> None:
-        """Queue a message for a worker; what one turn of the loop queues goes as one
-        batch."""
-        self._batches[index].add(message)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush_batches)
-
-    def _flush_batches(self) -> None:
-        self._flush_scheduled = False
-        for index, batch in enumerate(self._batches):
-            if not batch.records:
-                continue
-            parts = [self.workers[index].identity, batch.take()]
-            if self._outbox or not self._send_now(parts):
-                self._outbox.append(parts)
-                self._kick(delay=0.001)
-        self._kick()
-
-    def _send_now(self, parts: list[bytes]) -> bool:
-        """False when the worker's queue is full (the message must wait)."""
-        try:
-            self.router.send_multipart(parts, flags=zmq.NOBLOCK, copy=len(parts[-1]) < 65536)
-        except zmq.Again:
-            return False
-        except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker is gone; its loss is handled
-            log.warning("cannot reach worker %r: %s", parts[0], exc)
-        return True
-
-    def _kick(self, delay: float = 0.0) -> None:
-        """Look at the socket again soon: after any send or receive the FD may not signal
-        what became ready."""
-        if self._kicked:
-            return
-        self._kicked = True
-        if delay:
-            self.loop.call_later(delay, self._on_zmq_events)
-        else:
-            self.loop.call_soon(self._on_zmq_events)
-
-    def _on_zmq_events(self) -> None:
-        self._kicked = False
-        if self.router.closed:
-            return
-        while self._outbox and self._send_now(self._outbox[0]):
-            self._outbox.popleft()
-        for _ in range(ZMQ_BATCH):
-            try:
-                identity, blob = self.router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            except ValueError:
-                log.error("malformed message from a worker")
-                continue
-            try:
-                for message in decode_batch(blob):
-                    self._from_worker(message)
-            except Exception:
-                log.exception("bad message from worker %r", identity)
-        else:
-            self._kick()  # more may be waiting: let connections run first
-            return
-        if self._outbox:
-            self._kick(delay=0.001)
+        slot = self.workers[index]
+        slot.link.send(slot.identity, message)
 
     def spawn_task(self, coro: Any) -> None:
         task = self.loop.create_task(coro)
@@ -649,6 +586,9 @@ class Front:
         for conn in list(self.connections.values()):
             conn.worker_lost(index)
         self.write_ready_file()
+
+    def _from_local(self, identity: bytes, parts: list[bytes]) -> None:
+        self._from_worker(parts)
 
     def _from_worker(self, parts: list[bytes]) -> None:
         env = Envelope.unpack(parts[0])
@@ -668,7 +608,7 @@ class Front:
             slot.ready = True
             slot.streams = 0
             log.info("worker %d ready (pid %d)", slot.index, slot.pid)
-            if all(w.ready for w in self.workers):
+            if all(w.ready for w in self.workers if not w.remote):
                 self._ready.set()
             self.write_ready_file()
         elif env.kind is Kind.STATS_REPLY:
@@ -679,6 +619,77 @@ class Front:
                 replies[int(stats["index"])] = stats
                 if len(replies) >= sum(w.ready for w in self.workers) and not future.done():
                     future.set_result(None)
+
+    # -- remote workers ------------------------------------------------------------------
+
+    def _listen_remote(self) -> None:
+        """Accept workers from other hosts on ``--worker-listen``, authenticated with CURVE:
+        the front's key pair and the workers' public keys live in ``--worker-keys``."""
+        assert self.config.worker_listen is not None and self.config.worker_keys is not None
+        keys = Path(self.config.worker_keys)
+        public, secret = zmq.auth.load_certificate(keys / FRONT_KEY_SECRET)
+        if secret is None:
+            raise ValueError(f"{FRONT_KEY_SECRET} has no secret key")
+        self._auth = ThreadAuthenticator(self.zctx)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=str(keys))
+        sock = router_socket(self.zctx)
+        sock.curve_secretkey = secret
+        sock.curve_publickey = public
+        sock.curve_server = True
+        sock.bind(self.config.worker_listen)
+        self.remote_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.remote = WorkerLink(self.loop, sock, self._from_remote)
+        self._heartbeat = self.loop.call_later(HEARTBEAT_S, self._heartbeats)
+        log.warning("accepting remote workers on %s", self.remote_endpoint)
+
+    def _from_remote(self, identity: bytes, parts: list[bytes]) -> None:
+        assert self.remote is not None
+        env = Envelope.unpack(parts[0])
+        slot = self._remote_slots.get(identity)
+        if env.kind is Kind.READY:
+            info = read_control(parts[1])
+            if slot is None:
+                slot = WorkerSlot(len(self.workers), identity, self.remote, remote=True)
+                self.workers.append(slot)
+                self._remote_slots[identity] = slot
+            elif slot.ready:  # it started over: whatever it held is gone
+                self.worker_exited(slot.index, None)
+            slot.pid = int(info["pid"])
+            slot.host = str(info.get("host", ""))
+            slot.ready = True
+            slot.streams = 0
+            slot.last_seen = time.monotonic()
+            welcome = {
+                "index": slot.index,
+                "server": self.server_settings.server,
+                "limits": self.server_settings.limits,
+            }
+            self.send(slot.index, [Envelope(Kind.WELCOME).pack(), control(welcome)])
+            log.warning("remote worker %d joined from %s (pid %d)", slot.index, slot.host, slot.pid)
+            self.write_ready_file()
+            return
+        if slot is None or not slot.ready:
+            # Unknown, or declared lost meanwhile: its streams were answered; it starts over.
+            self.remote.send(identity, [Envelope(Kind.REJOIN).pack()])
+            return
+        slot.last_seen = time.monotonic()
+        if env.kind is not Kind.HEARTBEAT:
+            self._from_worker(parts)
+
+    def _heartbeats(self) -> None:
+        now = time.monotonic()
+        for slot in self.workers:
+            if not (slot.remote and slot.ready):
+                continue
+            if now - slot.last_seen > REMOTE_TIMEOUT_S:
+                log.warning(
+                    "remote worker %d silent for %.0f s: lost", slot.index, now - slot.last_seen
+                )
+                self.worker_exited(slot.index, None)
+            else:
+                self.send(slot.index, [Envelope(Kind.HEARTBEAT).pack()])
+        self._heartbeat = self.loop.call_later(HEARTBEAT_S, self._heartbeats)
 
     async def stats_snapshot(self) -> dict[str, Any]:
         token = self._next_stats
@@ -753,6 +764,13 @@ class Front:
             info["stdio"] = True
         if self.http_address is not None:
             info["http"] = [self.http_address[0], self.http_address[1]]
+        if self.remote_endpoint is not None:
+            info["worker_endpoint"] = self.remote_endpoint
+            info["remote_workers"] = [
+                {"index": w.index, "pid": w.pid, "host": w.host}
+                for w in self.workers
+                if w.remote and w.ready
+            ]
         target = Path(path)
         fd, tmp = tempfile.mkstemp(prefix=".ready-", dir=target.parent or ".")
         with os.fdopen(fd, "w") as f:
@@ -760,7 +778,10 @@ class Front:
         os.replace(tmp, target)
 
     async def start(self, *, tcp: bool = True) -> None:
-        self.loop.add_reader(self._zmq_fd, self._on_zmq_events)
+        if self.config.worker_listen is not None:
+            self._listen_remote()
+        if self.pool.count == 0:
+            self._ready.set()
         self.pool.start(self.loop, self.worker_exited)
         await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT_S)
         if tcp:
@@ -793,16 +814,23 @@ class Front:
         for conn in list(self.connections.values()):
             conn.close()
         self.pool.quiesce()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         for slot in self.workers:
             if slot.ready:
                 self.send(slot.index, [Envelope(Kind.SHUTDOWN).pack()])
-        self._flush_batches()
+        for link in (self.local, self.remote):
+            if link is not None:
+                link.flush()
         await asyncio.sleep(0.05)
         await self.loop.run_in_executor(None, self.pool.stop, 5.0)
         for task in list(self._tasks):
             task.cancel()
-        self.loop.remove_reader(self._zmq_fd)
-        self.router.close(linger=0)
+        for link in (self.local, self.remote):
+            if link is not None:
+                link.close()
+        if self._auth is not None:
+            self._auth.stop()
         self.zctx.term()
         if self.config.ready_file:
             with contextlib.suppress(OSError):

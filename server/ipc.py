@@ -16,6 +16,15 @@ from typing import Any
 
 from server.protocol.payloads import pack, unpack_map
 
+#: Remote workers: the front's key pair and the workers' public keys (``zplex keys DIR``).
+FRONT_KEY = "front.key"
+FRONT_KEY_SECRET = "front.key_secret"
+WORKER_KEY_SECRET = "worker.key_secret"
+#: How often the front and a remote worker tell each other they are alive, and how long a
+#: silence means the other side is gone.
+HEARTBEAT_INTERVAL_S = 1.0
+REMOTE_SILENCE_S = 5.0
+
 #: kind, flags, connection id, request id, stream id (the client stream).
 ENVELOPE = struct.Struct("<BBIHB")
 
@@ -31,6 +40,9 @@ class Kind(enum.IntEnum):
     CONN_CLOSED = 7  # drop every stream of the connection
     STATS = 8  # parts: [env] -> STATS_REPLY
     SHUTDOWN = 9
+    WELCOME = 10  # to a remote worker: [env, msgpack {index, server, limits}]
+    REJOIN = 11  # to a remote worker the front does not know (any more): start over
+    HEARTBEAT = 12  # both ways, front <-> remote worker
     # worker -> front
     READY = 20  # parts: [env, msgpack {pid, index}]
     FRAMES = 21  # parts: [env, wire bytes]

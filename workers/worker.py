@@ -12,13 +12,21 @@ import dataclasses
 import logging
 import os
 import resource
+import secrets
 import signal
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
+import zmq.auth
 
 from server.ipc import (
+    FRONT_KEY,
+    HEARTBEAT_INTERVAL_S,
+    REMOTE_SILENCE_S,
+    WORKER_KEY_SECRET,
     Batch,
     Envelope,
     Flag,
@@ -30,6 +38,7 @@ from server.ipc import (
 )
 from server.protocol.encoding import Decoder, stream_settings_for
 from server.protocol.errors import DecodeError, ErrorCode, RequestError
+from server.protocol.limits import Limits
 from server.protocol.payloads import StreamSettings
 from server.protocol.responses import ServerStreamWriter
 from workers.commands import Call, Commands, ServerInfo
@@ -54,6 +63,10 @@ class WorkerConfig:
     limits: dict[str, Any]
     max_generate_bytes: int = 256 << 20
     log_level: str = "WARNING"
+    #: A remote worker (``zplex worker``): the directory of its CURVE keys. It joins the
+    #: front over TCP, learns its index and limits from the front's WELCOME, and watches
+    #: the front with heartbeats instead of its parent process.
+    keys: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -81,37 +94,65 @@ class Worker:
         self.bytes_raw = 0
         self.bytes_wire = 0
         self.evictions = 0
+        self.index = config.index
+        self.remote = config.keys is not None
         self._ctx = zmq.Context()
         self.sock = self._ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.IDENTITY, f"w{config.index}".encode())
+        if config.keys is None:
+            identity = f"w{config.index}"
+        else:
+            identity = f"r-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+            keys = Path(config.keys)
+            public, secret = zmq.auth.load_certificate(keys / WORKER_KEY_SECRET)
+            front_public, _ = zmq.auth.load_certificate(keys / FRONT_KEY)
+            self.sock.curve_publickey = public
+            if secret is None:
+                raise ValueError(f"{WORKER_KEY_SECRET} has no secret key")
+            self.sock.curve_secretkey = secret
+            self.sock.curve_serverkey = front_public
+        self.sock.setsockopt(zmq.IDENTITY, identity.encode())
         self.sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
         self.sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
         self.sock.setsockopt(zmq.LINGER, 2000)
         self.sock.connect(config.endpoint)
         self._parent = os.getppid()
         self._out = Batch()
+        self._last_sent = self._last_heard = time.monotonic()
 
     # -- loop --------------------------------------------------------------------------
 
-    def run(self) -> None:
-        self._emit(
-            [
-                Envelope(Kind.READY).pack(),
-                control({"pid": os.getpid(), "index": self.config.index}),
-            ]
-        )
+    def _ready(self) -> None:
+        info = {"pid": os.getpid(), "index": self.index, "host": socket.gethostname()}
+        self._emit([Envelope(Kind.READY).pack(), control(info)])
         self._flush()
+
+    def _start_over(self) -> None:
+        """A remote worker the front no longer knows drops every stream and joins again."""
+        self.streams.clear()
+        self._last_heard = time.monotonic()
+        self._ready()
+
+    def run(self) -> None:
+        self._ready()
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        tick = int((HEARTBEAT_INTERVAL_S if self.remote else PARENT_CHECK_S) * 1000)
         try:
             while True:
-                if not poller.poll(int(PARENT_CHECK_S * 1000)):
+                if poller.poll(tick) and not self._drain():
+                    return
+                if not self.remote:
                     if os.getppid() != self._parent:
-                        log.warning("front is gone; worker %d exits", self.config.index)
+                        log.warning("front is gone; worker %d exits", self.index)
                         return
                     continue
-                if not self._drain():
-                    return
+                now = time.monotonic()
+                if now - self._last_heard > REMOTE_SILENCE_S:
+                    log.warning("front silent for %.0f s; joining again", now - self._last_heard)
+                    self._start_over()
+                elif now - self._last_sent >= HEARTBEAT_INTERVAL_S:
+                    self._emit([Envelope(Kind.HEARTBEAT).pack()])
+                    self._flush()
         finally:
             self.sock.close()
             self._ctx.term()
@@ -124,6 +165,7 @@ class Worker:
                     blob = self.sock.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     return True
+                self._last_heard = time.monotonic()
                 for message in decode_batch(blob):
                     env = Envelope.unpack(message[0])
                     if env.kind is Kind.SHUTDOWN:
@@ -146,6 +188,7 @@ class Worker:
         if self._out.records:
             blob = self._out.take()
             self.sock.send(blob, 0, copy=len(blob) < 65536)
+            self._last_sent = time.monotonic()
 
     def _stream(self, key: tuple[int, int]) -> StreamContext | None:
         """The stream's context; None once its connection failed here (the front may have
@@ -199,6 +242,19 @@ class Worker:
         elif env.kind is Kind.CONN_CLOSED:
             for stream_key in [k for k in self.streams if k[0] == env.conn]:
                 del self.streams[stream_key]
+        elif env.kind is Kind.WELCOME:
+            welcome = read_control(parts[0])
+            self.index = int(welcome["index"])
+            self.limits = dict(welcome["limits"])
+            info = self.commands.info
+            self.commands.info = ServerInfo(
+                str(welcome["server"]), self.limits, info.max_generate_bytes
+            )
+            log.warning("joined the front as worker %d", self.index)
+        elif env.kind is Kind.REJOIN:
+            self._start_over()
+        elif env.kind is Kind.HEARTBEAT:
+            pass
         elif env.kind is Kind.STATS:
             self._emit([Envelope(Kind.STATS_REPLY, conn=env.conn).pack(), control(self.stats())])
         else:
@@ -303,7 +359,8 @@ class Worker:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "pid": os.getpid(),
-            "index": self.config.index,
+            "index": self.index,
+            "remote": self.remote,
             "cpu_user": usage.ru_utime,
             "cpu_system": usage.ru_stime,
             "rss": _rss(),
@@ -338,3 +395,25 @@ def main(config: dict[str, Any]) -> None:
     started = time.monotonic()
     Worker(cfg).run()
     log.info("worker %d exits after %.1f s", cfg.index, time.monotonic() - started)
+
+
+def run_remote(endpoint: str, keys: str, store: str, log_level: str = "WARNING") -> int:
+    """``zplex worker``: serve a front on another host until it says SHUTDOWN (or SIGTERM,
+    Ctrl-C). Index, server name and limits come from the front's WELCOME."""
+    logging.basicConfig(level=log_level, format="%(asctime)s worker %(levelname)s %(message)s")
+    config = WorkerConfig(
+        index=-1,
+        endpoint=endpoint,
+        store=store,
+        server="zplex",
+        limits=Limits().to_wire(),
+        log_level=log_level,
+        keys=keys,
+    )
+    worker = Worker(config)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        return 130
+    return 0

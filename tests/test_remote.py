@@ -1,0 +1,137 @@
+"""Remote workers: joining over CURVE-authenticated TCP, serving streams, being lost."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from serverproc import ServerProcess, running_server
+
+from bench.client import Client, ServerError
+from server.cli import main
+from workers.generate import generate
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def make_keys(directory: Path) -> Path:
+    assert main(["keys", str(directory)]) == 0
+    return directory
+
+
+@contextlib.contextmanager
+def remote_worker(endpoint: str, keys: Path, store: Path) -> Iterator[subprocess.Popen[bytes]]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "server.cli",
+        "worker",
+        "--connect",
+        endpoint,
+        "--keys",
+        str(keys),
+        "--store",
+        str(store),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def remote_count(srv: ServerProcess) -> int:
+    return len(srv.info.get("remote_workers", []))
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    return make_keys(tmp_path / "keys")
+
+
+def serve_with_remote(
+    tmp_path: Path, keys: Path, workers: int = 1
+) -> contextlib.AbstractContextManager[ServerProcess]:
+    args = ("--worker-listen", "tcp://127.0.0.1:0", "--worker-keys", str(keys))
+    return running_server(tmp_path, *args, workers=workers)
+
+
+def test_remote_worker_joins_and_serves(tmp_path: Path, keys: Path) -> None:
+    with serve_with_remote(tmp_path, keys) as srv:
+        endpoint = srv.info["worker_endpoint"]
+        with remote_worker(endpoint, keys, srv.store):
+            srv.wait_for(lambda: remote_count(srv) == 1)
+            with Client.connect("127.0.0.1", srv.port, timeout=20) as client:
+                for stream in (3, 5, 7, 9):
+                    body = client.generate(30_000, "log", stream, stream=stream).body
+                    assert body == generate(30_000, "log", stream)
+                workers = client.stats().header["workers"]
+    assert len(workers) == 2
+    assert [w["remote"] for w in workers] == [False, True]
+    assert all(w["requests"] >= 2 for w in workers)
+
+
+def test_remote_only_server(tmp_path: Path, keys: Path) -> None:
+    with (
+        serve_with_remote(tmp_path, keys, workers=0) as srv,
+        Client.connect("127.0.0.1", srv.port, timeout=20) as client,
+    ):
+        with pytest.raises(ServerError) as info:  # nobody to serve it yet
+            client.echo(b"early")
+        assert info.value.code == "overloaded" and info.value.retryable
+        with remote_worker(srv.info["worker_endpoint"], keys, srv.store):
+            srv.wait_for(lambda: remote_count(srv) == 1)
+            assert client.echo(b"now", stream=3).body == b"now"
+
+
+def test_lost_remote_worker(tmp_path: Path, keys: Path) -> None:
+    with (
+        serve_with_remote(tmp_path, keys) as srv,
+        remote_worker(srv.info["worker_endpoint"], keys, srv.store) as proc,
+    ):
+        srv.wait_for(lambda: remote_count(srv) == 1)
+        with Client.connect("127.0.0.1", srv.port, timeout=30) as client:
+            # Streams 1 and 3 fill both workers; stream 5 lands on one of them.
+            assert client.echo(b"a", stream=3).body == b"a"
+            assert client.echo(b"b", stream=5).body == b"b"
+            on_remote = [w for w in client.stats().header["workers"] if w["remote"]]
+            assert on_remote[0]["streams"] >= 1
+            os.kill(proc.pid, signal.SIGKILL)
+            # Its silence is noticed within the heartbeat timeout; the streams then start
+            # again on the local worker.
+            srv.wait_for(lambda: remote_count(srv) == 0, timeout=15)
+            for stream in (3, 5):
+                assert client.echo(b"c", stream=stream).body == b"c"
+
+
+def test_worker_with_unknown_keys_is_refused(tmp_path: Path, keys: Path) -> None:
+    strangers = make_keys(tmp_path / "strangers")
+    # The stranger has the front's public key but its own, unauthorised key pair.
+    (strangers / "front.key").write_bytes((keys / "front.key").read_bytes())
+    with (
+        serve_with_remote(tmp_path, keys) as srv,
+        remote_worker(srv.info["worker_endpoint"], strangers, srv.store) as proc,
+    ):
+        time.sleep(2.0)
+        assert remote_count(srv) == 0
+        assert proc.poll() is None  # it keeps trying; it is simply never let in
+
+
+def test_remote_worker_stops_with_its_front(tmp_path: Path, keys: Path) -> None:
+    with (
+        serve_with_remote(tmp_path, keys) as srv,
+        remote_worker(srv.info["worker_endpoint"], keys, srv.store) as proc,
+    ):
+        srv.wait_for(lambda: remote_count(srv) == 1)
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(20) == 0
+        assert proc.wait(10) == 0
