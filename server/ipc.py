@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
 from server.protocol.payloads import pack, unpack_map
 
@@ -62,8 +62,10 @@ class Flag:
 _KINDS = {int(kind): kind for kind in Kind}  # a dict lookup is much cheaper than Kind(n)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(NamedTuple):
+    """The fixed header of every front <-> worker message (a named tuple: one is built per
+    message)."""
+
     kind: Kind
     flags: int = 0
     conn: int = 0

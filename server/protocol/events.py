@@ -1,9 +1,10 @@
-"""Typed events produced by the connection state machines."""
+"""Typed events produced by the connection state machines: named tuples (one is built per
+request and per response chunk, and a tuple is much cheaper to build than a frozen
+dataclass)."""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ErrorCode
 from .payloads import ClientSettings, ErrorResponse, Progress, ServerSettings, StreamSettings
@@ -11,8 +12,7 @@ from .payloads import ClientSettings, ErrorResponse, Progress, ServerSettings, S
 # ---- server side: what a client's bytes mean ---------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class SettingsReceived:
+class SettingsReceived(NamedTuple):
     """The client's sender-protocol-settings (or the defaults, ``explicit=False``, when its
     first frame was something else)."""
 
@@ -20,16 +20,14 @@ class SettingsReceived:
     explicit: bool = True
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StreamSettingsReceived:
+class StreamSettingsReceived(NamedTuple):
     """The client announced a new encoding context for its command data on ``stream_id``."""
 
     stream_id: int
     settings: StreamSettings
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class DataChunk:
+class DataChunk(NamedTuple):
     """One command-data frame's payload; ``encoded`` payloads go through the stream's
     decoder (on the worker that owns the stream)."""
 
@@ -37,8 +35,7 @@ class DataChunk:
     payload: bytes
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RequestReady:
+class RequestReady(NamedTuple):
     """A complete, valid request: route it to the worker of ``stream_id``. ``end_stream``:
     the client ended its stream with this request's last frame."""
 
@@ -51,8 +48,7 @@ class RequestReady:
     end_stream: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RequestRejected:
+class RequestRejected(NamedTuple):
     """A request that fails without running: answer it with this error, in request order
     on its stream."""
 
@@ -67,22 +63,19 @@ class RequestRejected:
         return self.code in (ErrorCode.OVERLOADED, ErrorCode.SHUTTING_DOWN)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StreamEnded:
+class StreamEnded(NamedTuple):
     """The client ended ``stream_id`` with a frame that completes no request."""
 
     stream_id: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StreamReset:
+class StreamReset(NamedTuple):
     """``begin`` on an open stream: drop the old stream's contexts before what follows."""
 
     stream_id: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ConnectionFailed:
+class ConnectionFailed(NamedTuple):
     """A connection-level error: send ``data`` (the error-response frame), then close."""
 
     code: ErrorCode
@@ -103,25 +96,21 @@ ServerEvent = (
 # ---- client side: what a server's bytes mean ---------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ServerSettingsReceived:
+class ServerSettingsReceived(NamedTuple):
     settings: ServerSettings
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ResponseHeader:
+class ResponseHeader(NamedTuple):
     request_id: int
     header: dict[str, Any]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ResponseBody:
+class ResponseBody(NamedTuple):
     request_id: int
     data: bytes
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ResponseComplete:
+class ResponseComplete(NamedTuple):
     """The response's ``eos`` arrived. ``raw_bytes``: decoded bytes (header and body);
     ``wire_bytes``: frames as sent, headers included (stream-settings frames counted with
     the response they preceded)."""
@@ -131,8 +120,7 @@ class ResponseComplete:
     wire_bytes: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ResponseError:
+class ResponseError(NamedTuple):
     """A request-level error-response; ``partial``: some of the response had arrived (the
     client discards it)."""
 
@@ -142,27 +130,23 @@ class ResponseError:
     wire_bytes: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ConnectionErrorReceived:
+class ConnectionErrorReceived(NamedTuple):
     """A connection-level error-response (stream 0): ``protocol``, ``too-large``, ``goaway``."""
 
     error: ErrorResponse
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class TextOutputReceived:
+class TextOutputReceived(NamedTuple):
     level: str
     message: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ProgressReceived:
+class ProgressReceived(NamedTuple):
     request_id: int
     progress: Progress
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ServerStreamEnded:
+class ServerStreamEnded(NamedTuple):
     stream_id: int
 
 

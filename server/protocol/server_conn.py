@@ -361,7 +361,7 @@ class ServerConnection:
             last = events[-1] if len(events) > before else None
             if isinstance(last, RequestReady | RequestRejected):
                 # The frame completed a request: its answer carries the end.
-                events[-1] = dataclasses.replace(last, end_stream=True)
+                events[-1] = last._replace(end_stream=True)
             else:
                 events.append(StreamEnded(frame.stream_id))
             if stream.incomplete:

@@ -1,0 +1,91 @@
+"""Micro-benchmarks of the protocol core, kept to check the speed-ups they proved:
+``python -m bench.microbench``. Each figure is the median of several runs in this process,
+so compare figures of one run (the machine is shared and noisy)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+from server.protocol.client_conn import ClientConnection
+from server.protocol.encoding import Encoder
+from server.protocol.frames import FrameDecoder
+from server.protocol.limits import Limits
+from server.protocol.payloads import ENCODINGS, ClientSettings, ServerSettings, StreamSettings
+from server.protocol.server_conn import ServerConnection
+
+REQUESTS = 20_000  # odd request ids up to 40,000: all fit in 16 bits
+RUNS = 5
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(runs))
+
+
+def request_capture(count: int) -> bytes:
+    """Settings and ``count`` small get requests over four streams, as a client sends them."""
+    client = ClientConnection(ClientSettings(encodings=("zstd-8mb",)))
+    parts = [client.initiate()]
+    for i in range(count):  # odd ids 1 .. 2 * count - 1, all in flight at once
+        stream = 1 + 2 * (i % 4)
+        parts.append(client.send_request(stream, "get", {"a": i}, request_id=2 * i + 1)[1])
+    return b"".join(parts)
+
+
+def server_connection_us_per_request(capture: bytes, count: int) -> float:
+    limits = Limits(max_inflight=1 << 20, max_inflight_per_stream=1 << 20)
+    settings = ServerSettings("bench", ENCODINGS, 32768, 1, limits.to_wire())
+    conn = ServerConnection(limits, settings)
+    start = time.perf_counter()
+    events = conn.receive_data(capture)
+    elapsed = time.perf_counter() - start
+    assert len(events) == count + 1
+    return elapsed / count * 1e6
+
+
+def frame_decoder_mb_per_s(capture: bytes) -> float:
+    decoder = FrameDecoder(1 << 20)
+    start = time.perf_counter()
+    for offset in range(0, len(capture), 4096):  # socket-sized reads
+        decoder.feed(capture[offset : offset + 4096])
+    return len(capture) / (time.perf_counter() - start) / 1e6
+
+
+def encoder_us_per_response(context: str, body: bytes, count: int = 2000) -> float:
+    encoder = Encoder(StreamSettings("zstd-8mb", 3, 23, context), 32768)
+    start = time.perf_counter()
+    for _ in range(count):
+        encoder.encode_response(body)
+    return (time.perf_counter() - start) / count * 1e6
+
+
+def main() -> None:
+    capture = request_capture(REQUESTS)
+    rows = [
+        (
+            "ServerConnection, small requests",
+            median_of(RUNS, lambda: server_connection_us_per_request(capture, REQUESTS)),
+            "us/request",
+        ),
+        (
+            "FrameDecoder, 4 KiB reads",
+            median_of(RUNS, lambda: frame_decoder_mb_per_s(capture)),
+            "MB/s",
+        ),
+    ]
+    with open(__file__, "rb") as f:
+        body = f.read()
+    for context in ("stream", "request", "frame"):
+
+        def measure(context: str = context) -> float:
+            return encoder_us_per_response(context, body)
+
+        label = f"Encoder zstd-8mb level 3, {context} context, {len(body)} B"
+        rows.append((label, median_of(RUNS, measure), "us/response"))
+    for name, value, unit in rows:
+        print(f"{name:<52} {value:10.2f} {unit}")
+
+
+if __name__ == "__main__":
+    main()
