@@ -13,6 +13,7 @@ from server.protocol.encoding import Encoder
 from server.protocol.frames import FrameDecoder
 from server.protocol.limits import Limits
 from server.protocol.payloads import ENCODINGS, ClientSettings, ServerSettings, StreamSettings
+from server.protocol.responses import ServerStreamWriter
 from server.protocol.server_conn import ServerConnection
 
 REQUESTS = 20_000  # odd request ids up to 40,000: all fit in 16 bits
@@ -60,6 +61,25 @@ def encoder_us_per_response(context: str, body: bytes, count: int = 2000) -> flo
     return (time.perf_counter() - start) / count * 1e6
 
 
+def response_capture(count: int, body: bytes) -> bytes:
+    """``count`` zstd-8mb responses on one stream context, as a worker sends them."""
+    writer = ServerStreamWriter(2, StreamSettings("zstd-8mb", 3, 23, "stream"), 32768)
+    header = {"status": "ok", "size": len(body), "digest": "blake2b-256:" + "0" * 64}
+    return b"".join(writer.response(2 * i + 1, header, body) for i in range(count))
+
+
+def client_connection_us_per_response(capture: bytes, count: int) -> float:
+    client = ClientConnection()
+    for i in range(count):
+        client.send_request(1, "get", {}, request_id=2 * i + 1)
+    start = time.perf_counter()
+    for offset in range(0, len(capture), 65536):
+        client.receive_data(capture[offset : offset + 65536])
+    elapsed = time.perf_counter() - start
+    assert client.in_flight == 0
+    return elapsed / count * 1e6
+
+
 def main() -> None:
     capture = request_capture(REQUESTS)
     rows = [
@@ -76,6 +96,14 @@ def main() -> None:
     ]
     with open(__file__, "rb") as f:
         body = f.read()
+    responses = response_capture(5000, body)
+    rows.append(
+        (
+            f"ClientConnection, zstd-8mb {len(body)} B responses",
+            median_of(RUNS, lambda: client_connection_us_per_response(responses, 5000)),
+            "us/response",
+        )
+    )
     for context in ("stream", "request", "frame"):
 
         def measure(context: str = context) -> float:

@@ -52,6 +52,33 @@ from .payloads import (
 DEFAULT_CLIENT_DECODE_CAP = 256 << 20
 
 
+_TYPES = {int(t): t for t in FrameType}
+_BEGIN = int(StreamFlags.BEGIN)
+_END = int(StreamFlags.END)
+_ENCODED = int(StreamFlags.ENCODED)
+_EOS = int(CommandResponseFlags.EOS)
+
+
+def _split_header(buffer: bytearray) -> tuple[dict[str, Any], bytes] | None:
+    """The response header (a MessagePack map) and the body bytes after it, or None while
+    the header is incomplete."""
+    try:
+        header = msgpack.unpackb(buffer, raw=False, strict_map_key=True)
+        body = b""
+    except msgpack.ExtraData as extra:  # the usual case: body bytes follow the header
+        header, rest = extra.args  # (unpacked, extra)
+        body = bytes(rest)
+    except ValueError as exc:
+        if "incomplete" in str(exc):
+            return None
+        raise ProtocolError("response header is not valid MessagePack") from exc
+    except Exception as exc:
+        raise ProtocolError("response header is not valid MessagePack") from exc
+    if not isinstance(header, dict):
+        raise ProtocolError("response header is not a map")
+    return header, body
+
+
 @dataclasses.dataclass(slots=True)
 class _Pending:
     request_id: int
@@ -223,7 +250,7 @@ class ClientConnection:
 
     def _frame(self, frame: Frame, events: list[ClientEvent]) -> None:
         validate_frame(frame, from_client=False)
-        ftype = FrameType(frame.type)
+        ftype = _TYPES[frame.type]
         try:
             if frame.stream_id == 0:
                 self._control_frame(frame, ftype, events)
@@ -254,7 +281,7 @@ class ClientConnection:
     def _stream_frame(self, frame: Frame, ftype: FrameType, events: list[ClientEvent]) -> None:
         sid = frame.stream_id
         stream = self._server_streams.get(sid)
-        if frame.has(StreamFlags.BEGIN):
+        if frame.stream_flags & _BEGIN:
             stream = self._server_streams[sid] = _ServerStream()
         elif stream is None:
             raise ProtocolError(f"frame on server stream {sid} without begin")
@@ -285,7 +312,7 @@ class ClientConnection:
                 events.append(ProgressReceived(frame.request_id, progress))
         else:
             raise ProtocolError(f"{ftype.wire_name} on a server stream")
-        if frame.has(StreamFlags.END):
+        if frame.stream_flags & _END:
             del self._server_streams[sid]
             events.append(ServerStreamEnded(sid))
 
@@ -293,7 +320,7 @@ class ClientConnection:
         self, frame: Frame, stream: _ServerStream, pending: _Pending, events: list[ClientEvent]
     ) -> None:
         pending.started = True
-        if frame.has(StreamFlags.ENCODED):
+        if frame.stream_flags & _ENCODED:
             if stream.decoder is None:
                 raise ProtocolError("encoded frame before an encoding stream-settings")
             data = stream.decoder.decode(frame.payload, self.decode_cap)
@@ -302,26 +329,17 @@ class ClientConnection:
         pending.raw_bytes += len(data)
         if pending.header is None:
             pending.buffer += data
-            unpacker = msgpack.Unpacker(raw=False, strict_map_key=True)
-            unpacker.feed(bytes(pending.buffer))
-            try:
-                header = unpacker.unpack()
-            except msgpack.OutOfData:
-                header = None
-            except Exception as exc:
-                raise ProtocolError("response header is not valid MessagePack") from exc
-            if header is not None:
-                if not isinstance(header, dict):
-                    raise ProtocolError("response header is not a map")
+            parsed = _split_header(pending.buffer)
+            if parsed is not None:
+                header, body = parsed
                 pending.header = header
-                body = bytes(pending.buffer[unpacker.tell() :])
                 pending.buffer = bytearray()
                 events.append(ResponseHeader(pending.request_id, header))
                 if body:
                     events.append(ResponseBody(pending.request_id, body))
         elif data:
             events.append(ResponseBody(pending.request_id, data))
-        if frame.flags & CommandResponseFlags.EOS:
+        if frame.flags & _EOS:
             if pending.header is None:
                 raise ProtocolError(f"response {pending.request_id} ended without a header")
             del self._pending[pending.request_id]
