@@ -187,10 +187,15 @@ def _serve(args: argparse.Namespace) -> int:
 
         return Supervisor(config.workers, worker_main, config_for)
 
+    import zmq
+
     try:
         return asyncio.run(serve(config, make_pool))
-    except OSError as exc:
+    except OSError as exc:  # e.g. the port is taken
         print(f"zplex serve: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except (zmq.ZMQError, ValueError) as exc:  # the worker endpoint or keys
+        print(f"zplex serve: {exc}", file=sys.stderr)
         return 1
 
 

@@ -60,6 +60,8 @@ from server.protocol.server_conn import ServerConnection, connection_error_frame
 
 log = logging.getLogger("zplex.front")
 
+#: Longest temporary directory under which the private ipc:// endpoint is made.
+MAX_IPC_BASE = 80
 #: How often the front and remote workers tell each other they are alive.
 HEARTBEAT_S = HEARTBEAT_INTERVAL_S
 #: A remote worker silent this long is lost (its streams get worker-lost).
@@ -905,7 +907,11 @@ async def serve_stdio(front: Front, done: asyncio.Event) -> None:
 async def serve(config: ServeConfig, make_pool: Callable[[str], WorkerPool]) -> int:
     """Run the server until SIGTERM or SIGINT. ``make_pool(endpoint)`` builds the worker
     supervisor (the CLI hands it the worker entry point)."""
-    with tempfile.TemporaryDirectory(prefix="zplex-") as ipc_dir:
+    # The ipc socket's path must fit sun_path (107 bytes): under a long TMPDIR, use /tmp.
+    base = tempfile.gettempdir()
+    if len(base) > MAX_IPC_BASE and os.path.isdir("/tmp"):
+        base = "/tmp"
+    with tempfile.TemporaryDirectory(prefix="zplex-", dir=base) as ipc_dir:
         endpoint = f"ipc://{ipc_dir}/workers"
         front = Front(config, make_pool(endpoint), ipc_dir)
         stop = asyncio.Event()
