@@ -46,6 +46,9 @@ class ServeConfig:
     max_generate_bytes: int = 256 << 20
     #: Seconds to finish the requests in flight after a goaway before closing anyway.
     drain_timeout_s: float = 10.0
+    #: Response bytes the front holds for a client that does not read them; past this the
+    #: connection is dropped (a client must not make the server buffer without bound).
+    max_output_buffer_bytes: int = 1 << 30
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -82,6 +85,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "level": int,
     "max_generate_bytes": int,
     "drain_timeout_s": (int, float),
+    "max_output_buffer_bytes": int,
 }
 
 

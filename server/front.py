@@ -17,6 +17,8 @@ import logging
 import os
 import resource
 import signal
+import socket
+import struct
 import tempfile
 import time
 from collections.abc import Callable
@@ -213,6 +215,21 @@ class Connection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.front.bytes_out += len(data)
             self.transport.write(data)
+            if self.transport.get_write_buffer_size() > self.front.config.max_output_buffer_bytes:
+                log.warning(
+                    "connection %d: client does not read its responses; dropping it", self.id
+                )
+                self._reset()
+
+    def _reset(self) -> None:
+        """Drop the connection at once, discarding what the kernel still holds for it."""
+        self.closing = True
+        assert self.transport is not None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def close(self) -> None:
         self.closing = True

@@ -482,3 +482,24 @@ def test_garbage_never_takes_the_server_down(server: ServerProcess) -> None:
     with connect(server) as client:
         assert client.echo(b"alive").body == b"alive"
         assert client.stats().header["front"]["pid"] == server.info["pid"]
+
+
+def test_a_client_that_does_not_read_is_dropped(tmp_path: Path) -> None:
+    config = tmp_path / "zplex.toml"
+    config.write_text("max_output_buffer_bytes = 4000000\n")
+    with running_server(tmp_path, "--config", str(config), workers=1) as srv:
+        sock = raw_socket(srv)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            conn = ClientConnection(ClientSettings(encodings=("identity",)))
+            data = conn.initiate()
+            for seed in range(8):  # 16 MB of incompressible responses, never read
+                args = {"size": 2_000_000, "kind": "random", "seed": seed}
+                data += conn.send_request(3, "generate", args)[1]
+            sock.sendall(data)
+            with connect(srv) as client:
+                # The reader is dropped (reset): only the connection asking is left.
+                srv.wait_for(lambda: client.stats().header["front"]["connections"] == 1)
+                assert client.echo(b"others are served").body == b"others are served"
+        finally:
+            sock.close()
