@@ -33,6 +33,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from server.config import ServeConfig
 from server.http import HttpScope, HttpServer
 from server.ipc import (
+    CREDIT_GRANT_BYTES,
     FRONT_KEY_SECRET,
     HEARTBEAT_INTERVAL_S,
     REMOTE_SILENCE_S,
@@ -41,6 +42,7 @@ from server.ipc import (
     Kind,
     StreamParams,
     control,
+    credit,
     read_control,
 )
 from server.link import WorkerLink, router_socket
@@ -122,6 +124,7 @@ class Route:
     held: list[list[bytes]] | None = None  # messages held while a stats request gathers
     client_settings: bytes | None = None  # the last client stream-settings (for a restart)
     ended: bool = False
+    owed: int = 0  # response bytes written to the client and not yet credited back
 
 
 class Connection(asyncio.Protocol):
@@ -141,6 +144,7 @@ class Connection(asyncio.Protocol):
         self.partial_since: float | None = None
         self.closing = False
         self.eof = False
+        self.write_paused_since: float | None = None
         self._wbuf: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
 
@@ -189,14 +193,26 @@ class Connection(asyncio.Protocol):
         self.front.connection_closed(self)
 
     def pause_writing(self) -> None:
-        # A client that does not read its responses stops being read from, so it cannot
-        # queue more work than it consumes.
+        # A client that does not read its responses stops being read from (no new work)
+        # and gets no more credit (its streams stop sending on the workers).
+        self.write_paused_since = time.monotonic()
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_paused_since = None
         if self.transport is not None and not self.closing:
             self.transport.resume_reading()
+        for sid, route in self.routes.items():
+            if route.owed:
+                self._grant(sid, route)
+
+    def _grant(self, sid: int, route: Route) -> None:
+        self.front.send(
+            route.worker,
+            [Envelope(Kind.CREDIT, 0, self.id, 0, sid).pack(), credit(route.owed)],
+        )
+        route.owed = 0
 
     # -- output ------------------------------------------------------------------------
 
@@ -269,6 +285,13 @@ class Connection(asyncio.Protocol):
         limits = self.front.config.limits
         if self.partial_since is not None and now - self.partial_since > limits.frame_timeout_s:
             self.fail(ErrorCode.PROTOCOL, "a frame was not completed within frame_timeout_s")
+            return
+        paused = self.write_paused_since
+        if paused is not None and now - paused > limits.idle_timeout_s:
+            log.warning(
+                "connection %d: client read nothing for %.0f s; dropping it", self.id, now - paused
+            )
+            self._reset()
             return
         if self.eof:
             pass  # input ended: only the answers in flight remain
@@ -475,6 +498,9 @@ class Connection(asyncio.Protocol):
         route = self.routes.get(env.stream)
         if route is None:
             return
+        route.owed += len(data)
+        if route.owed >= CREDIT_GRANT_BYTES and self.write_paused_since is None:
+            self._grant(env.stream, route)
         route.server_open = bool(env.flags & Flag.STREAM_OPEN)
         if env.request in route.inflight:
             if env.flags & Flag.DONE:

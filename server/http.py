@@ -72,6 +72,9 @@ class _BufferTransport(asyncio.Transport):
     def close(self) -> None:
         self.closed.set()
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # the answer is collected whole: its size is bounded by the request's
+
     def pause_reading(self) -> None:
         pass
 

@@ -25,6 +25,13 @@ WORKER_KEY_SECRET = "worker.key_secret"
 HEARTBEAT_INTERVAL_S = 1.0
 REMOTE_SILENCE_S = 5.0
 
+#: Per-stream flow control: a worker sends at most this many response bytes of a stream
+#: ahead of what the front has written to the client (the front grants credit back as the
+#: client reads, in grants of at least CREDIT_GRANT_BYTES).
+STREAM_CREDIT_BYTES = 4 << 20
+CREDIT_GRANT_BYTES = 1 << 20
+_CREDIT = struct.Struct("<Q")
+
 #: kind, flags, connection id, request id, stream id (the client stream).
 ENVELOPE = struct.Struct("<BBIHB")
 
@@ -43,6 +50,7 @@ class Kind(enum.IntEnum):
     WELCOME = 10  # to a remote worker: [env, msgpack {index, server, limits}]
     REJOIN = 11  # to a remote worker the front does not know (any more): start over
     HEARTBEAT = 12  # both ways, front <-> remote worker
+    CREDIT = 13  # parts: [env, u64 bytes]: the stream may send that many more bytes
     # worker -> front
     READY = 20  # parts: [env, msgpack {pid, index}]
     FRAMES = 21  # parts: [env, wire bytes]
@@ -79,6 +87,28 @@ class Envelope(NamedTuple):
     def unpack(cls, data: bytes) -> Envelope:
         kind, flags, conn, request, stream = ENVELOPE.unpack(data)
         return cls(_KINDS[kind], flags, conn, request, stream)
+
+
+#: Messages about one stream, kept in order behind the stream's response being sent.
+STREAM_SCOPED = frozenset(
+    {
+        Kind.STREAM_OPEN,
+        Kind.REQUEST,
+        Kind.REJECT,
+        Kind.CLIENT_STREAM_SETTINGS,
+        Kind.STREAM_END,
+        Kind.STREAM_RESET,
+    }
+)
+
+
+def credit(amount: int) -> bytes:
+    return _CREDIT.pack(amount)
+
+
+def read_credit(data: bytes) -> int:
+    (amount,) = _CREDIT.unpack(data)
+    return int(amount)
 
 
 def control(value: dict[str, Any]) -> bytes:

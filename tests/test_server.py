@@ -503,3 +503,28 @@ def test_a_client_that_does_not_read_is_dropped(tmp_path: Path) -> None:
                 assert client.echo(b"others are served").body == b"others are served"
         finally:
             sock.close()
+
+
+def test_a_slow_reader_pauses_only_its_own_streams(tmp_path: Path) -> None:
+    with running_server(tmp_path, workers=1) as srv, raw_socket(srv) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        conn = ClientConnection(ClientSettings(encodings=("identity",)))
+        data = conn.initiate()
+        for seed in range(4):  # 32 MB of incompressible responses on one stream
+            args = {"size": 8_000_000, "kind": "random", "seed": seed}
+            data += conn.send_request(3, "generate", args)[1]
+        sock.sendall(data)
+        time.sleep(1.5)  # not reading
+        with connect(srv) as other:
+            # The worker is not blocked: another client's stream is served meanwhile...
+            assert other.echo(b"meanwhile").body == b"meanwhile"
+            produced = other.stats().header["workers"][0]["bytes_wire"]
+        # ...and the stalled stream stopped well short of the 32 MB asked for: the worker
+        # sends only what its credit allows beyond what the client has taken.
+        assert produced < 20_000_000, produced
+        sock.settimeout(20)
+        complete = 0
+        while complete < 4:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the server closed the connection"
+            complete += sum(isinstance(e, ResponseComplete) for e in conn.receive_data(chunk))

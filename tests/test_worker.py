@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.ipc import Envelope, Flag, Kind, StreamParams, control, read_control
+from server.ipc import Envelope, Flag, Kind, StreamParams, control, credit, read_control
 from server.protocol.client_conn import ClientConnection
 from server.protocol.events import ResponseBody, ResponseComplete, ResponseError
 from server.protocol.limits import Limits
@@ -107,3 +107,27 @@ def test_end_stream_drops_the_context(worker: tuple[Worker, list[list[bytes]]]) 
     request(w, 3, 1, "echo", {}, b"bye", flags=Flag.END_STREAM)
     assert not w.streams
     assert not Envelope.unpack(sent[-1][0]).flags & Flag.STREAM_OPEN
+
+
+def test_credit_pauses_a_stream_and_keeps_its_order(
+    worker: tuple[Worker, list[list[bytes]]],
+) -> None:
+    w, sent = worker
+    identity = control(StreamParams("identity", None, "stream", 32768, True).to_wire())
+    w.handle(Envelope(Kind.STREAM_OPEN, 0, 1, 0, 3), [identity])
+    w.streams[(1, 3)].credit = 1  # room for one chunk only
+    request(w, 3, 1, "generate", {"size": 600_000, "kind": "random"})
+    request(w, 3, 3, "echo", {}, b"after")
+    w.handle(Envelope(Kind.STREAM_OPEN, 0, 1, 0, 5), [PARAMS])
+    request(w, 5, 1001, "echo", {}, b"other stream")  # not held up by stream 3
+    flags = [(Envelope.unpack(m[0]).request, Envelope.unpack(m[0]).flags) for m in sent]
+    assert [r for r, _f in flags] == [1, 1001]
+    assert not flags[0][1] & Flag.DONE
+    w.handle(Envelope(Kind.CREDIT, 0, 1, 0, 3), [credit(10_000_000)])
+    order = [Envelope.unpack(m[0]).request for m in sent]
+    assert order[-1] == 3 and order.count(1) >= 2
+    events = client_for((3, 1), (3, 3)).receive_data(
+        b"".join(m[1] for m in sent if Envelope.unpack(m[0]).stream == 3)
+    )
+    done = [e.request_id for e in events if isinstance(e, ResponseComplete)]
+    assert done == [1, 3]

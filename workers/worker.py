@@ -16,6 +16,7 @@ import secrets
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from server.ipc import (
     FRONT_KEY,
     HEARTBEAT_INTERVAL_S,
     REMOTE_SILENCE_S,
+    STREAM_CREDIT_BYTES,
+    STREAM_SCOPED,
     WORKER_KEY_SECRET,
     Batch,
     Envelope,
@@ -35,6 +38,7 @@ from server.ipc import (
     control,
     decode_batch,
     read_control,
+    read_credit,
 )
 from server.protocol.encoding import Decoder, stream_settings_for
 from server.protocol.errors import DecodeError, ErrorCode, RequestError
@@ -73,10 +77,30 @@ class WorkerConfig:
 
 
 @dataclasses.dataclass
+class Sending:
+    """A response being sent, a chunk at a time, as the front grants credit."""
+
+    env: Envelope
+    chunks: Iterator[bytes]
+    pending: bytes  # the next chunk (one is held back so that the last can be marked DONE)
+    end: bool
+    raw_before: int
+    wire_before: int
+
+
+@dataclasses.dataclass
 class StreamContext:
     params: StreamParams
     writer: ServerStreamWriter
     decoder: Decoder | None = None
+    #: Response bytes this stream may still send before the front grants more: a client
+    #: that does not read pauses its own streams here, not the worker.
+    credit: int = STREAM_CREDIT_BYTES
+    sending: Sending | None = None
+    #: Messages of the stream that wait behind the response being sent (order is kept).
+    waiting: collections.deque[tuple[Envelope, list[bytes]]] = dataclasses.field(
+        default_factory=collections.deque
+    )
 
 
 class Worker:
@@ -199,6 +223,20 @@ class Worker:
         return ctx
 
     def handle(self, env: Envelope, parts: list[bytes]) -> None:
+        if env.kind in STREAM_SCOPED:
+            ctx = self.streams.get((env.conn, env.stream))
+            if ctx is not None and (ctx.sending is not None or ctx.waiting):
+                ctx.waiting.append((env, parts))
+                return
+        elif env.kind is Kind.CREDIT:
+            ctx = self.streams.get((env.conn, env.stream))
+            if ctx is not None:
+                ctx.credit += read_credit(parts[0])
+                self._pump((env.conn, env.stream), ctx)
+            return
+        self._dispatch(env, parts)
+
+    def _dispatch(self, env: Envelope, parts: list[bytes]) -> None:
         key = (env.conn, env.stream)
         if env.kind is Kind.STREAM_OPEN:
             params = StreamParams.from_wire(read_control(parts[0]))
@@ -314,20 +352,51 @@ class Worker:
         else:
             raw_before, wire_before = ctx.writer.raw_bytes, ctx.writer.wire_bytes
             chunks = ctx.writer.iter_response(env.request, header, body, end_stream=end)
-            pending = next(chunks)
-            for chunk in chunks:
-                self._send_frames(env, ctx, pending, done=False)
-                pending = chunk
-            self._send_frames(env, ctx, pending, done=True)
-            self.bytes_raw += ctx.writer.raw_bytes - raw_before
-            self.bytes_wire += ctx.writer.wire_bytes - wire_before
+            ctx.sending = Sending(env, chunks, next(chunks), end, raw_before, wire_before)
+            self._pump(key, ctx)
+            return
+        self._finished(key, ctx, end)
+
+    def _pump(self, key: tuple[int, int], ctx: StreamContext) -> None:
+        """Send the stream's response while it has credit; when it is complete, go on with
+        the stream's waiting messages."""
+        while ctx.sending is not None and ctx.credit > 0:
+            sending = ctx.sending
+            following = next(sending.chunks, None)
+            self._send_frames(sending.env, ctx, sending.pending, done=following is None)
+            ctx.credit -= len(sending.pending)
+            if following is not None:
+                sending.pending = following
+                continue
+            ctx.sending = None
+            self.bytes_raw += ctx.writer.raw_bytes - sending.raw_before
+            self.bytes_wire += ctx.writer.wire_bytes - sending.wire_before
+            self._finished(key, ctx, sending.end)
+
+    def _finished(self, key: tuple[int, int], ctx: StreamContext, end: bool) -> None:
+        """A request of the stream is answered: drop the stream if it ended, then handle
+        what waited behind it, in order."""
         if end:
-            self.streams.pop(key, None)
+            if self.streams.get(key) is ctx:
+                del self.streams[key]
         else:
             self._evict()
+        while ctx.waiting:
+            current = self.streams.get(key)
+            if current is not None and current is not ctx and current.sending is not None:
+                current.waiting.extend(ctx.waiting)  # the stream reopened and is busy again
+                ctx.waiting.clear()
+                return
+            if current is ctx and ctx.sending is not None:
+                return  # a waiting request started a response: the rest waits for it
+            env, parts = ctx.waiting.popleft()
+            self._dispatch(env, parts)
 
     def _send_frames(self, env: Envelope, ctx: StreamContext, data: bytes, *, done: bool) -> None:
-        flags = (Flag.DONE if done else 0) | (Flag.STREAM_OPEN if ctx.writer.begun else 0)
+        # Before a response's last chunk the stream is open whatever the writer (which may
+        # have made the last chunk already) says.
+        stream_open = ctx.writer.begun or not done
+        flags = (Flag.DONE if done else 0) | (Flag.STREAM_OPEN if stream_open else 0)
         out = Envelope(Kind.FRAMES, flags, env.conn, env.request, env.stream)
         self._emit([out.pack(), data])
 
@@ -343,7 +412,11 @@ class Worker:
         their compression context (their next response starts the server stream again)."""
         max_contexts = int(self.limits["max_contexts_per_worker"])
         max_bytes = int(self.limits["max_context_bytes_per_worker"])
-        live = [ctx for ctx in self.streams.values() if ctx.writer.encoder is not None]
+        live = [
+            ctx
+            for ctx in self.streams.values()
+            if ctx.writer.encoder is not None and ctx.sending is None  # never mid-response
+        ]
         count = len(live)
         total = sum(ctx.writer.memory() for ctx in live)
         newest = next(reversed(self.streams.values()), None)
