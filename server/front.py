@@ -66,10 +66,6 @@ log = logging.getLogger("zplex.front")
 
 #: Longest temporary directory under which the private ipc:// endpoint is made.
 MAX_IPC_BASE = 80
-#: How often the front and remote workers tell each other they are alive.
-HEARTBEAT_S = HEARTBEAT_INTERVAL_S
-#: A remote worker silent this long is lost (its streams get worker-lost).
-REMOTE_TIMEOUT_S = REMOTE_SILENCE_S
 READY_TIMEOUT_S = 60.0
 STATS_TIMEOUT_S = 2.0
 #: How often each connection checks its idle and frame timeouts.
@@ -80,6 +76,7 @@ class WorkerPool(Protocol):
     """What the front needs of a supervisor (see ``workers.supervisor.Supervisor``)."""
 
     count: int
+    restarts: int
 
     def start(
         self, loop: asyncio.AbstractEventLoop, on_exit: Callable[[int, int | None], None]
@@ -548,17 +545,18 @@ class Connection(asyncio.Protocol):
 
 
 class Front:
-    def __init__(self, config: ServeConfig, pool: WorkerPool, ipc_dir: str) -> None:
+    def __init__(
+        self, config: ServeConfig, make_pool: Callable[[str], WorkerPool], ipc_dir: str
+    ) -> None:
         self.config = config
-        self.pool = pool
-        self.ipc_dir = ipc_dir
         self.endpoint = f"ipc://{ipc_dir}/workers"
+        self.pool = make_pool(self.endpoint)
         self.loop = asyncio.get_running_loop()
         self.zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         router = router_socket(self.zctx)
         router.bind(self.endpoint)
         self.local = WorkerLink(self.loop, router, self._from_local)
-        self.workers = [WorkerSlot(i, f"w{i}".encode(), self.local) for i in range(pool.count)]
+        self.workers = [WorkerSlot(i, f"w{i}".encode(), self.local) for i in range(self.pool.count)]
         # Remote workers (``--worker-listen``): CURVE-authenticated, watched by heartbeats.
         self.remote: WorkerLink | None = None
         self.remote_endpoint: str | None = None
@@ -578,7 +576,6 @@ class Front:
         self.address: tuple[str, int] | None = None
         self.http_server: asyncio.Server | None = None
         self.http_address: tuple[str, int] | None = None
-        self.stopped = asyncio.Event()
         self.started = time.monotonic()
         self.process = psutil.Process()
         limits = config.limits
@@ -586,7 +583,7 @@ class Front:
             server=server_name(),
             encodings=config.encodings,
             max_frame_size=limits.max_frame_size,
-            workers=pool.count,
+            workers=self.pool.count,
             limits=limits.to_wire(),
         )
 
@@ -685,7 +682,7 @@ class Front:
         sock.bind(self.config.worker_listen)
         self.remote_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.remote = WorkerLink(self.loop, sock, self._from_remote)
-        self._heartbeat = self.loop.call_later(HEARTBEAT_S, self._heartbeats)
+        self._heartbeat = self.loop.call_later(HEARTBEAT_INTERVAL_S, self._heartbeats)
         log.warning("accepting remote workers on %s", self.remote_endpoint)
 
     def _from_remote(self, identity: bytes, parts: list[bytes]) -> None:
@@ -727,14 +724,14 @@ class Front:
         for slot in self.workers:
             if not (slot.remote and slot.ready):
                 continue
-            if now - slot.last_seen > REMOTE_TIMEOUT_S:
+            if now - slot.last_seen > REMOTE_SILENCE_S:
                 log.warning(
                     "remote worker %d silent for %.0f s: lost", slot.index, now - slot.last_seen
                 )
                 self.worker_exited(slot.index, None)
             else:
                 self.send(slot.index, [Envelope(Kind.HEARTBEAT).pack()])
-        self._heartbeat = self.loop.call_later(HEARTBEAT_S, self._heartbeats)
+        self._heartbeat = self.loop.call_later(HEARTBEAT_INTERVAL_S, self._heartbeats)
 
     async def stats_snapshot(self) -> dict[str, Any]:
         token = self._next_stats
@@ -771,7 +768,7 @@ class Front:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "uptime_s": time.monotonic() - self.started,
-            "worker_restarts": getattr(self.pool, "restarts", 0),
+            "worker_restarts": self.pool.restarts,
         }
 
     # -- connections ---------------------------------------------------------------------
@@ -955,8 +952,7 @@ async def serve(config: ServeConfig, make_pool: Callable[[str], WorkerPool]) -> 
     if len(base) > MAX_IPC_BASE and os.path.isdir("/tmp"):
         base = "/tmp"
     with tempfile.TemporaryDirectory(prefix="zplex-", dir=base) as ipc_dir:
-        endpoint = f"ipc://{ipc_dir}/workers"
-        front = Front(config, make_pool(endpoint), ipc_dir)
+        front = Front(config, make_pool, ipc_dir)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             front.loop.add_signal_handler(sig, stop.set)
