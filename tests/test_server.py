@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from serverproc import TOKEN, ServerProcess, running_server
 
-from bench.client import Client, ServerError
+from bench.client import AsyncClient, Client, ServerError
 from server.protocol.client_conn import ClientConnection
 from server.protocol.events import (
     ConnectionErrorReceived,
@@ -528,3 +529,26 @@ def test_a_slow_reader_pauses_only_its_own_streams(tmp_path: Path) -> None:
             chunk = sock.recv(1 << 20)
             assert chunk, "the server closed the connection"
             complete += sum(isinstance(e, ResponseComplete) for e in conn.receive_data(chunk))
+
+
+def test_many_connections_and_streams_at_once(server: ServerProcess) -> None:
+    async def one_client(n: int) -> int:
+        client = await AsyncClient.connect("127.0.0.1", server.port, timeout=30)
+        try:
+            futures = [
+                client.send("generate", {"size": 5000 + i, "kind": "json", "seed": n}, stream=s)
+                for i in range(8)
+                for s in (1, 3, 5)
+            ]
+            responses = await asyncio.gather(*futures)
+            for response in responses:
+                size = response.header["size"]
+                assert response.body == generate(size, "json", n)
+            return len(responses)
+        finally:
+            await client.close()
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(one_client(n) for n in range(24)))
+
+    assert asyncio.run(main()) == [24] * 24
