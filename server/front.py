@@ -438,15 +438,11 @@ class Connection(asyncio.Protocol):
 
     def _rejected(self, event: RequestRejected) -> None:
         sid = event.stream_id
-        if event.code is ErrorCode.TOO_MANY_STREAMS or sid in self.local:
+        local = event.code is ErrorCode.TOO_MANY_STREAMS or sid in self.local
+        route = None if local else self._route(sid)
+        if route is None:  # a stream the front answers itself, or no worker is up
             self._answer_locally(
-                sid, event.request_id, event.code, event.message, False, event.end_stream
-            )
-            return
-        route = self._route(sid)
-        if route is None:
-            self._answer_locally(
-                sid, event.request_id, event.code, event.message, False, event.end_stream
+                sid, event.request_id, event.code, event.message, event.retryable, event.end_stream
             )
             return
         route.inflight[event.request_id] = False

@@ -251,12 +251,8 @@ class Worker:
                 return
             err = read_control(parts[0])
             end = bool(env.flags & Flag.END_STREAM)
-            frame = ctx.writer.error(
-                env.request, err["code"], err["message"], bool(err["retryable"]), end_stream=end
-            )
-            self._send_frames(env, ctx, frame, done=True)
-            if end:
-                self.streams.pop(key, None)
+            self._answer_error(env, ctx, err["code"], err["message"], bool(err["retryable"]), end)
+            self._finished(key, ctx, end)
         elif env.kind is Kind.CLIENT_STREAM_SETTINGS:
             ctx = self._stream(key)
             if ctx is None:
@@ -339,16 +335,10 @@ class Worker:
         try:
             header, body = self.commands.run(meta["name"], call)
         except RequestError as exc:
-            frame = ctx.writer.error(
-                env.request, exc.code, exc.message, exc.retryable, end_stream=end
-            )
-            self._send_frames(env, ctx, frame, done=True)
+            self._answer_error(env, ctx, exc.code, exc.message, exc.retryable, end)
         except Exception:
             log.exception("command %r failed", meta["name"])
-            frame = ctx.writer.error(
-                env.request, ErrorCode.INTERNAL, "the command failed", end_stream=end
-            )
-            self._send_frames(env, ctx, frame, done=True)
+            self._answer_error(env, ctx, ErrorCode.INTERNAL, "the command failed", False, end)
         else:
             raw_before, wire_before = ctx.writer.raw_bytes, ctx.writer.wire_bytes
             chunks = ctx.writer.iter_response(env.request, header, body, end_stream=end)
@@ -391,6 +381,18 @@ class Worker:
                 return  # a waiting request started a response: the rest waits for it
             env, parts = ctx.waiting.popleft()
             self._dispatch(env, parts)
+
+    def _answer_error(
+        self,
+        env: Envelope,
+        ctx: StreamContext,
+        code: str,
+        message: str,
+        retryable: bool,
+        end: bool,
+    ) -> None:
+        frame = ctx.writer.error(env.request, code, message, retryable, end_stream=end)
+        self._send_frames(env, ctx, frame, done=True)
 
     def _send_frames(self, env: Envelope, ctx: StreamContext, data: bytes, *, done: bool) -> None:
         # Before a response's last chunk the stream is open whatever the writer (which may
