@@ -31,7 +31,7 @@ from server.protocol.frames import (
 )
 from server.protocol.notation import parse_line
 
-PROTOCOL_DIR = pathlib.Path(__file__).resolve().parent.parent / "server" / "protocol"
+PROTOCOL_DIR = pathlib.Path(__file__).resolve().parents[2] / "server" / "protocol"
 
 
 def test_header_layout() -> None:

@@ -37,7 +37,7 @@ from bench.runner import (
 from bench.workloads import Item, Workload, stream_index
 from server.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- helpers ---------------------------------------------------------------------------------

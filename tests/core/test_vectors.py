@@ -1,4 +1,4 @@
-"""Frame test vectors (tests/vectors/frames.txt) and the human notation of frames."""
+"""Frame test vectors (tests/core/vectors/frames.txt) and the human notation of frames."""
 
 from __future__ import annotations
 
