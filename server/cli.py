@@ -99,7 +99,7 @@ def _register_remote(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 def _worker(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from server.ipc import FRONT_KEY, WORKER_KEY_SECRET
+    from server.ipc.remote import FRONT_KEY, WORKER_KEY_SECRET
     from workers.worker import run_remote
 
     missing = [n for n in (FRONT_KEY, WORKER_KEY_SECRET) if not (Path(args.keys) / n).is_file()]
@@ -180,7 +180,7 @@ def _serve(args: argparse.Namespace) -> int:
                 endpoint=endpoint,
                 store=config.store,
                 server=f"zplex/{_version()}",
-                limits=config.limits.to_wire(),
+                limits=config.limits,
                 max_generate_bytes=config.max_generate_bytes,
                 log_level=config.log_level,
             ).to_dict()

@@ -32,19 +32,19 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from server.config import ServeConfig
 from server.http import HttpScope, HttpServer
-from server.ipc import (
-    CREDIT_GRANT_BYTES,
-    FRONT_KEY_SECRET,
-    HEARTBEAT_INTERVAL_S,
-    REMOTE_SILENCE_S,
-    Envelope,
-    Flag,
-    Kind,
+from server.ipc.envelope import Envelope, Flag, Kind
+from server.ipc.flow import OwedCredit, encode_credit
+from server.ipc.messages import (
+    Fatal,
+    Ready,
+    Rejection,
     StreamParams,
-    control,
-    credit,
-    read_control,
+    Welcome,
+    WorkerStats,
+    encode_request,
+    encode_stream_settings,
 )
+from server.ipc.remote import FRONT_KEY_SECRET, HEARTBEAT_INTERVAL_S, REMOTE_SILENCE_S
 from server.link import WorkerLink, router_socket
 from server.protocol.encoding import clamp_level, negotiate_encoding
 from server.protocol.errors import ErrorCode
@@ -121,7 +121,7 @@ class Route:
     held: list[list[bytes]] | None = None  # messages held while a stats request gathers
     client_settings: bytes | None = None  # the last client stream-settings (for a restart)
     ended: bool = False
-    owed: int = 0  # response bytes written to the client and not yet credited back
+    credit: OwedCredit = dataclasses.field(default_factory=OwedCredit)
 
 
 class Connection(asyncio.Protocol):
@@ -201,15 +201,12 @@ class Connection(asyncio.Protocol):
         if self.transport is not None and not self.closing:
             self.transport.resume_reading()
         for sid, route in self.routes.items():
-            if route.owed:
-                self._grant(sid, route)
+            self._grant(sid, route, route.credit.take())
 
-    def _grant(self, sid: int, route: Route) -> None:
-        self.front.send(
-            route.worker,
-            [Envelope(Kind.CREDIT, 0, self.id, 0, sid).pack(), credit(route.owed)],
-        )
-        route.owed = 0
+    def _grant(self, sid: int, route: Route, amount: int) -> None:
+        if amount:
+            envelope = Envelope(Kind.CREDIT, 0, self.id, 0, sid).pack()
+            self.front.send(route.worker, [envelope, encode_credit(amount)])
 
     # -- output ------------------------------------------------------------------------
 
@@ -328,7 +325,7 @@ class Connection(asyncio.Protocol):
             case StreamSettingsReceived(stream_id=sid, settings=settings):
                 route = self._route(sid)
                 if route is not None:
-                    payload = control(settings.to_wire())
+                    payload = encode_stream_settings(settings)
                     route.client_settings = payload
                     self._to_worker(sid, route, Kind.CLIENT_STREAM_SETTINGS, 0, 0, [payload])
             case StreamEnded(stream_id=sid):
@@ -364,7 +361,7 @@ class Connection(asyncio.Protocol):
             route = self.routes[sid] = Route(worker)
         route.ended = False
         self.front.workers[route.worker].streams += 1
-        self._to_worker(sid, route, Kind.STREAM_OPEN, 0, 0, [control(self.params.to_wire())])
+        self._to_worker(sid, route, Kind.STREAM_OPEN, 0, 0, [self.params.encode()])
         return route
 
     def _end_route(self, route: Route) -> None:
@@ -397,21 +394,16 @@ class Connection(asyncio.Protocol):
             Flag.HAS_DATA if event.has_data else 0
         )
         route.inflight[event.request_id] = False
-        meta: dict[str, Any] = {"name": event.name, "args": event.args}
-        parts = [control(meta)]
-        if event.has_data:
-            parts.append(bytes(chunk.encoded for chunk in event.data))
-            parts.extend(chunk.payload for chunk in event.data)
         if event.end_stream:
             self._end_route(route)
+        data = event.data if event.has_data else None
         if event.name == "stats":
-            self._stats_request(sid, route, flags, event.request_id, meta)
+            self._stats_request(sid, route, flags, event)
             return
+        parts = encode_request(event.command_map, data)
         self._to_worker(sid, route, Kind.REQUEST, flags, event.request_id, parts)
 
-    def _stats_request(
-        self, sid: int, route: Route, flags: int, request_id: int, meta: dict[str, Any]
-    ) -> None:
+    def _stats_request(self, sid: int, route: Route, flags: int, event: RequestReady) -> None:
         """Gather every process's figures, then hand the request to the stream's worker;
         later messages of the stream wait so that responses stay in order."""
         if route.held is None:
@@ -422,10 +414,10 @@ class Connection(asyncio.Protocol):
 
         async def gather() -> None:
             snapshot = await self.front.stats_snapshot()
-            meta["snapshot"] = snapshot
+            data = event.data if event.has_data else None
             held[position] = [
-                Envelope(Kind.REQUEST, flags, self.id, request_id, sid).pack(),
-                control(meta),
+                Envelope(Kind.REQUEST, flags, self.id, event.request_id, sid).pack(),
+                *encode_request(event.command_map, data, snapshot),
             ]
             if self.routes.get(sid) is not route:
                 return  # the stream's worker was lost meanwhile; the request was answered
@@ -448,9 +440,9 @@ class Connection(asyncio.Protocol):
         route.inflight[event.request_id] = False
         if event.end_stream:
             self._end_route(route)
-        err = {"code": str(event.code), "message": event.message, "retryable": event.retryable}
+        err = Rejection(str(event.code), event.message, event.retryable).encode()
         flags = Flag.END_STREAM if event.end_stream else 0
-        self._to_worker(sid, route, Kind.REJECT, flags, event.request_id, [control(err)])
+        self._to_worker(sid, route, Kind.REJECT, flags, event.request_id, [err])
 
     def _answer_locally(
         self,
@@ -491,9 +483,8 @@ class Connection(asyncio.Protocol):
         route = self.routes.get(env.stream)
         if route is None:
             return
-        route.owed += len(data)
-        if route.owed >= CREDIT_GRANT_BYTES and self.write_paused_since is None:
-            self._grant(env.stream, route)
+        reading = self.write_paused_since is None
+        self._grant(env.stream, route, route.credit.wrote(len(data), reading))
         route.server_open = bool(env.flags & Flag.STREAM_OPEN)
         if env.request in route.inflight:
             if env.flags & Flag.DONE:
@@ -637,12 +628,12 @@ class Front:
         elif env.kind is Kind.CONN_FATAL:
             conn = self.connections.get(env.conn)
             if conn is not None:
-                err = read_control(parts[1])
-                conn.fail(ErrorCode(err["code"]), str(err["message"]))
+                fatal = Fatal.decode(parts[1])
+                conn.fail(fatal.code, fatal.message)
         elif env.kind is Kind.READY:
-            info = read_control(parts[1])
-            slot = self.workers[int(info["index"])]
-            slot.pid = int(info["pid"])
+            ready = Ready.decode(parts[1])
+            slot = self.workers[ready.index]
+            slot.pid = ready.pid
             slot.ready = True
             slot.streams = 0
             log.info("worker %d ready (pid %d)", slot.index, slot.pid)
@@ -653,8 +644,8 @@ class Front:
             waiter = self._stats_waiters.get(env.conn)
             if waiter is not None:
                 future, replies = waiter
-                stats = read_control(parts[1])
-                replies[int(stats["index"])] = stats
+                stats = WorkerStats.decode(parts[1])
+                replies[stats.index] = stats.to_map()
                 if len(replies) >= sum(w.ready for w in self.workers) and not future.done():
                     future.set_result(None)
 
@@ -686,24 +677,20 @@ class Front:
         env = Envelope.unpack(parts[0])
         slot = self._remote_slots.get(identity)
         if env.kind is Kind.READY:
-            info = read_control(parts[1])
+            ready = Ready.decode(parts[1])
             if slot is None:
                 slot = WorkerSlot(len(self.workers), identity, self.remote, remote=True)
                 self.workers.append(slot)
                 self._remote_slots[identity] = slot
             elif slot.ready:  # it started over: whatever it held is gone
                 self.worker_exited(slot.index, None)
-            slot.pid = int(info["pid"])
-            slot.host = str(info.get("host", ""))
+            slot.pid = ready.pid
+            slot.host = ready.host
             slot.ready = True
             slot.streams = 0
             slot.last_seen = time.monotonic()
-            welcome = {
-                "index": slot.index,
-                "server": self.server_settings.server,
-                "limits": self.server_settings.limits,
-            }
-            self.send(slot.index, [Envelope(Kind.WELCOME).pack(), control(welcome)])
+            welcome = Welcome(slot.index, self.server_settings.server, self.config.limits)
+            self.send(slot.index, [Envelope(Kind.WELCOME).pack(), welcome.encode()])
             log.warning("remote worker %d joined from %s (pid %d)", slot.index, slot.host, slot.pid)
             self.write_ready_file()
             return

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import zmq
 
-from server.ipc import Batch, decode_batch
+from server.ipc.batch import Batch, decode_batch
 
 log = logging.getLogger("zplex.link")
 

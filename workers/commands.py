@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from server.protocol.errors import ErrorCode, RequestError
+from server.protocol.limits import Limits
 from server.protocol.payloads import CONTEXTS, ENCODINGS
 from workers.generate import GenerateError, generate
 from workers.store import BadKey, BadRange, NotFound, ObjectStore, StoreError, digest
@@ -29,7 +30,7 @@ class Call:
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServerInfo:
     server: str
-    limits: dict[str, Any]
+    limits: Limits
     max_generate_bytes: int
 
 
@@ -105,7 +106,7 @@ class Commands:
             },
             "encodings": list(ENCODINGS),
             "contexts": list(CONTEXTS),
-            "limits": self.info.limits,
+            "limits": self.info.limits.to_wire(),
         }, b""
 
     def get(self, call: Call) -> Result:

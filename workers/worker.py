@@ -23,27 +23,24 @@ from typing import Any
 import zmq
 import zmq.auth
 
-from server.ipc import (
-    FRONT_KEY,
-    HEARTBEAT_INTERVAL_S,
-    REMOTE_SILENCE_S,
-    STREAM_CREDIT_BYTES,
-    STREAM_SCOPED,
-    WORKER_KEY_SECRET,
-    Batch,
-    Envelope,
-    Flag,
-    Kind,
+from server.ipc.batch import Batch, decode_batch
+from server.ipc.envelope import STREAM_SCOPED, Envelope, Flag, Kind
+from server.ipc.flow import SendWindow, decode_credit
+from server.ipc.messages import (
+    Fatal,
+    Ready,
+    Rejection,
     StreamParams,
-    control,
-    decode_batch,
-    read_control,
-    read_credit,
+    Welcome,
+    WorkerStats,
+    decode_request,
+    decode_stream_settings,
 )
+from server.ipc.remote import FRONT_KEY, HEARTBEAT_INTERVAL_S, REMOTE_SILENCE_S, WORKER_KEY_SECRET
 from server.protocol.encoding import Decoder, stream_settings_for
 from server.protocol.errors import DecodeError, ErrorCode, RequestError
+from server.protocol.events import DataChunk
 from server.protocol.limits import Limits
-from server.protocol.payloads import StreamSettings
 from server.protocol.responses import ServerStreamWriter
 from workers.commands import Call, Commands, ServerInfo
 from workers.store import ObjectStore
@@ -64,7 +61,7 @@ class WorkerConfig:
     endpoint: str
     store: str
     server: str
-    limits: dict[str, Any]
+    limits: Limits
     max_generate_bytes: int = 256 << 20
     log_level: str = "WARNING"
     #: A remote worker (``zplex worker``): the directory of its CURVE keys. It joins the
@@ -73,7 +70,8 @@ class WorkerConfig:
     keys: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The keyword arguments of this config (shallow: ``limits`` stays a Limits)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
 
 @dataclasses.dataclass
@@ -95,7 +93,7 @@ class StreamContext:
     decoder: Decoder | None = None
     #: Response bytes this stream may still send before the front grants more: a client
     #: that does not read pauses its own streams here, not the worker.
-    credit: int = STREAM_CREDIT_BYTES
+    window: SendWindow = dataclasses.field(default_factory=SendWindow)
     sending: Sending | None = None
     #: Messages of the stream that wait behind the response being sent (order is kept).
     waiting: collections.deque[tuple[Envelope, list[bytes]]] = dataclasses.field(
@@ -146,8 +144,8 @@ class Worker:
     # -- loop --------------------------------------------------------------------------
 
     def _ready(self) -> None:
-        info = {"pid": os.getpid(), "index": self.index, "host": socket.gethostname()}
-        self._emit([Envelope(Kind.READY).pack(), control(info)])
+        ready = Ready(os.getpid(), self.index, socket.gethostname())
+        self._emit([Envelope(Kind.READY).pack(), ready.encode()])
         self._flush()
 
     def _start_over(self) -> None:
@@ -231,7 +229,7 @@ class Worker:
         elif env.kind is Kind.CREDIT:
             ctx = self.streams.get((env.conn, env.stream))
             if ctx is not None:
-                ctx.credit += read_credit(parts[0])
+                ctx.window.grant(decode_credit(parts[0]))
                 self._pump((env.conn, env.stream), ctx)
             return
         self._dispatch(env, parts)
@@ -239,7 +237,7 @@ class Worker:
     def _dispatch(self, env: Envelope, parts: list[bytes]) -> None:
         key = (env.conn, env.stream)
         if env.kind is Kind.STREAM_OPEN:
-            params = StreamParams.from_wire(read_control(parts[0]))
+            params = StreamParams.decode(parts[0])
             settings = stream_settings_for(params.encoding, params.level, params.context)
             writer = ServerStreamWriter(env.stream + 1, settings, params.max_frame_size)
             self.streams[key] = StreamContext(params, writer)
@@ -249,15 +247,15 @@ class Worker:
             ctx = self._stream(key)
             if ctx is None:
                 return
-            err = read_control(parts[0])
+            err = Rejection.decode(parts[0])
             end = bool(env.flags & Flag.END_STREAM)
-            self._answer_error(env, ctx, err["code"], err["message"], bool(err["retryable"]), end)
+            self._answer_error(env, ctx, err.code, err.message, err.retryable, end)
             self._finished(key, ctx, end)
         elif env.kind is Kind.CLIENT_STREAM_SETTINGS:
             ctx = self._stream(key)
             if ctx is None:
                 return
-            settings = StreamSettings.from_wire(read_control(parts[0]))
+            settings = decode_stream_settings(parts[0])
             try:
                 ctx.decoder = Decoder(settings) if settings.encoding != "identity" else None
             except DecodeError as exc:
@@ -277,32 +275,30 @@ class Worker:
             for stream_key in [k for k in self.streams if k[0] == env.conn]:
                 del self.streams[stream_key]
         elif env.kind is Kind.WELCOME:
-            welcome = read_control(parts[0])
-            self.index = int(welcome["index"])
-            self.limits = dict(welcome["limits"])
+            welcome = Welcome.decode(parts[0])
+            self.index = welcome.index
+            self.limits = welcome.limits
             info = self.commands.info
-            self.commands.info = ServerInfo(
-                str(welcome["server"]), self.limits, info.max_generate_bytes
-            )
+            self.commands.info = ServerInfo(welcome.server, self.limits, info.max_generate_bytes)
             log.warning("joined the front as worker %d", self.index)
         elif env.kind is Kind.REJOIN:
             self._start_over()
         elif env.kind is Kind.HEARTBEAT:
             pass
         elif env.kind is Kind.STATS:
-            self._emit([Envelope(Kind.STATS_REPLY, conn=env.conn).pack(), control(self.stats())])
+            reply = self.stats().encode()
+            self._emit([Envelope(Kind.STATS_REPLY, conn=env.conn).pack(), reply])
         else:
             log.error("unexpected message kind %s", env.kind)
 
     # -- requests ------------------------------------------------------------------------
 
-    def _decode_data(self, env: Envelope, ctx: StreamContext, parts: list[bytes]) -> bytes:
-        chunk_flags, payloads = parts[0], parts[1:]
-        cap_request = int(self.limits["max_request_data_bytes"])
-        cap_frame = int(self.limits["max_decoded_bytes_per_frame"])
+    def _decode_data(self, ctx: StreamContext, chunks: tuple[DataChunk, ...]) -> bytes:
+        cap_request = self.limits.max_request_data_bytes
+        cap_frame = self.limits.max_decoded_bytes_per_frame
         out: list[bytes] = []
         total = 0
-        for encoded, payload in zip(chunk_flags, payloads, strict=True):
+        for encoded, payload in chunks:
             if encoded:
                 if ctx.decoder is None:
                     raise DecodeError("encoded command data without an encoding")
@@ -322,22 +318,23 @@ class Worker:
             return
         self.streams.move_to_end(key)
         end = bool(env.flags & Flag.END_STREAM)
-        meta = read_control(parts[0])
+        request = decode_request(parts, bool(env.flags & Flag.HAS_DATA))
+        name = request.command.name
         self.requests += 1
         data: bytes | None = None
-        if env.flags & Flag.HAS_DATA:
+        if request.data is not None:
             try:
-                data = self._decode_data(env, ctx, parts[1:])
+                data = self._decode_data(ctx, request.data)
             except DecodeError as exc:
                 self._fatal(env, exc.code, exc.message)
                 return
-        call = Call(meta["args"], data, ctx.params.write, meta.get("snapshot"))
+        call = Call(request.command.args, data, ctx.params.write, request.snapshot)
         try:
-            header, body = self.commands.run(meta["name"], call)
+            header, body = self.commands.run(name, call)
         except RequestError as exc:
             self._answer_error(env, ctx, exc.code, exc.message, exc.retryable, end)
         except Exception:
-            log.exception("command %r failed", meta["name"])
+            log.exception("command %r failed", name)
             self._answer_error(env, ctx, ErrorCode.INTERNAL, "the command failed", False, end)
         else:
             raw_before, wire_before = ctx.writer.raw_bytes, ctx.writer.wire_bytes
@@ -350,11 +347,11 @@ class Worker:
     def _pump(self, key: tuple[int, int], ctx: StreamContext) -> None:
         """Send the stream's response while it has credit; when it is complete, go on with
         the stream's waiting messages."""
-        while ctx.sending is not None and ctx.credit > 0:
+        while ctx.sending is not None and ctx.window.is_open:
             sending = ctx.sending
             following = next(sending.chunks, None)
             self._send_frames(sending.env, ctx, sending.pending, done=following is None)
-            ctx.credit -= len(sending.pending)
+            ctx.window.consume(len(sending.pending))
             if following is not None:
                 sending.pending = following
                 continue
@@ -407,13 +404,13 @@ class Worker:
         for stream_key in [k for k in self.streams if k[0] == env.conn]:
             del self.streams[stream_key]
         out = Envelope(Kind.CONN_FATAL, 0, env.conn, env.request, env.stream)
-        self._emit([out.pack(), control({"code": str(code), "message": message})])
+        self._emit([out.pack(), Fatal(code, message).encode()])
 
     def _evict(self) -> None:
         """Keep contexts within the worker's budget: the least recently used streams lose
         their compression context (their next response starts the server stream again)."""
-        max_contexts = int(self.limits["max_contexts_per_worker"])
-        max_bytes = int(self.limits["max_context_bytes_per_worker"])
+        max_contexts = self.limits.max_contexts_per_worker
+        max_bytes = self.limits.max_context_bytes_per_worker
         live = [
             ctx
             for ctx in self.streams.values()
@@ -430,23 +427,23 @@ class Worker:
             count -= 1
             self.evictions += 1
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> WorkerStats:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {
-            "pid": os.getpid(),
-            "index": self.index,
-            "remote": self.remote,
-            "cpu_user": usage.ru_utime,
-            "cpu_system": usage.ru_stime,
-            "rss": _rss(),
-            "max_rss": usage.ru_maxrss * 1024,
-            "streams": len(self.streams),
-            "context_bytes": sum(ctx.writer.memory() for ctx in self.streams.values()),
-            "requests": self.requests,
-            "bytes_raw": self.bytes_raw,
-            "bytes_wire": self.bytes_wire,
-            "evictions": self.evictions,
-        }
+        return WorkerStats(
+            pid=os.getpid(),
+            index=self.index,
+            remote=self.remote,
+            cpu_user=usage.ru_utime,
+            cpu_system=usage.ru_stime,
+            rss=_rss(),
+            max_rss=usage.ru_maxrss * 1024,
+            streams=len(self.streams),
+            context_bytes=sum(ctx.writer.memory() for ctx in self.streams.values()),
+            requests=self.requests,
+            bytes_raw=self.bytes_raw,
+            bytes_wire=self.bytes_wire,
+            evictions=self.evictions,
+        )
 
 
 def _rss() -> int:
@@ -481,7 +478,7 @@ def run_remote(endpoint: str, keys: str, store: str, log_level: str = "WARNING")
         endpoint=endpoint,
         store=store,
         server="zplex",
-        limits=Limits().to_wire(),
+        limits=Limits(),
         log_level=log_level,
         keys=keys,
     )

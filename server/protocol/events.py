@@ -37,7 +37,8 @@ class DataChunk(NamedTuple):
 
 class RequestReady(NamedTuple):
     """A complete, valid request: route it to the worker of ``stream_id``. ``end_stream``:
-    the client ended its stream with this request's last frame."""
+    the client ended its stream with this request's last frame. ``command_map``: the
+    request's MessagePack map as the client sent it (forwarded to the worker as it is)."""
 
     request_id: int
     stream_id: int
@@ -46,6 +47,7 @@ class RequestReady(NamedTuple):
     data: tuple[DataChunk, ...]
     has_data: bool
     end_stream: bool
+    command_map: bytes = b""
 
 
 class RequestRejected(NamedTuple):

@@ -581,6 +581,7 @@ class ServerConnection:
                         data,
                         request.have_data,
                         end_stream=False,
+                        command_map=payload,
                     )
                 )
         if request.rejection is not None:

@@ -626,6 +626,7 @@ def test_request_ready_fields() -> None:
         (DataChunk(False, b"raw"), DataChunk(True, b"\x78")),
         True,
         end_stream=False,
+        command_map=pack({"name": "put", "args": {"key": "a/b"}}),
     )
 
 

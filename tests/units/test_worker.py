@@ -7,18 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from server.ipc import Envelope, Flag, Kind, StreamParams, control, credit, read_control
+from server.ipc.envelope import Envelope, Flag, Kind
+from server.ipc.flow import SendWindow, encode_credit
+from server.ipc.messages import Fatal, StreamParams, encode_request
 from server.protocol.client_conn import ClientConnection
-from server.protocol.events import ResponseBody, ResponseComplete, ResponseError
+from server.protocol.events import DataChunk, ResponseBody, ResponseComplete, ResponseError
 from server.protocol.limits import Limits
+from server.protocol.payloads import pack
 from workers.worker import Worker, WorkerConfig
 
-PARAMS = control(StreamParams("zstd-8mb", 3, "stream", 32768, True).to_wire())
+PARAMS = StreamParams("zstd-8mb", 3, "stream", 32768, True).encode()
 
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[tuple[Worker, list[list[bytes]]]]:
-    limits = Limits(max_contexts_per_worker=2).to_wire()
+    limits = Limits(max_contexts_per_worker=2)
     config = WorkerConfig(0, f"ipc://{tmp_path}/none", str(tmp_path / "store"), "zplex/t", limits)
     w = Worker(config)
     sent: list[list[bytes]] = []
@@ -37,10 +40,11 @@ def request(
     data: bytes | None = None,
     flags: int = 0,
 ) -> None:
-    parts = [control({"name": name, "args": args})]
+    chunks = None
     if data is not None:
         flags |= Flag.HAS_DATA
-        parts += [b"\x00", data]
+        chunks = [DataChunk(False, data)]
+    parts = encode_request(pack({"name": name, "args": args}), chunks)
     w.handle(Envelope(Kind.REQUEST, flags, 1, rid, stream), parts)
 
 
@@ -89,12 +93,14 @@ def test_corrupt_encoded_data_fails_the_connection(
 ) -> None:
     w, sent = worker
     w.handle(Envelope(Kind.STREAM_OPEN, 0, 1, 0, 3), [PARAMS])
-    settings = control({"encoding": "zstd-8mb", "context": "stream"})
+    settings = pack({"encoding": "zstd-8mb", "context": "stream"})
     w.handle(Envelope(Kind.CLIENT_STREAM_SETTINGS, 0, 1, 0, 3), [settings])
-    parts = [control({"name": "echo", "args": {}}), b"\x01", b"not zstd at all"]
+    parts = encode_request(
+        pack({"name": "echo", "args": {}}), [DataChunk(True, b"not zstd at all")]
+    )
     w.handle(Envelope(Kind.REQUEST, Flag.HAS_DATA, 1, 1, 3), parts)
     fatal = [m for m in sent if Envelope.unpack(m[0]).kind is Kind.CONN_FATAL]
-    assert fatal and read_control(fatal[0][1])["code"] == "too-large"
+    assert fatal and Fatal.decode(fatal[0][1]).code == "too-large"
     assert not w.streams
     # Messages the front sent before it learnt of the failure are dropped quietly.
     request(w, 3, 3, "echo", {})
@@ -113,9 +119,9 @@ def test_credit_pauses_a_stream_and_keeps_its_order(
     worker: tuple[Worker, list[list[bytes]]],
 ) -> None:
     w, sent = worker
-    identity = control(StreamParams("identity", None, "stream", 32768, True).to_wire())
+    identity = StreamParams("identity", None, "stream", 32768, True).encode()
     w.handle(Envelope(Kind.STREAM_OPEN, 0, 1, 0, 3), [identity])
-    w.streams[(1, 3)].credit = 1  # room for one chunk only
+    w.streams[(1, 3)].window = SendWindow(1)  # room for one chunk only
     request(w, 3, 1, "generate", {"size": 600_000, "kind": "random"})
     request(w, 3, 3, "echo", {}, b"after")
     w.handle(Envelope(Kind.STREAM_OPEN, 0, 1, 0, 5), [PARAMS])
@@ -123,7 +129,7 @@ def test_credit_pauses_a_stream_and_keeps_its_order(
     flags = [(Envelope.unpack(m[0]).request, Envelope.unpack(m[0]).flags) for m in sent]
     assert [r for r, _f in flags] == [1, 1001]
     assert not flags[0][1] & Flag.DONE
-    w.handle(Envelope(Kind.CREDIT, 0, 1, 0, 3), [credit(10_000_000)])
+    w.handle(Envelope(Kind.CREDIT, 0, 1, 0, 3), [encode_credit(10_000_000)])
     order = [Envelope.unpack(m[0]).request for m in sent]
     assert order[-1] == 3 and order.count(1) >= 2
     events = client_for((3, 1), (3, 3)).receive_data(
