@@ -128,8 +128,8 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
+    from server.app import serve
     from server.config import ConfigError, build_config, load_file
-    from server.front import serve
     from workers.store import ObjectStore
     from workers.supervisor import Supervisor
     from workers.worker import WorkerConfig

@@ -13,10 +13,14 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 
 from server.ipc.batch import Batch, decode_batch
+from server.ipc.remote import FRONT_KEY_SECRET
 
 log = logging.getLogger("zplex.link")
 
@@ -36,6 +40,31 @@ def router_socket(ctx: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
     sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
     sock.setsockopt(zmq.LINGER, 0)
     return sock
+
+
+def curve_router_socket(
+    ctx: zmq.Context[zmq.Socket[bytes]], keys_dir: str, endpoint: str
+) -> tuple[zmq.Socket[bytes], ThreadAuthenticator]:
+    """A ROUTER for remote workers on ``endpoint``, authenticated with CURVE: the front's
+    key pair and the workers' public keys live in ``keys_dir`` (``zplex keys``)."""
+    keys = Path(keys_dir)
+    public, secret = zmq.auth.load_certificate(keys / FRONT_KEY_SECRET)
+    if secret is None:
+        raise ValueError(f"{FRONT_KEY_SECRET} has no secret key")
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(keys))
+    sock = router_socket(ctx)
+    try:
+        sock.curve_secretkey = secret
+        sock.curve_publickey = public
+        sock.curve_server = True
+        sock.bind(endpoint)
+    except zmq.ZMQError:
+        sock.close(linger=0)
+        auth.stop()
+        raise
+    return sock, auth
 
 
 class WorkerLink:

@@ -8,10 +8,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .encoding import Encoder
+from .error_frames import error_frame
 from .errors import ErrorCode
 from .frames import CommandResponseFlags, FrameType, SettingsFlags, StreamFlags, encode_frame
 from .payloads import StreamSettings, pack
-from .server_conn import error_frame
 
 #: Wire bytes gathered before a chunk is handed to the transport.
 CHUNK_BYTES = 256 * 1024

@@ -1,17 +1,18 @@
-"""The server side of a connection, sans I/O: client bytes in, typed events out.
+"""The server side of a connection, sans I/O: client bytes in, typed events out, and every
+byte the server sends on it out of :meth:`ServerConnection.data_to_send`.
 
-Three table-driven state machines: the connection (settings first), each client stream
-(closed, open, rejected) and each request (assembling its map, receiving data, complete,
-or being discarded after a rejection). A (state, input) pair missing from a table is a
-protocol error.
+It drives the three state machines of :mod:`server.protocol.server_states` and keeps the
+connection's in-flight bookkeeping: which requests are answered, which have had part of
+their response sent, and whether each server stream (``c + 1``) is open. The front adds the
+frames its workers made (:meth:`~ServerConnection.send_frames`) and has the connection make
+its own answers (errors, goaway).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
-from typing import Any
 
+from .error_frames import CONTROL_STREAM, connection_error_frame, error_frame
 from .errors import ErrorCode, PayloadError, ProtocolError, RemoteError
 from .events import (
     ConnectionFailed,
@@ -39,14 +40,25 @@ from .limits import MAX_WINDOW_LOG, Limits
 from .payloads import (
     ClientSettings,
     CommandRequest,
-    ErrorResponse,
     ServerSettings,
     StreamSettings,
     pack,
     unpack_map,
 )
-
-CONTROL_STREAM = 0
+from .server_states import (
+    CONN_ERRORS,
+    CONN_TABLE,
+    REQUEST_ERRORS,
+    REQUEST_TABLE,
+    STREAM_ERRORS,
+    STREAM_TABLE,
+    ConnInput,
+    ConnState,
+    ReqInput,
+    ReqState,
+    StreamInput,
+    StreamState,
+)
 
 # Plain ints for the per-frame path (IntFlag arithmetic is slow).
 _SETTINGS = int(FrameType.SENDER_PROTOCOL_SETTINGS)
@@ -62,154 +74,6 @@ _HAVE_DATA = int(CommandRequestFlags.HAVE_DATA)
 assert int(CommandDataFlags.EOS) == _EOS
 
 
-def error_frame(
-    request_id: int,
-    stream_id: int,
-    code: ErrorCode | str,
-    message: str,
-    retryable: bool = False,
-    *,
-    stream_flags: int = 0,
-    details: dict[str, Any] | None = None,
-) -> bytes:
-    """An error-response frame (never encoded)."""
-    payload = pack(ErrorResponse(str(code), message, retryable, details or {}).to_wire())
-    return encode_frame(request_id, stream_id, stream_flags, FrameType.ERROR_RESPONSE, 0, payload)
-
-
-def connection_error_frame(
-    code: ErrorCode, message: str, retryable: bool = False, **details: Any
-) -> bytes:
-    """A connection-level error-response on the control stream (request id 0)."""
-    return error_frame(0, CONTROL_STREAM, code, message, retryable, details=details)
-
-
-# ---- connection state machine -----------------------------------------------------------
-
-
-class ConnState(enum.Enum):
-    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow
-
-    AWAIT_SETTINGS = "await-settings"
-    SETTINGS_PARTIAL = "settings-partial"
-    READY = "ready"
-    FAILED = "failed"
-
-
-class ConnInput(enum.Enum):
-    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow
-
-    SETTINGS_MORE = "settings-continuation"
-    SETTINGS_EOS = "settings-eos"
-    OTHER = "other-frame"
-
-
-CONN_TABLE: dict[tuple[ConnState, ConnInput], ConnState] = {
-    (ConnState.AWAIT_SETTINGS, ConnInput.SETTINGS_MORE): ConnState.SETTINGS_PARTIAL,
-    (ConnState.AWAIT_SETTINGS, ConnInput.SETTINGS_EOS): ConnState.READY,
-    (ConnState.AWAIT_SETTINGS, ConnInput.OTHER): ConnState.READY,
-    (ConnState.SETTINGS_PARTIAL, ConnInput.SETTINGS_MORE): ConnState.SETTINGS_PARTIAL,
-    (ConnState.SETTINGS_PARTIAL, ConnInput.SETTINGS_EOS): ConnState.READY,
-    (ConnState.READY, ConnInput.OTHER): ConnState.READY,
-}
-
-CONN_ERRORS: dict[tuple[ConnState, ConnInput], str] = {
-    (ConnState.SETTINGS_PARTIAL, ConnInput.OTHER): "settings interrupted by another frame",
-    (ConnState.READY, ConnInput.SETTINGS_MORE): "sender-protocol-settings after other frames",
-    (ConnState.READY, ConnInput.SETTINGS_EOS): "sender-protocol-settings after other frames",
-}
-
-# ---- client stream state machine --------------------------------------------------------
-
-
-class StreamState(enum.Enum):
-    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow
-
-    CLOSED = "closed"
-    OPEN = "open"
-    REJECTED = "rejected"  # opened over max_streams: its requests get too-many-streams
-
-
-class StreamInput(enum.Enum):
-    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow
-
-    BEGIN = "begin"
-    BEGIN_OVER_LIMIT = "begin-over-limit"
-    FRAME = "frame"  # no begin
-
-
-STREAM_TABLE: dict[tuple[StreamState, StreamInput], StreamState] = {
-    (StreamState.CLOSED, StreamInput.BEGIN): StreamState.OPEN,
-    (StreamState.CLOSED, StreamInput.BEGIN_OVER_LIMIT): StreamState.REJECTED,
-    (StreamState.OPEN, StreamInput.BEGIN): StreamState.OPEN,  # reset: a new stream, same id
-    (StreamState.OPEN, StreamInput.BEGIN_OVER_LIMIT): StreamState.OPEN,
-    (StreamState.OPEN, StreamInput.FRAME): StreamState.OPEN,
-    (StreamState.REJECTED, StreamInput.BEGIN): StreamState.OPEN,
-    (StreamState.REJECTED, StreamInput.BEGIN_OVER_LIMIT): StreamState.REJECTED,
-    (StreamState.REJECTED, StreamInput.FRAME): StreamState.REJECTED,
-}
-
-STREAM_ERRORS: dict[tuple[StreamState, StreamInput], str] = {
-    (StreamState.CLOSED, StreamInput.FRAME): "frame on a stream that is not open, without begin",
-}
-
-# ---- request state machine --------------------------------------------------------------
-
-
-class ReqState(enum.Enum):
-    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow
-
-    MAP = "map"  # receiving command-request frames
-    DATA = "data"  # map complete, receiving command-data
-    DONE = "done"  # every frame received
-    MAP_DISCARD = "map-discard"  # rejected; swallowing the rest of its frames
-    DATA_DISCARD = "data-discard"
-
-
-class ReqInput(enum.Enum):
-    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow
-
-    MAP_MORE = "request-continuation-more"
-    MAP_LAST = "request-continuation-last"
-    DATA_MORE = "data-continuation"
-    DATA_EOS = "data-eos"
-
-
-REQUEST_TABLE: dict[tuple[ReqState, ReqInput], ReqState] = {
-    (ReqState.MAP, ReqInput.MAP_MORE): ReqState.MAP,
-    (ReqState.MAP, ReqInput.MAP_LAST): ReqState.DONE,  # DATA when have-data: see _after_map
-    (ReqState.MAP_DISCARD, ReqInput.MAP_MORE): ReqState.MAP_DISCARD,
-    (ReqState.MAP_DISCARD, ReqInput.MAP_LAST): ReqState.DONE,
-    (ReqState.DATA, ReqInput.DATA_MORE): ReqState.DATA,
-    (ReqState.DATA, ReqInput.DATA_EOS): ReqState.DONE,
-    (ReqState.DATA_DISCARD, ReqInput.DATA_MORE): ReqState.DATA_DISCARD,
-    (ReqState.DATA_DISCARD, ReqInput.DATA_EOS): ReqState.DONE,
-}
-
-REQUEST_ERRORS: dict[tuple[ReqState, ReqInput], str] = {
-    (ReqState.MAP, ReqInput.DATA_MORE): "command-data before the command-request is complete",
-    (ReqState.MAP, ReqInput.DATA_EOS): "command-data before the command-request is complete",
-    (ReqState.MAP_DISCARD, ReqInput.DATA_MORE): (
-        "command-data before the command-request is complete"
-    ),
-    (ReqState.MAP_DISCARD, ReqInput.DATA_EOS): (
-        "command-data before the command-request is complete"
-    ),
-    (ReqState.DATA, ReqInput.MAP_MORE): "command-request continuation after its data began",
-    (ReqState.DATA, ReqInput.MAP_LAST): "command-request continuation after its data began",
-    (ReqState.DATA_DISCARD, ReqInput.MAP_MORE): (
-        "command-request continuation after its data began"
-    ),
-    (ReqState.DATA_DISCARD, ReqInput.MAP_LAST): (
-        "command-request continuation after its data began"
-    ),
-    (ReqState.DONE, ReqInput.MAP_MORE): "frame for a request that is already complete",
-    (ReqState.DONE, ReqInput.MAP_LAST): "frame for a request that is already complete",
-    (ReqState.DONE, ReqInput.DATA_MORE): "frame for a request that is already complete",
-    (ReqState.DONE, ReqInput.DATA_EOS): "frame for a request that is already complete",
-}
-
-
 @dataclasses.dataclass(slots=True)
 class _Request:
     request_id: int
@@ -223,6 +87,7 @@ class _Request:
     rejection: tuple[ErrorCode, str] | None = None
     counted: bool = True  # counts against the in-flight limits
     answered: bool = False
+    partial: bool = False  # some of its response was sent (a retry could repeat it)
 
 
 @dataclasses.dataclass(slots=True)
@@ -232,14 +97,18 @@ class _Stream:
     encoded_data: bool = False  # a non-identity stream-settings is in effect
     settings_parts: list[bytes] = dataclasses.field(default_factory=list)
     incomplete: set[int] = dataclasses.field(default_factory=set)  # requests still arriving
+    server_open: bool = False  # the server stream c + 1 has begun and not ended
 
 
 class ServerConnection:
     """One connection as the server sees it.
 
-    ``receive_data(bytes)`` returns events; ``response_sent(request_id)`` tells it a request's
-    last frame went out (freeing its id and in-flight slot). After a :class:`ConnectionFailed`
-    event the connection accepts nothing more.
+    Input: ``receive_data(bytes)`` returns events. Output: the server's settings frame, the
+    frames given to :meth:`send_frames`, and the answers made by :meth:`send_error`,
+    :meth:`fail_stream`, :meth:`end_server_stream`, :meth:`send_goaway` and :meth:`fail`
+    come out of :meth:`data_to_send` in order. A request is in flight from its first frame
+    until its last response frame was handed over. After a :class:`ConnectionFailed` event
+    (or :meth:`fail`) the connection accepts nothing more; its error frame is already queued.
     """
 
     def __init__(self, limits: Limits, server_settings: ServerSettings) -> None:
@@ -253,11 +122,13 @@ class ServerConnection:
         self._requests: dict[int, _Request] = {}
         self.inflight = 0
         self.goaway = False
+        self._out: list[bytes] = [self.initial_bytes()]
 
     # -- helpers for the I/O layer ---------------------------------------------------
 
     def initial_bytes(self) -> bytes:
-        """The server's settings frame, its first frame on every connection."""
+        """The server's settings frame, its first frame on every connection (already
+        queued in :meth:`data_to_send` of a new connection)."""
         return encode_frame(
             0,
             CONTROL_STREAM,
@@ -275,6 +146,15 @@ class ServerConnection:
     @property
     def open_streams(self) -> int:
         return sum(1 for s in self._streams.values() if s.state is StreamState.OPEN)
+
+    @property
+    def failed(self) -> bool:
+        return self.state is ConnState.FAILED
+
+    @property
+    def drained(self) -> bool:
+        """After a goaway: every request it listed has been answered."""
+        return self.goaway and not any(not r.answered for r in self._requests.values())
 
     def in_flight_ids(self) -> list[int]:
         """Requests whose first frame arrived and that are not answered yet."""
@@ -305,6 +185,103 @@ class ServerConnection:
         if request.state is ReqState.DONE:
             del self._requests[request_id]
 
+    # -- output --------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the client since the last call."""
+        if not self._out:
+            return b""
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out)
+
+    def send_frames(
+        self, stream_id: int, request_id: int, data: bytes, *, done: bool, stream_open: bool
+    ) -> None:
+        """Queue wire-ready frames of server stream ``stream_id + 1`` made elsewhere (by a
+        worker). ``done``: they hold request ``request_id``'s last frame (0: no request);
+        ``stream_open``: the server stream is open (begun, not ended) after them."""
+        self._out.append(data)
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream.server_open = stream_open
+        if request_id:
+            if done:
+                self.response_sent(request_id)
+            else:
+                request = self._requests.get(request_id)
+                if request is not None:
+                    request.partial = True
+
+    def send_error(
+        self,
+        stream_id: int,
+        request_id: int,
+        code: ErrorCode,
+        message: str,
+        retryable: bool = False,
+        *,
+        end_stream: bool = False,
+    ) -> None:
+        """Answer a request with an error-response made here, on server stream
+        ``stream_id + 1`` (``begin`` if it is not open, ``end`` with ``end_stream``)."""
+        stream = self._streams.get(stream_id)
+        server_open = stream is not None and stream.server_open
+        flags = (0 if server_open else _BEGIN) | (_END if end_stream else 0)
+        self._out.append(
+            error_frame(request_id, stream_id + 1, code, message, retryable, stream_flags=flags)
+        )
+        if stream is not None:
+            stream.server_open = not end_stream
+        self.response_sent(request_id)
+
+    def end_server_stream(self, stream_id: int) -> None:
+        """End server stream ``stream_id + 1`` with an empty stream-settings frame if it is
+        open (when no response is left to carry ``end``)."""
+        stream = self._streams.get(stream_id)
+        if stream is None or not stream.server_open:
+            return
+        self._out.append(
+            encode_frame(0, stream_id + 1, _END, FrameType.STREAM_SETTINGS, SettingsFlags.EOS)
+        )
+        stream.server_open = False
+
+    def fail_stream(self, stream_id: int, code: ErrorCode, message: str) -> list[int]:
+        """Answer every complete request of the stream still in flight with ``code``
+        (retryable if none of its response was sent), in order; the last one ends the
+        server stream. Returns their ids."""
+        ids = [
+            (rid, r.partial)
+            for rid, r in self._requests.items()
+            if r.stream_id == stream_id and r.state is ReqState.DONE and not r.answered
+        ]
+        for n, (rid, partial) in enumerate(ids):
+            self.send_error(
+                stream_id, rid, code, message, not partial, end_stream=n == len(ids) - 1
+            )
+        return [rid for rid, _ in ids]
+
+    def send_goaway(self, message: str, *, listing: bool = True) -> list[int]:
+        """Refuse new requests and tell the client so: a connection-level ``goaway``
+        listing the requests still to be answered (``listing=False``: none will be, the
+        connection is closing now). Returns the listed ids."""
+        ids = self.start_goaway() if listing else []
+        self.goaway = True
+        self._out.append(connection_error_frame(ErrorCode.GOAWAY, message, True, in_flight=ids))
+        return ids
+
+    def fail(self, code: ErrorCode, message: str) -> None:
+        """A connection-level error found outside the frames (a timeout, input that ended
+        inside a frame): queue its error-response; the connection accepts nothing more."""
+        if self.state is ConnState.FAILED:
+            return
+        self.state = ConnState.FAILED
+        self._out.append(connection_error_frame(code, message))
+
     # -- input -------------------------------------------------------------------------
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[ServerEvent]:
@@ -320,9 +297,9 @@ class ServerConnection:
         except RemoteError as exc:
             self.state = ConnState.FAILED
             code = exc.code if exc.code is ErrorCode.TOO_LARGE else ErrorCode.PROTOCOL
-            events.append(
-                ConnectionFailed(code, exc.message, connection_error_frame(code, exc.message))
-            )
+            error = connection_error_frame(code, exc.message)
+            self._out.append(error)
+            events.append(ConnectionFailed(code, exc.message, error))
         return events
 
     def receive_frame(self, frame: Frame) -> list[ServerEvent]:
@@ -370,7 +347,7 @@ class ServerConnection:
                     f"stream {frame.stream_id} ended while request "
                     f"{min(stream.incomplete)} on it is incomplete"
                 )
-            stream.state = StreamState.CLOSED
+            stream.state = STREAM_TABLE[(stream.state, StreamInput.END)]
             stream.encoded_data = False
             stream.settings_parts.clear()
 
@@ -399,6 +376,7 @@ class ServerConnection:
             events.append(StreamReset(frame.stream_id))
             stream.encoded_data = False
             stream.settings_parts.clear()
+            stream.server_open = False  # the server stream starts again with ``begin``
         stream.state = STREAM_TABLE[key]
         return stream
 
@@ -474,16 +452,17 @@ class ServerConnection:
             if request.rejection is None:
                 self.inflight += 1
                 stream.inflight += 1
-                request.state = ReqState.MAP
             else:
                 request.counted = False
-                request.state = ReqState.MAP_DISCARD
-            req_input = ReqInput.MAP_MORE if more else ReqInput.MAP_LAST
+                self._advance(request, ReqInput.REJECT)
         else:
             request = self._known_request(rid, frame)
             if request.have_data != have_data:
                 raise ProtocolError(f"have-data changed between frames of request {rid}")
-            req_input = ReqInput.MAP_MORE if more else ReqInput.MAP_LAST
+        if more:
+            req_input = ReqInput.MAP_MORE
+        else:
+            req_input = ReqInput.MAP_LAST_DATA if have_data else ReqInput.MAP_LAST
         if request.state is ReqState.MAP:
             request.map_parts.append(frame.payload)
             request.map_size += len(frame.payload)
@@ -495,8 +474,6 @@ class ServerConnection:
                     f"({self.limits.max_request_map_bytes})",
                 )
         self._advance(request, req_input)
-        if req_input is ReqInput.MAP_LAST and request.have_data:
-            request.state = ReqState.DATA if request.rejection is None else ReqState.DATA_DISCARD
         if request.state is ReqState.DONE:
             self._complete(request, events)
 
@@ -550,10 +527,7 @@ class ServerConnection:
         request.rejection = (code, message)
         request.map_parts.clear()
         request.data.clear()
-        if request.state is ReqState.MAP:
-            request.state = ReqState.MAP_DISCARD
-        elif request.state is ReqState.DATA:
-            request.state = ReqState.DATA_DISCARD
+        self._advance(request, ReqInput.REJECT)
 
     def _complete(self, request: _Request, events: list[ServerEvent]) -> None:
         self._streams[request.stream_id].incomplete.discard(request.request_id)

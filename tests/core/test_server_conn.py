@@ -196,6 +196,11 @@ def test_conn_state_machine(state: ConnState, conn_input: ConnInput) -> None:
 
 def test_stream_tables_cover_every_pair() -> None:
     _tables_partition(STREAM_TABLE, STREAM_ERRORS, StreamState, StreamInput, set())
+    # ``end`` on a closed stream is the same error as any frame on it without ``begin``.
+    assert (
+        STREAM_ERRORS[(StreamState.CLOSED, StreamInput.END)]
+        == STREAM_ERRORS[(StreamState.CLOSED, StreamInput.FRAME)]
+    )
 
 
 def _stream_in(state: StreamState) -> ServerConnection:
@@ -223,7 +228,7 @@ def test_stream_state_machine(state: StreamState, stream_input: StreamInput) -> 
     over = stream_input is StreamInput.BEGIN_OVER_LIMIT
     if over and not blocker_open and state is not StreamState.OPEN:
         feed(conn, "0 5 begin stream-settings eos")
-    sflags = "0" if stream_input is StreamInput.FRAME else "begin"
+    sflags = {StreamInput.FRAME: "0", StreamInput.END: "end"}.get(stream_input, "begin")
     events = feed(conn, f"0 3 {sflags} stream-settings eos")
     key = (state, stream_input)
     if key in STREAM_TABLE:
@@ -231,8 +236,13 @@ def test_stream_state_machine(state: StreamState, stream_input: StreamInput) -> 
         assert stream_state(conn, 3) is STREAM_TABLE[key]
         # begin on an open stream resets it (a begin on an open stream is never over the limit:
         # the stream is already counted, so (OPEN, BEGIN_OVER_LIMIT) behaves as (OPEN, BEGIN)).
-        reset = state is StreamState.OPEN and stream_input is not StreamInput.FRAME
-        assert (StreamReset(3) in events) == reset
+        reset = state is StreamState.OPEN and stream_input in (
+            StreamInput.BEGIN,
+            StreamInput.BEGIN_OVER_LIMIT,
+        )
+        assert any(type(e) is StreamReset for e in events) == reset
+        ended = any(type(e) is StreamEnded for e in events)
+        assert ended == (stream_input is StreamInput.END)
     else:
         assert protocol_error(events) == STREAM_ERRORS[key]
 
@@ -250,7 +260,12 @@ def test_open_stream_begin_is_never_over_the_limit() -> None:
 
 
 def test_request_tables_cover_every_pair() -> None:
-    _tables_partition(REQUEST_TABLE, REQUEST_ERRORS, ReqState, ReqInput, set())
+    # A request is rejected only while it arrives (map or data): other pairs cannot occur.
+    impossible = {
+        (state, ReqInput.REJECT)
+        for state in (ReqState.MAP_DISCARD, ReqState.DATA_DISCARD, ReqState.DONE)
+    }
+    _tables_partition(REQUEST_TABLE, REQUEST_ERRORS, ReqState, ReqInput, impossible)
 
 
 def _request_in(state: ReqState, have_data: bool) -> ServerConnection:
@@ -277,6 +292,7 @@ def _request_input(req_input: ReqInput, have_data: bool) -> str:
     return {
         ReqInput.MAP_MORE: f"1 1 0 command-request continuation|more{hd} 0x{ECHO_MAP[3:5].hex()}",
         ReqInput.MAP_LAST: f"1 1 0 command-request continuation{hd} 0x{ECHO_MAP[3:].hex()}",
+        ReqInput.MAP_LAST_DATA: (f"1 1 0 command-request continuation{hd} 0x{ECHO_MAP[3:].hex()}"),
         ReqInput.DATA_MORE: "1 1 0 command-data continuation b'abc'",
         ReqInput.DATA_EOS: "1 1 0 command-data eos b'abc'",
     }[req_input]
@@ -287,11 +303,17 @@ REQUEST_CASES = [
     for state, req_input in itertools.product(ReqState, ReqInput)
     for have_data in (True, False)
     # command-data for a request without have-data is its own protocol error (tested below),
-    # and only a request with have-data reaches the data states.
-    if have_data
-    or (
-        req_input in (ReqInput.MAP_MORE, ReqInput.MAP_LAST)
-        and state not in (ReqState.DATA, ReqState.DATA_DISCARD)
+    # and only a request with have-data reaches the data states; the last map frame is
+    # MAP_LAST_DATA exactly when have-data is set; REJECT comes from limits (tested below).
+    if req_input is not ReqInput.REJECT
+    and (req_input is not ReqInput.MAP_LAST or not have_data)
+    and (req_input is not ReqInput.MAP_LAST_DATA or have_data)
+    and (
+        have_data
+        or (
+            req_input in (ReqInput.MAP_MORE, ReqInput.MAP_LAST)
+            and state not in (ReqState.DATA, ReqState.DATA_DISCARD)
+        )
     )
 ]
 
@@ -310,9 +332,6 @@ def test_request_state_machine(state: ReqState, req_input: ReqInput, have_data: 
         return
     assert not any(isinstance(e, ConnectionFailed) for e in events), events
     expected = REQUEST_TABLE[key]
-    if req_input is ReqInput.MAP_LAST and have_data:
-        # The map is complete; with have-data the request goes on to its data.
-        expected = ReqState.DATA if state is ReqState.MAP else ReqState.DATA_DISCARD
     assert request_state(conn, 1) is expected
     if expected is ReqState.DONE:
         event = only(

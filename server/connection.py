@@ -1,0 +1,295 @@
+"""The asyncio adapter of one client connection: bytes in to the core, the core's events to
+the router, the core's output to the transport. TCP, stdio and HTTP all use it (stdio and
+HTTP through transports of their own).
+
+It also owns what needs a clock or a transport: the idle, frame and paused-reader timeouts,
+one write per connection per turn of the loop, and dropping a client that does not read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from server.config import ServeConfig
+from server.http import HttpScope
+from server.ipc.messages import StreamParams
+from server.protocol.encoding import clamp_level, negotiate_encoding
+from server.protocol.errors import ErrorCode
+from server.protocol.events import (
+    ConnectionFailed,
+    RequestReady,
+    RequestRejected,
+    ServerEvent,
+    SettingsReceived,
+)
+from server.protocol.payloads import ClientSettings, ServerSettings
+from server.protocol.server_conn import ServerConnection
+from server.router import Action, Router
+
+log = logging.getLogger("zplex.front")
+
+#: How often each connection checks its idle and frame timeouts.
+TIMER_PERIOD_S = 1.0
+
+
+def negotiate(config: ServeConfig, settings: ClientSettings) -> StreamParams:
+    """What the client's settings get from this server: encoding, level, write permission."""
+    encoding = negotiate_encoding(settings.encodings, config.encodings)
+    wish = settings.level if settings.level is not None else config.level
+    level = clamp_level(encoding, wish, config.limits.max_level)
+    token = config.write_token
+    write = (
+        token is not None
+        and settings.token is not None
+        and hmac.compare_digest(token.encode(), settings.token.encode())
+    )
+    return StreamParams(encoding, level, settings.context, settings.max_frame_size, write)
+
+
+@dataclasses.dataclass(slots=True)
+class FrontCounters:
+    requests: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs of the front that holds it."""
+
+    config: ServeConfig
+    server_settings: ServerSettings
+    router: Router
+    counters: FrontCounters
+
+    def apply(self, actions: list[Action]) -> None: ...
+    def connection_count(self) -> int: ...
+    def connection_closed(self, conn: FrontConnection) -> None: ...
+
+
+class FrontConnection(asyncio.Protocol):
+    def __init__(self, host: ConnectionHost, conn_id: int, http: HttpScope | None = None) -> None:
+        self.host = host
+        self.id = conn_id
+        self.http = http
+        self.loop = asyncio.get_running_loop()
+        self.limits = host.config.limits
+        self.sc = ServerConnection(self.limits, host.server_settings)
+        self.transport: asyncio.Transport | None = None
+        self.last_activity = time.monotonic()
+        self.partial_since: float | None = None
+        self.closing = False
+        self.eof = False
+        self.write_paused_since: float | None = None
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        write = http is not None and http.write
+        host.router.open_connection(conn_id, StreamParams("identity", None, "stream", 32768, write))
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.host.connection_count() > self.limits.max_connections:
+            self.fail_goaway("too many connections; try again later")
+            return
+        self._schedule_flush()
+        self._timer = self.loop.call_later(TIMER_PERIOD_S, self._check_timers)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        now = time.monotonic()
+        self.last_activity = now
+        self.host.counters.bytes_in += len(data)
+        for event in self.sc.receive_data(data):
+            self._event(event)
+            if self.closing:
+                return
+        if self.sc.partial_frame:
+            if self.partial_since is None:
+                self.partial_since = now
+        else:
+            self.partial_since = None
+        self._after_output()
+
+    def eof_received(self) -> bool:
+        """End of input: answer what is in flight, then close. Input that ends inside a
+        frame or a request is a protocol error: it can never complete."""
+        self.eof = True
+        if self.sc.partial_frame or self.sc.incomplete_ids():
+            self.fail(ErrorCode.PROTOCOL, "the input ended inside a frame or a request")
+            return True
+        self.sc.start_goaway()
+        self._after_output()
+        return True  # keep the write side open until the answers are out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.host.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        # A client that does not read its responses stops being read from (no new work)
+        # and gets no more credit (its streams stop sending on the workers).
+        self.write_paused_since = time.monotonic()
+        self.host.router.pause(self.id)
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused_since = None
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+        self.host.apply(self.host.router.resume(self.id))
+
+    # -- events from the core -------------------------------------------------------------
+
+    def _event(self, event: ServerEvent) -> None:
+        match event:
+            case SettingsReceived(settings=settings):
+                params = negotiate(self.host.config, settings)
+                if self.http is not None:  # over HTTP, only the URL grants write permission
+                    params = dataclasses.replace(params, write=self.http.write)
+                self.host.router.set_params(self.id, params)
+            case ConnectionFailed(code=code, message=message):
+                log.info("connection %d: %s error: %s", self.id, code, message)
+                self.close()  # the core queued the error frame
+            case RequestReady():
+                self.host.counters.requests += 1
+                if self.http is not None and self.http.command not in (
+                    "multirequest",
+                    event.name,
+                ):
+                    message = f"this URL runs {self.http.command!r}, not {event.name!r}"
+                    rejected = RequestRejected(
+                        event.request_id, event.stream_id, ErrorCode.BAD_REQUEST, message,
+                        event.end_stream,
+                    )  # fmt: skip
+                    self.host.apply(self.host.router.event(self.id, rejected))
+                    return
+                self.host.apply(self.host.router.event(self.id, event))
+            case _:
+                self.host.apply(self.host.router.event(self.id, event))
+
+    # -- output (the front's actions land here) --------------------------------------------
+
+    def deliver(
+        self, stream: int, request: int, data: bytes, *, done: bool, stream_open: bool
+    ) -> None:
+        self.sc.send_frames(stream, request, data, done=done, stream_open=stream_open)
+        self._after_output()
+
+    def answer_error(
+        self,
+        stream: int,
+        request: int,
+        code: ErrorCode,
+        message: str,
+        retryable: bool,
+        end_stream: bool,
+    ) -> None:
+        self.sc.send_error(stream, request, code, message, retryable, end_stream=end_stream)
+        self._after_output()
+
+    def end_server_stream(self, stream: int) -> None:
+        self.sc.end_server_stream(stream)
+        self._after_output()
+
+    def fail_stream(self, stream: int, code: ErrorCode, message: str) -> None:
+        self.sc.fail_stream(stream, code, message)
+        self._after_output()
+
+    def _after_output(self) -> None:
+        if self.sc.has_output:
+            self._schedule_flush()
+        if self.sc.drained and not self.closing:
+            self.close()
+
+    def _schedule_flush(self) -> None:
+        """What one turn of the loop queues goes out in one write (many responses arrive
+        from workers in one batch)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        data = self.sc.data_to_send()
+        transport = self.transport
+        if not data or transport is None or transport.is_closing():
+            return
+        self.host.counters.bytes_out += len(data)
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.host.config.max_output_buffer_bytes:
+            log.warning("connection %d: client does not read its responses; dropping it", self.id)
+            self._reset()
+
+    def _reset(self) -> None:
+        """Drop the connection at once, discarding what the kernel still holds for it."""
+        self.closing = True
+        assert self.transport is not None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+
+    def close(self) -> None:
+        self.closing = True
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def fail(self, code: ErrorCode, message: str) -> None:
+        """A connection-level error: send it, then close."""
+        self.sc.fail(code, message)
+        self.close()
+
+    def fail_goaway(self, message: str) -> None:
+        """Refuse the connection: a goaway listing nothing, then close."""
+        self.sc.send_goaway(message, listing=False)
+        self.close()
+
+    def goaway(self) -> None:
+        """The server is shutting down: list what will still be answered, answer it, close."""
+        self.sc.send_goaway("the server is shutting down")
+        self._after_output()
+
+    def _check_timers(self) -> None:
+        if self.closing:
+            return
+        now = time.monotonic()
+        if (
+            self.partial_since is not None
+            and now - self.partial_since > self.limits.frame_timeout_s
+        ):
+            self.fail(ErrorCode.PROTOCOL, "a frame was not completed within frame_timeout_s")
+            return
+        paused = self.write_paused_since
+        if paused is not None and now - paused > self.limits.idle_timeout_s:
+            log.warning(
+                "connection %d: client read nothing for %.0f s; dropping it", self.id, now - paused
+            )
+            self._reset()
+            return
+        if self.eof:
+            pass  # input ended: only the answers in flight remain
+        elif not self.sc.in_flight_ids() and now - self.last_activity > self.limits.idle_timeout_s:
+            log.info("connection %d idle for %.0f s; closing", self.id, self.limits.idle_timeout_s)
+            self.fail_goaway("idle for longer than idle_timeout_s")
+            return
+        self._timer = self.loop.call_later(TIMER_PERIOD_S, self._check_timers)
+
+
+ConnectionFactory = Callable[[HttpScope | None], FrontConnection]
