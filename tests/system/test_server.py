@@ -22,7 +22,6 @@ from server.protocol.events import (
     ConnectionErrorReceived,
     ResponseBody,
     ResponseComplete,
-    ResponseError,
     ServerSettingsReceived,
 )
 from server.protocol.frames import FrameDecoder, FrameType, StreamFlags, encode_frame
@@ -264,10 +263,11 @@ def test_client_disconnecting_mid_request(server: ServerProcess) -> None:
         sock.sendall(data)  # and a big response nobody will read
     with connect(server) as client:
         assert client.generate(1000).body == generate(1000)
-        assert client.stats().header["front"]["connections"] >= 1
+        # The vanished client's connection is gone: only the one asking is left.
+        server.wait_for(lambda: client.stats().header["front"]["connections"] == 1)
 
 
-def test_worker_death_gives_worker_lost_and_a_replacement(tmp_path: Path) -> None:
+def test_a_dead_worker_is_replaced_and_its_streams_go_on(tmp_path: Path) -> None:
     with running_server(tmp_path, workers=1) as srv, connect(srv) as client:
         old = srv.worker_pids()
         assert client.echo(b"warm", stream=3).body == b"warm"
@@ -276,27 +276,6 @@ def test_worker_death_gives_worker_lost_and_a_replacement(tmp_path: Path) -> Non
         # The stream restarts on the new worker with begin and fresh settings.
         assert client.echo(b"again", stream=3).body == b"again"
         assert client.generate(1000, stream=5).body == generate(1000)
-
-
-def test_worker_death_mid_request(tmp_path: Path) -> None:
-    with running_server(tmp_path, workers=1) as srv, raw_socket(srv) as sock:
-        conn = ClientConnection(ClientSettings(encodings=("zstd-8mb",)))
-        sock.sendall(conn.initiate())
-        read_until(sock, conn, lambda ev: len(ev) >= 1)
-        # A big generate keeps the worker busy while it is killed.
-        _rid, data = conn.send_request(3, "generate", {"size": 200_000_000, "kind": "random"})
-        sock.sendall(data)
-        time.sleep(0.3)
-        os.kill(srv.worker_pids()[0], signal.SIGKILL)
-        events = read_until(
-            sock,
-            conn,
-            lambda ev: any(isinstance(e, ResponseError | ResponseComplete) for e in ev),
-            limit=20,
-        )
-        errors = [e for e in events if isinstance(e, ResponseError)]
-        assert errors and errors[0].error.code == "worker-lost"
-        assert errors[0].error.retryable
 
 
 def test_sigterm_sends_goaway_and_exits(tmp_path: Path) -> None:
