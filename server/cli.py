@@ -9,7 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from server.config import ServeConfig
+    from workers.supervisor import Supervisor
 
 #: Modules that contribute subcommands, in the order they appear in ``--help``.
 SUBCOMMAND_MODULES = ("server.dissect", "bench.tools", "bench.cli")
@@ -18,13 +23,20 @@ SUBCOMMAND_MODULES = ("server.dissect", "bench.tools", "bench.cli")
 def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "serve",
-        help="run the server (front process and worker pool)",
-        description="Run the zplex server: a front process speaking the frame protocol over "
-        "TCP and a pool of worker processes, each keeping a compression context per stream.",
+        help="run the server (front processes and worker pool)",
+        description="Run the zplex server: front processes speaking the frame protocol over "
+        "TCP (one port, shared) and a pool of worker processes that serve every front, each "
+        "keeping a compression context per stream.",
     )
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port (default 7410; 0 picks a free port)")
     p.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
+    p.add_argument(
+        "--fronts",
+        type=int,
+        help="front processes sharing the port (SO_REUSEPORT) and the workers "
+        "(default: one per 4 CPUs, at least 1)",
+    )
     p.add_argument("--store", help="object store directory (created if missing)")
     p.add_argument("--config", help="TOML file with any option and a [limits] table")
     p.add_argument(
@@ -128,12 +140,9 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from server.app import serve
+    from server.cluster import serve
     from server.config import ConfigError, build_config, load_file
     from workers.store import ObjectStore
-    from workers.supervisor import Supervisor
-    from workers.worker import WorkerConfig
-    from workers.worker import main as worker_main
 
     try:
         file_values = load_file(args.config) if args.config else {}
@@ -141,6 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
             "host": args.host,
             "port": args.port,
             "workers": args.workers,
+            "fronts": args.fronts,
             "store": args.store,
             "write_token": args.write_token,
             "ready_file": args.ready_file,
@@ -170,14 +180,38 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"zplex serve: cannot use store {config.store}: {exc.strerror}", file=sys.stderr)
         return 2
     logging.basicConfig(
-        level=config.log_level, format="%(asctime)s front %(levelname)s %(message)s"
+        level=config.log_level, format="%(asctime)s server %(levelname)s %(message)s"
     )
+    import zmq
 
-    def make_pool(endpoint: str) -> Supervisor:
+    try:
+        return asyncio.run(serve(config, ServerLayout(config)))
+    except OSError as exc:  # e.g. the port is taken
+        print(f"zplex serve: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except (zmq.ZMQError, ValueError) as exc:  # the worker endpoint or keys
+        print(f"zplex serve: {exc}", file=sys.stderr)
+        return 1
+
+
+class ServerLayout:
+    """The server's processes, as the supervisor (``server.cluster``) builds them: the
+    worker pool, the front pool, and the one front of ``--stdio`` run in-process."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+
+    def workers(self, endpoints: tuple[str, ...]) -> Supervisor:
+        from workers.supervisor import Supervisor
+        from workers.worker import WorkerConfig
+        from workers.worker import main as worker_main
+
+        config = self.config
+
         def config_for(index: int) -> dict[str, object]:
             return WorkerConfig(
                 index=index,
-                endpoint=endpoint,
+                endpoint=endpoints[0],
                 store=config.store,
                 server=f"zplex/{_version()}",
                 limits=config.limits,
@@ -187,16 +221,16 @@ def _serve(args: argparse.Namespace) -> int:
 
         return Supervisor(config.workers, worker_main, config_for)
 
-    import zmq
+    def fronts(self, front_config: Callable[[int], dict[str, Any]]) -> Supervisor:
+        from server.app import front_main
+        from workers.supervisor import Supervisor
 
-    try:
-        return asyncio.run(serve(config, make_pool))
-    except OSError as exc:  # e.g. the port is taken
-        print(f"zplex serve: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except (zmq.ZMQError, ValueError) as exc:  # the worker endpoint or keys
-        print(f"zplex serve: {exc}", file=sys.stderr)
-        return 1
+        return Supervisor(self.config.fronts, front_main, front_config, role="front")
+
+    async def run_front_here(self, spec: dict[str, Any], report: Callable[..., None]) -> int:
+        from server.app import run_front
+
+        return await run_front(spec, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
