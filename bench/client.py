@@ -5,7 +5,7 @@ no threads) and an :class:`AsyncClient` (asyncio), both thin I/O adapters around
 Requests are placed on client streams (odd ids). The requests of one stream share one server
 compression context, in order; different streams are served in parallel. :class:`StreamPool`
 maps an affinity key (a file's path, a table's name) onto a fixed set of streams so related
-objects share a context (DESIGN.md, "Choosing streams")::
+objects share a context (docs/design.md, "Choosing streams")::
 
     with Client.connect("127.0.0.1", 7410) as client:
         pool = StreamPool(4)
@@ -502,7 +502,7 @@ class _ClientBase(Generic[R]):
         """Response frames as sent, frame headers included."""
         return self._session.wire_bytes_received
 
-    # -- commands (PROTOCOL.md section 4) --------------------------------------------------
+    # -- commands (docs/protocol.md section 4) ---------------------------------------------
 
     def capabilities(self, *, stream: int = 1) -> R:
         return self.request("capabilities", stream=stream)

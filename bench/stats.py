@@ -22,7 +22,7 @@ from hdrh.histogram import HdrHistogram
 
 MB = 1_000_000
 GB = 1_000_000_000
-#: The window every zstd stream uses (PROTOCOL.md ``zstd-8mb``): 8 MiB.
+#: The window every zstd stream uses (docs/protocol.md ``zstd-8mb``): 8 MiB.
 DEFAULT_WINDOW_LOG = 23
 #: Raw bytes per independent unit in ``frame`` context with 32 KiB payloads: the server's
 #: encoder cuts ``max_payload - max_payload // 128 - 256`` so a unit always fits one frame.

@@ -4,7 +4,7 @@ A :class:`Workload` is an ordered list of :class:`Item` objects. The load genera
 item under its ``key`` (with ``put``) and then requests the keys in list order (with ``get``);
 every policy replays the same items in the same order. ``group`` is the item's affinity key:
 items of one group belong on one stream, so that the stream's compression context holds their
-history (DESIGN.md, "Choosing streams"). :func:`assign_streams` hashes groups onto streams.
+history (docs/design.md, "Choosing streams"). :func:`assign_streams` hashes groups onto streams.
 
 Builders (all deterministic for a given machine and arguments):
 
@@ -59,7 +59,7 @@ DEFAULT_GIT_MAX_FILE_BYTES = 1 * MiB
 #: generate: 256 requests of 32 KiB (8 MiB).
 DEFAULT_GENERATE_REQUESTS = 256
 DEFAULT_GENERATE_SIZE = 32 * KiB
-#: The kinds the ``generate`` command accepts (PROTOCOL.md section 4).
+#: The kinds the ``generate`` command accepts (docs/protocol.md section 4).
 GENERATE_KINDS = ("text", "json", "log", "random", "zeros")
 #: Length of the blob id in git keys: fixed, so keys do not depend on the repository's size.
 GIT_SHORT_SHA = 12
@@ -83,7 +83,7 @@ class WorkloadError(ValueError):
 
 def is_safe_key(key: str) -> bool:
     """True if ``key`` is a store key the server accepts: a relative POSIX path of UTF-8 text
-    with no empty, ``.`` or ``..`` segment and no NUL (PROTOCOL.md section 4), plus the object
+    with no empty, ``.`` or ``..`` segment and no NUL (docs/protocol.md section 4), plus the object
     store's own rules, mirrored here so that a workload never holds a key the store refuses: no
     backslash or control character, at most 1024 bytes, segments of at most 255 bytes, none
     starting with the store's temporary-file prefix."""

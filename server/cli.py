@@ -55,7 +55,8 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument(
         "--http-port",
         type=int,
-        help="also serve the HTTP API (PROTOCOL.md section 7) on this port (0: any free port)",
+        help="also serve the HTTP API (docs/protocol.md, section 7 Transports) on this port "
+        "(0: any free port)",
     )
     p.add_argument(
         "--http-debugreflect",
@@ -77,7 +78,7 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="override a limit of PROTOCOL.md section 6, e.g. --limit max_streams=16",
+        help="override a limit (docs/protocol.md, section 6 Limits), e.g. --limit max_streams=16",
     )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default), ERROR")
     p.set_defaults(func=_serve)

@@ -42,7 +42,7 @@ class ServeConfig:
     ready_file: str | None = None
     #: Serve one connection on stdin/stdout instead of TCP.
     stdio: bool = False
-    #: Port of the HTTP API (PROTOCOL.md section 7) on ``host``; None: no HTTP.
+    #: Port of the HTTP API (docs/protocol.md section 7) on ``host``; None: no HTTP.
     http_port: int | None = None
     #: Answer ``.../debugreflect`` over HTTP (off by default).
     http_debugreflect: bool = False
@@ -111,7 +111,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
 
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML config: the scalar options above at top level, ``encodings`` as a list and
-    a ``[limits]`` table with the keys of PROTOCOL.md section 6."""
+    a ``[limits]`` table with the keys of docs/protocol.md section 6."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

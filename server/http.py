@@ -1,4 +1,4 @@
-"""The HTTP transport of PROTOCOL.md section 7.
+"""The HTTP transport of docs/protocol.md section 7.
 
 ``POST /api/zplex-v1/<ro|rw>/<command>`` with a frame sequence as the body; each HTTP request
 is one zplex connection whose frames (starting with the server's settings) are the response
@@ -150,7 +150,7 @@ class HttpServer:
         return method, target, headers, reader
 
     def _route(self, method: str, target: str, headers: dict[str, str]) -> HttpScope | str:
-        """Apply the checks of PROTOCOL.md section 7 in their order. Returns the scope of a
+        """Apply the checks of docs/protocol.md section 7 in their order. Returns the scope of a
         zplex request, or the text body of ``GET /api/``."""
         path = target.split("?", 1)[0]
         if path in ("/api", "/api/"):

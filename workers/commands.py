@@ -1,4 +1,4 @@
-"""The commands of PROTOCOL.md section 4, as run by a worker.
+"""The commands of docs/protocol.md section 4, as run by a worker.
 
 A command takes its arguments, the request's decoded data and what the connection may do,
 and returns the response header and body, or raises :class:`RequestError`.

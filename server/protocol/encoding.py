@@ -1,5 +1,5 @@
 """Content encodings of a stream: ``identity``, ``zlib``, ``zstd-8mb``, each with the contexts
-``stream``, ``request`` and ``frame`` (PROTOCOL.md section 3).
+``stream``, ``request`` and ``frame`` (docs/protocol.md section 3).
 
 An encoder belongs to one stream and owns its compressor object. It turns the response bytes it
 is fed into frame payloads of at most ``max_payload`` bytes; ``end_response`` completes the

@@ -1,4 +1,4 @@
-"""Errors of the zplex protocol, each carrying its wire code (PROTOCOL.md section 5).
+"""Errors of the zplex protocol, each carrying its wire code (docs/protocol.md section 5).
 
 Two families are kept apart:
 
@@ -14,7 +14,7 @@ import enum
 
 
 class ErrorCode(enum.StrEnum):
-    """Every error code of PROTOCOL.md section 5."""
+    """Every error code of docs/protocol.md section 5."""
 
     BAD_REQUEST = "bad-request"
     UNKNOWN_COMMAND = "unknown-command"

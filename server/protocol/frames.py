@@ -1,6 +1,6 @@
 """Frames: the 8-byte header, frame types and flags, encoding and incremental decoding.
 
-Layout (PROTOCOL.md section 1), one ``struct.Struct`` for the whole header::
+Layout (docs/protocol.md section 1), one ``struct.Struct`` for the whole header::
 
     length (24-bit LE) | request id (16-bit LE) | stream id (8) | stream flags (8) | type<<4|flags
 """
@@ -193,7 +193,7 @@ _SETTINGS = int(FrameType.SENDER_PROTOCOL_SETTINGS)
 
 
 def validate_frame(frame: Frame, *, from_client: bool) -> None:
-    """Check the rules of PROTOCOL.md section 1 that a single frame must follow by itself:
+    """Check the rules of docs/protocol.md section 1 that a single frame must follow by itself:
     known type, allowed for the sender, defined flags, the exclusive flag pairs, ``encoded``
     only on data-carrying frames, request id 0 on settings. Raises :class:`ProtocolError`."""
     ftype = frame.type

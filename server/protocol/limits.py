@@ -1,4 +1,4 @@
-"""Every limit of PROTOCOL.md section 6 in one frozen dataclass.
+"""Every limit of docs/protocol.md section 6 in one frozen dataclass.
 
 Each default is safe for an untrusted peer on a shared host; each is announced to the client
 under ``limits`` in the server's settings and in ``capabilities``.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-#: Payload size every receiver accepts unless it announced another (PROTOCOL.md section 1).
+#: Payload size every receiver accepts unless it announced another (docs/protocol.md section 1).
 DEFAULT_MAX_FRAME_SIZE = 32768
 #: Smallest and largest ``max_frame_size`` a client may ask for.
 MIN_CLIENT_FRAME_SIZE = 1024
@@ -69,7 +69,7 @@ class Limits:
             raise ValueError("limit max_inflight_per_stream exceeds max_inflight")
 
     def to_wire(self) -> dict[str, Any]:
-        """The ``limits`` map announced to clients (PROTOCOL.md section 3)."""
+        """The ``limits`` map announced to clients (docs/protocol.md section 3)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod

@@ -80,7 +80,7 @@ def _str_list(m: dict[str, Any], key: str, what: str) -> tuple[str, ...] | None:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ClientSettings:
-    """A client's sender-protocol-settings (PROTOCOL.md section 3)."""
+    """A client's sender-protocol-settings (docs/protocol.md section 3)."""
 
     version: int = PROTOCOL_VERSION
     encodings: tuple[str, ...] = ("identity",)

@@ -1,4 +1,4 @@
-"""Content encodings (PROTOCOL.md section 3): every profile x context, bounded decoders."""
+"""Content encodings (docs/protocol.md section 3): every profile x context, bounded decoders."""
 
 from __future__ import annotations
 

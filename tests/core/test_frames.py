@@ -1,5 +1,5 @@
-"""Frames (PROTOCOL.md section 1): header layout, validation rules, incremental decoding; and the
-import rule of the sans-I/O core."""
+"""Frames (docs/protocol.md section 1): header layout, validation rules, incremental decoding;
+and the import rule of the sans-I/O core."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def test_encode_frame_rejects_payload_over_24_bits() -> None:
         encode_frame(1, 1, 0, 1, 1, Huge())
 
 
-# ---- validate_frame: one test per rule of PROTOCOL.md section 1 -----------------------------
+# ---- validate_frame: one test per rule of docs/protocol.md section 1 ------------------------
 
 VALID_CLIENT = [
     "1 1 begin command-request new",
@@ -299,7 +299,7 @@ def test_decode_frames_whole_capture() -> None:
         decode_frames(wire, max_payload=99)
 
 
-# ---- the import rule of server/protocol (DESIGN.md) -----------------------------------------
+# ---- the import rule of server/protocol (docs/design.md) ------------------------------------
 
 
 def test_core_imports_only_stdlib_zstandard_and_msgpack() -> None:

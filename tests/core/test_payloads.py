@@ -356,7 +356,7 @@ def test_request_error_retryable() -> None:
 
 
 def test_nil_means_absent_for_optional_fields() -> None:
-    # PROTOCOL.md: progress is {"done": int, "total": int or nil}.
+    # docs/protocol.md: progress is {"done": int, "total": int or nil}.
     assert Progress.from_wire(unpack_map(pack(Progress(3).to_wire()), "p")) == Progress(3, None)
     assert ClientSettings.from_wire({"level": None, "token": None}) == ClientSettings()
     assert StreamSettings.from_wire({"encoding": "zlib", "level": None, "window_log": None}) == (

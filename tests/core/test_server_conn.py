@@ -1,5 +1,5 @@
 """The server side of a connection (server/protocol/server_conn.py): every (state, input) pair
-of its three state machines, every error of PROTOCOL.md the front decides, and the request and
+of its three state machines, every error of docs/protocol.md the front decides, and the request and
 stream rules. Frames are written in the human notation (server/protocol/notation.py)."""
 
 from __future__ import annotations

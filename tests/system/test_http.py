@@ -1,4 +1,4 @@
-"""The HTTP transport (PROTOCOL.md section 7) against a real server."""
+"""The HTTP transport (docs/protocol.md section 7) against a real server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The layering of DESIGN.md, checked on the source: who may import whom, and no cycles."""
+"""The layering of docs/design.md, checked on the source: who may import whom, and no cycles."""
 
 from __future__ import annotations
 
