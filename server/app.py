@@ -12,11 +12,9 @@ the connection's core -> the transport.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import resource
-import signal
 import time
 from typing import Any
 
@@ -46,7 +44,6 @@ from server.router import (
     Router,
     ToWorker,
 )
-from server.stdio import serve_stdio
 
 log = logging.getLogger("zplex.front")
 
@@ -287,9 +284,10 @@ class FrontApp:
                 log.warning("zplex HTTP API on http://%s:%d/api/", *self.http_address)
         self.report_ready()
 
-    async def shutdown(self) -> None:
-        """Stop accepting, send goaway, drain within the deadline. The supervisor stops the
-        local workers once every front has drained; remote ones are told here."""
+    async def shutdown(self, force: asyncio.Event | None = None) -> None:
+        """Stop accepting, send goaway, drain within the deadline (or until ``force`` is
+        set). The supervisor stops the local workers once every front has drained; remote
+        ones are told here."""
         for server in (self.server, self.http_server):
             if server is not None:
                 server.close()
@@ -297,6 +295,9 @@ class FrontApp:
             conn.goaway()
         deadline = time.monotonic() + self.config.drain_timeout_s
         while self.connections and time.monotonic() < deadline:
+            if force is not None and force.is_set():
+                log.warning("stopping now: %d connection(s) cut", len(self.connections))
+                break
             await asyncio.sleep(0.05)
         for conn in list(self.connections.values()):
             conn.close()
@@ -321,57 +322,3 @@ def remote_endpoint_for(listen: str, index: int) -> str:
     base, _, port = listen.rpartition(":")
     number = int(port) if port.isdigit() else 0
     return f"{base}:{number + index}" if number else listen
-
-
-async def run_front(spec: dict[str, Any], report: Report) -> int:
-    """Serve as front ``spec["index"]`` until ``spec["stop"]`` is set (stdio, in the
-    supervisor's process) or until SIGTERM or SIGINT (a front process)."""
-    config: ServeConfig = spec["config"]
-    app = FrontApp(spec, report)
-    stop: asyncio.Event | None = spec.get("stop")
-    if stop is None:
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            app.loop.add_signal_handler(sig, stop.set)
-    starting = asyncio.ensure_future(app.start(tcp=not config.stdio))
-    stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    if not starting.done():  # a signal during start-up
-        starting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await starting
-        await app.shutdown()
-        return 0
-    try:
-        starting.result()
-        if config.stdio:
-            await serve_stdio(app.new_connection(), stop)
-    except TimeoutError:
-        stopped.cancel()
-        log.error("workers did not report ready within %.0f s", READY_TIMEOUT_S)
-        await app.shutdown()
-        return 1
-    await stopped
-    await app.shutdown()
-    return 0
-
-
-def front_main(spec: dict[str, Any]) -> None:
-    """Process entry point of a front (started with the ``spawn`` method)."""
-    config: ServeConfig = spec["config"]
-    index = spec["index"]
-    logging.basicConfig(
-        level=config.log_level, format=f"%(asctime)s front{index} %(levelname)s %(message)s"
-    )
-    pipe = spec.pop("report")
-
-    def report(message: dict[str, Any]) -> None:
-        with contextlib.suppress(OSError):
-            pipe.send(message)
-
-    try:
-        status = asyncio.run(run_front(spec, report))
-    except (OSError, zmq.ZMQError, ValueError) as exc:  # e.g. the remote endpoint or keys
-        log.error("front %d cannot serve: %s", index, exc)
-        status = 1
-    raise SystemExit(status)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from server.config import ServeConfig
+    from server.stopping import Stopping
     from workers.supervisor import Supervisor
 
 #: Modules that contribute subcommands, in the order they appear in ``--help``.
@@ -223,15 +224,17 @@ class ServerLayout:
         return Supervisor(config.workers, worker_main, config_for)
 
     def fronts(self, front_config: Callable[[int], dict[str, Any]]) -> Supervisor:
-        from server.app import front_main
+        from server.front_process import front_main
         from workers.supervisor import Supervisor
 
         return Supervisor(self.config.fronts, front_main, front_config, role="front")
 
-    async def run_front_here(self, spec: dict[str, Any], report: Callable[..., None]) -> int:
-        from server.app import run_front
+    async def run_front_here(
+        self, spec: dict[str, Any], report: Callable[..., None], stopping: Stopping
+    ) -> int:
+        from server.front_process import run_front
 
-        return await run_front(spec, report)
+        return await run_front(spec, report, stopping)
 
 
 def build_parser() -> argparse.ArgumentParser:

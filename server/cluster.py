@@ -19,19 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from server.config import ServeConfig
+from server.stopping import DRAIN, FORCE, Stopping
 
 log = logging.getLogger("zplex.cluster")
 
@@ -70,15 +73,61 @@ class Layout(Protocol):
 
     def fronts(self, front_config: Callable[[int], dict[str, Any]]) -> Pool: ...
 
-    def run_front_here(self, spec: dict[str, Any], report: Report) -> Any: ...
+    async def run_front_here(
+        self, spec: dict[str, Any], report: Report, stopping: Stopping
+    ) -> int: ...
 
 
-def ipc_directory() -> tempfile.TemporaryDirectory[str]:
+IPC_PREFIX = "zplex-"
+OWNER_FILE = "owner.pid"
+
+
+def ipc_base() -> str:
     # An ipc socket's path must fit sun_path (107 bytes): under a long TMPDIR, use /tmp.
     base = tempfile.gettempdir()
     if len(base) > MAX_IPC_BASE and os.path.isdir("/tmp"):
         base = "/tmp"
-    return tempfile.TemporaryDirectory(prefix="zplex-", dir=base)
+    return base
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_ipc(base: str) -> list[str]:
+    """Remove the ipc directories of servers that died without cleaning up (``kill -9``):
+    those whose owner file names a process that no longer exists. Returns what it removed."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(base):
+            if not entry.name.startswith(IPC_PREFIX) or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                owner = int(Path(entry.path, OWNER_FILE).read_text())
+            except (OSError, ValueError):
+                continue  # not ours, or still being made
+            if not _alive(owner):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.path)
+    return removed
+
+
+@contextlib.contextmanager
+def ipc_directory() -> Iterator[str]:
+    """A private directory for the server's ipc:// endpoints, marked with this process's
+    pid so that a later server can remove it if this one is killed."""
+    base = ipc_base()
+    for path in sweep_stale_ipc(base):
+        log.info("removed %s, left by a server that was killed", path)
+    with tempfile.TemporaryDirectory(prefix=IPC_PREFIX, dir=base) as path:
+        Path(path, OWNER_FILE).write_text(str(os.getpid()))
+        yield path
 
 
 def front_endpoint(ipc_dir: str, index: int) -> str:
@@ -144,12 +193,17 @@ class Cluster:
         old = self._pipes.pop(index, None)
         if old is not None:
             self._forget_pipe(old)
-        receive, send = multiprocessing.Pipe(duplex=False)
-        self._pipes[index] = receive
-        self.loop.add_reader(receive.fileno(), self._on_pipe, index, receive)
+        ours, theirs = multiprocessing.Pipe()
+        self._pipes[index] = ours
+        self.loop.add_reader(ours.fileno(), self._on_pipe, index, ours)
         spec = self.front_spec(index)
-        spec["report"] = send
+        spec["channel"] = theirs
         return spec
+
+    def tell_fronts(self, message: str) -> None:
+        for pipe in self._pipes.values():
+            with contextlib.suppress(OSError):
+                pipe.send(message)
 
     def _forget_pipe(self, pipe: multiprocessing.connection.Connection) -> None:
         with contextlib.suppress(ValueError, OSError):
@@ -223,14 +277,19 @@ class Cluster:
             self.fronts = self.layout.fronts(self._front_config)
             self.fronts.start(self.loop, self._front_exited)
 
-    async def stop(self) -> None:
-        """Drain every front (each answers what it holds, within its drain deadline), then
-        stop the workers. No process is replaced meanwhile."""
+    async def stop(self, stopping: Stopping) -> None:
+        """Drain every front (each answers what it holds, within its drain deadline; at
+        once if ``stopping.force`` is set meanwhile), then stop the workers. No process is
+        replaced meanwhile."""
         self.workers.quiesce()
         if self.fronts is not None:
             self.fronts.quiesce()
+            self.tell_fronts(FORCE if stopping.force.is_set() else DRAIN)
+            forced = asyncio.ensure_future(stopping.force.wait())
+            forced.add_done_callback(lambda _: self.tell_fronts(FORCE))
             timeout = self.config.drain_timeout_s + FRONT_STOP_MARGIN_S
-            await self.loop.run_in_executor(None, self.fronts.stop, timeout, signal.SIGTERM)
+            await self.loop.run_in_executor(None, self.fronts.stop, timeout, None)
+            forced.cancel()
         await self.loop.run_in_executor(None, self.workers.stop, WORKER_STOP_S, signal.SIGTERM)
         for pipe in list(self._pipes.values()):
             self._forget_pipe(pipe)
@@ -242,6 +301,7 @@ class Cluster:
 
 
 async def _until_stopped(cluster: Cluster, stop: asyncio.Event) -> int:
+    """Wait until every front serves, then until ``stop``; 1 if the server cannot start."""
     ready = asyncio.ensure_future(cluster.all_ready.wait())
     failed = asyncio.ensure_future(cluster.failed.wait())
     stopped = asyncio.ensure_future(stop.wait())
@@ -270,16 +330,13 @@ async def serve(config: ServeConfig, layout: Layout) -> int:
     """Run the server until SIGTERM or SIGINT."""
     with ipc_directory() as ipc_dir:
         cluster = Cluster(config, layout, ipc_dir)
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            cluster.loop.add_signal_handler(sig, stop.set)
+        stopping = Stopping()
+        stopping.catch_signals(cluster.loop)
         cluster.start()
-        status = 0
         if config.stdio:
-            spec = cluster.front_spec(0)
-            spec["stop"] = stop
-            status = await layout.run_front_here(spec, lambda m: cluster.report(0, m))
+            report = functools.partial(cluster.report, 0)
+            status = await layout.run_front_here(cluster.front_spec(0), report, stopping)
         else:
-            status = await _until_stopped(cluster, stop)
-        await cluster.stop()
+            status = await _until_stopped(cluster, stopping.drain)
+        await cluster.stop(stopping)
     return status

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +15,10 @@ from typing import Any
 import pytest
 
 from server.app import remote_endpoint_for
-from server.cluster import Cluster, reserve_port
+from server.cluster import OWNER_FILE, Cluster, reserve_port, sweep_stale_ipc
 from server.config import ConfigError, ServeConfig
 from server.peers import FrontPeers
+from server.stopping import DRAIN, FORCE, Stopping
 
 
 def test_a_reserved_port_is_fixed_and_every_front_can_bind_it() -> None:
@@ -88,7 +90,7 @@ class FakeLayout:
     def fronts(self, front_config: Callable[[int], dict[str, Any]]) -> FakePool:
         return FakePool()
 
-    def run_front_here(self, spec: dict[str, Any], report: Any) -> Any:
+    async def run_front_here(self, spec: dict[str, Any], report: Any, stopping: Any) -> int:
         raise AssertionError("not with TCP")
 
 
@@ -150,3 +152,41 @@ def test_fronts_gather_each_others_figures_and_skip_one_that_is_down(tmp_path: P
                 p.close()
 
     asyncio.run(main())
+
+
+def test_a_second_signal_forces_the_stop_but_the_supervisors_drain_does_not() -> None:
+    async def main() -> None:
+        group = Stopping()
+        group.on_signal()  # kill -TERM -PGID reaches the front ...
+        group.on_message(DRAIN)  # ... and the supervisor asks it to drain too
+        assert group.drain.is_set() and not group.force.is_set()
+        group.on_signal()  # a second signal: stop now
+        assert group.force.is_set()
+        told = Stopping()
+        told.on_message(FORCE)
+        assert told.drain.is_set() and told.force.is_set()
+
+    asyncio.run(main())
+
+
+def test_ipc_directories_of_killed_servers_are_swept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = tmp_path / "zplex-stale"
+    stale.mkdir()
+    (stale / OWNER_FILE).write_text(dead.stdout.strip())
+    (stale / "front0").write_text("")
+    live = tmp_path / "zplex-live"
+    live.mkdir()
+    (live / OWNER_FILE).write_text(str(os.getpid()))
+    foreign = tmp_path / "zplex-foreign"  # no owner file: not ours to judge
+    foreign.mkdir()
+    assert sweep_stale_ipc(str(tmp_path)) == [str(stale)]
+    assert not stale.exists() and live.exists() and foreign.exists()
