@@ -10,6 +10,7 @@ local worker) or its fronts' heartbeats (a remote worker, ``zplex worker``).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -112,6 +113,10 @@ class Worker:
                 raise ValueError(f"{WORKER_KEY_SECRET} has no secret key")
             self._curve = (public, secret, front_public)
         self.socks: list[zmq.Socket[bytes]] = []
+        self._front_of: dict[zmq.Socket[bytes], int] = {}
+        #: Batches a front's full queue refused, sent in order when it has room: a front
+        #: that is slow, or gone and not yet back, never blocks the others.
+        self._backlog: list[collections.deque[bytes]] = []
         self._poller = zmq.Poller()
         self._last_sent: list[float] = []
         self._last_heard: list[float] = []
@@ -136,7 +141,9 @@ class Worker:
             sock.setsockopt(zmq.LINGER, 2000)
             sock.connect(endpoint)
             self._poller.register(sock, zmq.POLLIN)
+            self._front_of[sock] = len(self.socks)
             self.socks.append(sock)
+            self._backlog.append(collections.deque())
             now = time.monotonic()
             self._last_sent.append(now)
             self._last_heard.append(now)
@@ -148,10 +155,29 @@ class Worker:
         batches = self.core.take()
         if not batches:
             return
-        now = time.monotonic()
         for front, blob in batches:
-            self.socks[front].send(blob, 0, copy=len(blob) < 65536)
-            self._last_sent[front] = now
+            backlog = self._backlog[front]
+            if not backlog and self._send(front, blob):
+                continue
+            if not backlog:
+                self._poller.modify(self.socks[front], zmq.POLLIN | zmq.POLLOUT)
+            backlog.append(blob)
+
+    def _send(self, front: int, blob: bytes) -> bool:
+        """False when the front's queue is full."""
+        try:
+            self.socks[front].send(blob, zmq.NOBLOCK, copy=len(blob) < 65536)
+        except zmq.Again:
+            return False
+        self._last_sent[front] = time.monotonic()
+        return True
+
+    def _send_backlog(self, front: int) -> None:
+        backlog = self._backlog[front]
+        while backlog and self._send(front, backlog[0]):
+            backlog.popleft()
+        if not backlog:
+            self._poller.modify(self.socks[front], zmq.POLLIN)
 
     # -- loop ----------------------------------------------------------------------------
 
@@ -161,8 +187,11 @@ class Worker:
         tick_ms = int(min(HEARTBEAT_INTERVAL_S, PARENT_CHECK_S) * 1000)
         try:
             while True:
-                for sock, _event in self._poller.poll(tick_ms):
-                    if not self._drain(self.socks.index(sock)):
+                for sock, event in self._poller.poll(tick_ms):
+                    front = self._front_of[sock]
+                    if event & zmq.POLLOUT:
+                        self._send_backlog(front)
+                    if event & zmq.POLLIN and not self._drain(front):
                         return
                 if not self.remote and os.getppid() != self._parent:
                     log.warning("front is gone; worker %d exits", self.core.index)
@@ -201,8 +230,10 @@ class Worker:
                 )
                 self._last_heard[front] = now
                 self.core.rejoin(front)
-            elif (self.remote or self.config.heartbeat) and (
-                now - self._last_sent[front] >= HEARTBEAT_INTERVAL_S
+            elif (
+                (self.remote or self.config.heartbeat)
+                and not self._backlog[front]
+                and now - self._last_sent[front] >= HEARTBEAT_INTERVAL_S
             ):
                 self.core.heartbeat(front)
         self.flush()

@@ -5,6 +5,7 @@ The loop runs in a thread of the test process."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import zmq
 from server.ipc.batch import decode_batch, encode_message
 from server.ipc.envelope import Envelope, Flag, Kind
 from server.ipc.messages import Ready, StreamParams, Welcome, WorkerStats, encode_request
-from server.protocol.events import DataChunk
+from server.protocol.client_conn import ClientConnection
+from server.protocol.events import DataChunk, ResponseBody, ResponseComplete
 from server.protocol.limits import Limits
 from server.protocol.payloads import pack
 from workers.worker import Worker, WorkerConfig
@@ -31,6 +33,7 @@ class Front:
         self.endpoint = endpoint
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 2)  # a front that does not read fills up soon
         self.sock.bind(endpoint)
 
     def next(self, timeout_s: float = 10.0) -> tuple[bytes, Envelope, list[bytes]]:
@@ -66,7 +69,10 @@ def fronts(tmp_path: Path) -> Iterator[list[Front]]:
 
 
 @pytest.fixture
-def worker(tmp_path: Path, fronts: list[Front]) -> Iterator[threading.Thread]:
+def worker(
+    tmp_path: Path, fronts: list[Front], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[threading.Thread]:
+    monkeypatch.setattr("workers.worker.HIGH_WATER_MARK", 2)
     config = WorkerConfig(
         3,
         "",
@@ -123,3 +129,39 @@ def test_one_worker_serves_every_front(fronts: list[Front], worker: threading.Th
     third.send(Envelope(Kind.SHUTDOWN))
     worker.join(10)
     assert not worker.is_alive()
+
+
+def test_a_front_that_does_not_read_holds_up_no_other_front(
+    fronts: list[Front], worker: threading.Thread
+) -> None:
+    first, second, _third = fronts
+    for front in (first, second):
+        front.next_kind(Kind.READY)
+        front.send(Envelope(Kind.STREAM_OPEN, 0, 1, 0, 3), IDENTITY)
+    # The second front sends requests and reads nothing; the worker answers each in a
+    # batch of its own, far more batches than the second front's queues hold. The first
+    # front is answered all the same.
+    data = bytes(range(256)) * 400
+    rids = range(1, 61, 2)
+    command = pack({"name": "echo", "args": {}})
+    for rid in rids:
+        parts = encode_request(command, [DataChunk(False, data)])
+        second.send(Envelope(Kind.REQUEST, Flag.HAS_DATA, 1, rid, 3), *parts)
+        time.sleep(0.005)
+        assert echo(first, 3, rid, b"not held up").endswith(b"not held up")
+    # When the second front reads again, its responses arrive whole and in order.
+    client = ClientConnection()
+    for rid in rids:
+        client.send_request(3, "echo", request_id=rid)
+    bodies = {rid: bytearray() for rid in rids}
+    done: list[int] = []
+    while len(done) < len(rids):
+        _identity, env, parts = second.next()
+        if env.kind is Kind.FRAMES:
+            for event in client.receive_data(parts[0]):
+                if isinstance(event, ResponseBody):
+                    bodies[event.request_id] += event.data
+                elif isinstance(event, ResponseComplete):
+                    done.append(event.request_id)
+    assert done == list(rids)
+    assert all(body == data for body in bodies.values())
