@@ -184,6 +184,8 @@ def _serve(args: argparse.Namespace) -> int:
                 limits=config.limits,
                 max_generate_bytes=config.max_generate_bytes,
                 log_level=config.log_level,
+                # This front takes no HEARTBEAT from its local workers (its own children).
+                heartbeat=False,
             ).to_dict()
 
         return Supervisor(config.workers, worker_main, config_for)

@@ -107,3 +107,17 @@ def test_no_import_cycles() -> None:
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+#: The worker's sans-I/O core: no sockets, processes or clocks (the loop, workers.worker,
+#: owns those and passes in what the core needs).
+WORKER_CORE = ("workers.core", "workers.contexts")
+NOT_IN_WORKER_CORE = ("zmq", "socket", "os", "time", "resource", "signal", "select", "asyncio")
+
+
+def test_worker_core_is_sans_io() -> None:
+    modules = our_modules()
+    for name in WORKER_CORE:
+        for imported in imports_of(modules[name]):
+            assert imported.split(".")[0] not in NOT_IN_WORKER_CORE, (name, imported)
+            assert imported != "workers.worker", (name, imported)
