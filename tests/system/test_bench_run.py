@@ -20,20 +20,16 @@ from typing import Any
 import psutil
 import pytest
 
-from bench import runner, stats
+from bench import config, cpu, passes, server_process, stats
 from bench.client import Response, body_digest
+from bench.config import BenchConfig, BenchError
+from bench.corpus import Corpus, Request, build_workload
+from bench.cpu import Samples
+from bench.display import PlainDisplay
+from bench.main import BenchOutcome, run_bench, write_json
+from bench.passes import Tally
 from bench.results import BenchResult, RunResult
-from bench.runner import (
-    BenchConfig,
-    BenchError,
-    BenchOutcome,
-    Corpus,
-    PlainDisplay,
-    Request,
-    Runner,
-    Samples,
-    Tally,
-)
+from bench.runner import Runner
 from bench.workloads import Item, Workload, stream_index
 from server.cli import main
 
@@ -107,8 +103,8 @@ def test_placement_keeps_groups_together_and_policies_differ() -> None:
 
 def test_plans_cycle_the_workload_and_cut_the_last_pass() -> None:
     corpus = make_corpus(["a", "b", "a"])
-    bench = Runner(BenchConfig(requests=7, connections=1, streams=1), PlainDisplay(sys.stderr))
-    plans = list(bench._plans(corpus, "stream"))
+    settings = BenchConfig(requests=7, connections=1, streams=1)
+    plans = list(passes.plan_passes(corpus, "stream", settings))
     assert [p.size for p in plans] == [3, 3, 1]
     assert [p.first for p in plans] == [0, 3, 6]
     assert plans[2].slots == {(0, 1): [0]}  # a prefix of the workload order
@@ -116,7 +112,7 @@ def test_plans_cycle_the_workload_and_cut_the_last_pass() -> None:
 
 
 def test_schedule_is_open_loop() -> None:
-    schedule = runner.Schedule(100.0, 50.0)
+    schedule = passes.Schedule(100.0, 50.0)
     assert schedule.due(0) == 100.0
     assert schedule.due(50) == pytest.approx(101.0)
 
@@ -126,8 +122,8 @@ def test_schedule_is_open_loop() -> None:
 
 def test_run_result_from_a_known_tally() -> None:
     corpus = make_corpus(["a", "a", "b", "b"], size=1000)
-    config = BenchConfig(connections=1, streams=2, requests=10)
-    bench = Runner(config, PlainDisplay(sys.stderr))
+    settings = BenchConfig(connections=1, streams=2, requests=10)
+    bench = Runner(settings, PlainDisplay(sys.stderr))
     tally = Tally()
     for ms in range(1, 101):  # 1..100 ms
         tally.latency.record_s(ms / 1000)
@@ -182,53 +178,53 @@ def test_samples_keep_the_peaks() -> None:
 def test_cpu_delta_needs_the_same_processes() -> None:
     before = {"front": (1, 2.0), "workers": {10: 1.0, 11: 2.0}}
     after = {"front": (1, 2.5), "workers": {10: 3.0, 11: 2.5}}
-    assert runner.cpu_delta(before, after) == (0.5, 2.5, True)
+    assert cpu.cpu_delta(before, after) == (0.5, 2.5, True)
     restarted = {"front": (9, 0.1), "workers": {10: 3.0, 12: 0.2}}
-    assert runner.cpu_delta(before, restarted) == (None, 2.0, False)
+    assert cpu.cpu_delta(before, restarted) == (None, 2.0, False)
 
 
 def test_check_response() -> None:
     body = b"hello" * 100
     request = Request("get", {"key": "k"}, "g", len(body), body_digest(body))
-    assert runner.check_response(response(body), request) is None
-    assert runner.check_response(response(body[:-1]), request) == "size-mismatch"
+    assert passes.check_response(response(body), request) is None
+    assert passes.check_response(response(body[:-1]), request) == "size-mismatch"
     wrong = "blake2b-256:" + "0" * 64
-    assert runner.check_response(response(body, wrong), request) == "digest-mismatch"
+    assert passes.check_response(response(body, wrong), request) == "digest-mismatch"
     other = b"jello" * 100
-    assert runner.check_response(response(other), request) == "content-mismatch"
+    assert passes.check_response(response(other), request) == "content-mismatch"
     bare = Response(1, 1, {"status": "ok"}, body, 10, 10, 0.0)
-    assert runner.check_response(bare, request) == "digest-missing"
+    assert passes.check_response(bare, request) == "digest-missing"
 
 
 def test_error_codes() -> None:
     from bench.client import ConnectionLost, ServerError
 
-    assert runner.error_code(ServerError("overloaded", "busy")) == "overloaded"
-    assert runner.error_code(ConnectionLost("gone")) == "connection-lost"
-    assert runner.error_code(TimeoutError()) == "timeout"
-    assert runner.error_code(ConnectionRefusedError()) == "connect-failed"
+    assert passes.error_code(ServerError("overloaded", "busy")) == "overloaded"
+    assert passes.error_code(ConnectionLost("gone")) == "connection-lost"
+    assert passes.error_code(TimeoutError()) == "timeout"
+    assert passes.error_code(ConnectionRefusedError()) == "connect-failed"
 
 
 # --- arguments -------------------------------------------------------------------------------
 
 
 def test_parsers() -> None:
-    assert runner.parse_bytes("512K") == 512 * 1024
-    assert runner.parse_bytes("16MiB") == 16 << 20
-    assert runner.parse_bytes("1.5G") == 3 << 29
-    assert runner.parse_bytes("100") == 100
-    assert runner.parse_sizes("1,2, 4") == [1, 2, 4]
-    assert runner.parse_endpoint("[::1]:7410") == ("::1", 7410)
-    assert runner.workload_names(["stdlib,versioned", "git:/a,b"]) == (
+    assert config.parse_bytes("512K") == 512 * 1024
+    assert config.parse_bytes("16MiB") == 16 << 20
+    assert config.parse_bytes("1.5G") == 3 << 29
+    assert config.parse_bytes("100") == 100
+    assert config.parse_sizes("1,2, 4") == [1, 2, 4]
+    assert config.parse_endpoint("[::1]:7410") == ("::1", 7410)
+    assert config.workload_names(["stdlib,versioned", "git:/a,b"]) == (
         "stdlib",
         "versioned",
         "git:/a,b",
     )
     for bad in ("12Q", "-1K", "K"):
         with pytest.raises(BenchError):
-            runner.parse_bytes(bad)
+            config.parse_bytes(bad)
     with pytest.raises(BenchError):
-        runner.parse_sizes("1,x")
+        config.parse_sizes("1,x")
 
 
 @pytest.mark.parametrize(
@@ -295,10 +291,10 @@ def test_exit_status_follows_the_error_rate(
     async def fake_bench(config: BenchConfig, bench: Runner) -> BenchOutcome:
         return BenchOutcome(BenchResult({}, [run(10)]), [], [], [])
 
-    monkeypatch.setattr(runner, "_bench", fake_bench)
-    assert runner.run_bench(BenchConfig(), sys.stdout, sys.stderr) == 1
+    monkeypatch.setattr("bench.main._bench", fake_bench)
+    assert run_bench(BenchConfig(), sys.stdout, sys.stderr) == 1
     assert "error rate 10.00% exceeds" in capsys.readouterr().err
-    assert runner.run_bench(BenchConfig(max_error_rate=0.1), sys.stdout, sys.stderr) == 0
+    assert run_bench(BenchConfig(max_error_rate=0.1), sys.stdout, sys.stderr) == 0
 
 
 # --- end to end ------------------------------------------------------------------------------
@@ -396,7 +392,7 @@ def test_tiny_bench_end_to_end(
 def test_connect_open_model_and_store_reuse(
     tmp_path: Path, private_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    server = runner.ServerProcess(workers=1, token="t0ken")
+    server = server_process.ServerProcess(workers=1, token="t0ken")
     try:
         server.start()
         address = str(server.endpoint)
@@ -474,23 +470,23 @@ def test_outcome_json_is_strict(tmp_path: Path) -> None:
     )
     outcome = BenchOutcome(BenchResult({"x": float("inf")}, [run]), [], [], ["w"])
     path = tmp_path / "o.json"
-    runner.write_json(outcome, path)
+    write_json(outcome, path)
     data = json.loads(path.read_text())
     assert data["runs"][0]["ratio"] is None and data["warnings"] == ["w"]
     assert data["metadata"]["x"] is None
 
 
 def test_generate_pass_is_no_longer_than_the_run() -> None:
-    workload = runner.build_workload("generate:json", BenchConfig(requests=5))
+    workload = build_workload("generate:json", BenchConfig(requests=5))
     assert workload.requests == 5
-    assert runner.build_workload("generate:json", BenchConfig()).requests == 256
+    assert build_workload("generate:json", BenchConfig()).requests == 256
 
 
 def test_asyncio_helpers() -> None:
     async def go() -> float:
         start = time.monotonic()
-        await runner.sleep_until(start + 0.02)
-        await runner.sleep_until(start - 1)  # in the past: at once
+        await passes.sleep_until(start + 0.02)
+        await passes.sleep_until(start - 1)  # in the past: at once
         return time.monotonic() - start
 
     assert asyncio.run(go()) >= 0.019
