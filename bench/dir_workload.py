@@ -8,12 +8,11 @@ from pathlib import Path
 
 from bench.workload_items import (
     DEFAULT_LIMIT_BYTES,
-    Item,
     Workload,
     WorkloadError,
     check_limit,
     is_safe_key,
-    parent_group,
+    read_files,
     sort_key,
 )
 
@@ -51,21 +50,8 @@ def dir_workload(
                 continue
             found.append((relpath, file_path, size))
     found.sort(key=lambda entry: sort_key(entry[0]))
-    items: list[Item] = []
-    total = 0
-    for relpath, file_path, size in found:
-        if max_bytes is not None and total + size > max_bytes:
-            break
-        try:
-            data = file_path.read_bytes()
-        except OSError:
-            skipped += 1
-            continue
-        if max_bytes is not None and total + len(data) > max_bytes:
-            break
-        key = f"dir/{relpath}"
-        items.append(Item(key, data, parent_group(key)))
-        total += len(data)
+    items, unread = read_files(found, "dir", max_bytes)
+    skipped += unread
     if not items:
         raise WorkloadError(f"no readable regular files under {root} within the limits")
     return Workload(f"dir:{root}", items, skipped=skipped)

@@ -20,8 +20,7 @@ from bench.workload_items import (
     Workload,
     WorkloadError,
     check_limit,
-    is_safe_key,
-    parent_group,
+    read_files,
     sort_key,
 )
 
@@ -82,24 +81,8 @@ def stdlib_workload(
     that order that fits. Keys ``stdlib/<relpath>``; group: the key's parent directory."""
     check_limit("limit_bytes", limit_bytes)
     files, skipped = _stdlib_files(max_file_bytes)
-    items: list[Item] = []
-    total = 0
-    for relpath, path, size in files:
-        if limit_bytes is not None and total + size > limit_bytes:
-            break
-        try:
-            data = path.read_bytes()
-        except OSError:
-            skipped += 1
-            continue
-        if limit_bytes is not None and total + len(data) > limit_bytes:
-            break
-        key = f"stdlib/{relpath}"
-        if not is_safe_key(key):
-            skipped += 1
-            continue
-        items.append(Item(key, data, parent_group(key)))
-        total += len(data)
+    items, unread = read_files(files, "stdlib", limit_bytes)
+    skipped += unread
     if not items:
         raise WorkloadError(
             f"no standard library .py files found under {_stdlib_root()} within the limits"

@@ -11,8 +11,9 @@ compression context holds their history (see :mod:`bench.affinity`).
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -132,3 +133,31 @@ def check_limit(name: str, value: int | None) -> None:
 
 def parent_group(key: str) -> str:
     return str(PurePosixPath(key).parent)
+
+
+def read_files(
+    files: Iterable[tuple[str, Path, int]], prefix: str, limit_bytes: int | None
+) -> tuple[list[Item], int]:
+    """The items ``<prefix>/<relpath>`` (grouped by parent directory) of the longest prefix of
+    ``files`` (``(relpath, path, size)``, in order) whose bytes fit ``limit_bytes`` (None: no
+    cap), and how many files were skipped (unreadable, or not a safe key)."""
+    items: list[Item] = []
+    total = 0
+    skipped = 0
+    for relpath, path, size in files:
+        if limit_bytes is not None and total + size > limit_bytes:
+            break
+        try:
+            data = path.read_bytes()
+        except OSError:
+            skipped += 1
+            continue
+        if limit_bytes is not None and total + len(data) > limit_bytes:
+            break
+        key = f"{prefix}/{relpath}"
+        if not is_safe_key(key):
+            skipped += 1
+            continue
+        items.append(Item(key, data, parent_group(key)))
+        total += len(data)
+    return items, skipped

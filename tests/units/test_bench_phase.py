@@ -38,6 +38,19 @@ def make_corpus(groups: list[str], size: int = 1000) -> Corpus:
     return Corpus("test", Workload("test", items), requests, [it.data for it in items])
 
 
+def stream_run(**measurements: Any) -> RunResult:
+    """A ``stream`` run of workload ``w`` on one stream, with the given measurements."""
+    return RunResult.from_measurements(
+        workload="w",
+        policy="stream",
+        encoding="zstd-8mb",
+        level=3,
+        streams=1,
+        connections=1,
+        **measurements,
+    )
+
+
 def response(body: bytes, digest: str | None = None, wire: int = 100) -> Response:
     header: dict[str, Any] = {"status": "ok", "size": len(body)}
     header["digest"] = body_digest(body) if digest is None else digest
@@ -172,13 +185,7 @@ def test_exit_status_follows_the_error_rate(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def run(errors: int) -> RunResult:
-        return RunResult.from_measurements(
-            workload="w",
-            policy="stream",
-            encoding="zstd-8mb",
-            level=3,
-            streams=1,
-            connections=1,
+        return stream_run(
             requests=90,
             duration_s=1.0,
             raw_bytes=1000,
@@ -197,18 +204,8 @@ def test_exit_status_follows_the_error_rate(
 
 
 def test_outcome_json_is_strict(tmp_path: Path) -> None:
-    run = RunResult.from_measurements(
-        workload="w",
-        policy="stream",
-        encoding="zstd-8mb",
-        level=3,
-        streams=1,
-        connections=1,
-        requests=1,
-        duration_s=0.0,
-        raw_bytes=0,
-        wire_bytes=0,
-        cpu_seconds={"front": 0.0},
+    run = stream_run(
+        requests=1, duration_s=0.0, raw_bytes=0, wire_bytes=0, cpu_seconds={"front": 0.0}
     )
     outcome = BenchOutcome(BenchResult({"x": float("inf")}, [run]), [], [], ["w"])
     path = tmp_path / "o.json"
@@ -249,14 +246,8 @@ def test_loopback_hosts() -> None:
 
 
 def test_sweep_table_and_skipped_note() -> None:
-    def stream_run(workers_cpu: float) -> RunResult:
-        return RunResult.from_measurements(
-            workload="w",
-            policy="stream",
-            encoding="zstd-8mb",
-            level=3,
-            streams=1,
-            connections=1,
+    def gigabyte_run(workers_cpu: float) -> RunResult:
+        return stream_run(
             requests=10,
             duration_s=1.0,
             raw_bytes=10**9,
@@ -264,9 +255,9 @@ def test_sweep_table_and_skipped_note() -> None:
             cpu_seconds={"front": 0.5, "workers": workers_cpu, "client": 0.1},
         )
 
-    projection = project_runs([stream_run(2.0)])
+    projection = project_runs([gigabyte_run(2.0)])
     assert projection  # the sweep's rows show the projection of the main run beside them
-    table = sweep_table([SweepPoint(1, [stream_run(1.5)])], projection)
+    table = sweep_table([SweepPoint(1, [gigabyte_run(1.5)])], projection)
     assert [column.header for column in table.columns][:2] == ["workload", "workers"]
     assert table.row_count == 1
     cells = [next(iter(column.cells)) for column in table.columns]
