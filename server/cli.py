@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 #: Modules that contribute subcommands, in the order they appear in ``--help``.
-SUBCOMMAND_MODULES = ("server.dissect", "bench.tools", "bench.cli")
+SUBCOMMAND_MODULES = ("server.dissect", "bench.cli_client", "bench.cli")
 
 
 def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
