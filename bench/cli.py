@@ -1,4 +1,5 @@
-"""``zplex bench``: the command line of the load generator (see :mod:`bench.runner`)."""
+"""``zplex bench``: the command line of the load generator (its flags; their values become a
+:class:`~bench.config.BenchConfig` in :mod:`bench.config`, the run is :mod:`bench.main`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import runner
-from bench.runner import BenchConfig, BenchError
+from bench import config
+from bench.main import run_bench
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     what.add_argument("--dir", action="append", default=[], metavar="PATH", help="= -w dir:PATH")
     what.add_argument(
         "--policies",
-        default=",".join(runner.POLICIES),
+        default=",".join(config.POLICIES),
         help="comma-separated subset of frame,request,stream,connection (default: all)",
     )
     what.add_argument(
@@ -59,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     load = p.add_argument_group("load")
     load.add_argument(
         "--encoding",
-        choices=runner.ENCODINGS,
+        choices=config.ENCODINGS,
         default="zstd-8mb",
         help="response encoding (default zstd-8mb)",
     )
@@ -68,16 +69,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "-c",
         "--connections",
         type=int,
-        default=runner.DEFAULT_CONNECTIONS,
-        help=f"connections (default {runner.DEFAULT_CONNECTIONS})",
+        default=config.DEFAULT_CONNECTIONS,
+        help=f"connections (default {config.DEFAULT_CONNECTIONS})",
     )
     load.add_argument(
         "-s",
         "--streams",
         type=int,
-        default=runner.DEFAULT_STREAMS,
+        default=config.DEFAULT_STREAMS,
         help=f"streams per connection under the stream, request and frame policies "
-        f"(default {runner.DEFAULT_STREAMS})",
+        f"(default {config.DEFAULT_STREAMS})",
     )
     length = load.add_mutually_exclusive_group()
     length.add_argument(
@@ -87,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "-d",
         "--duration",
         type=float,
-        help=f"seconds per policy, whole passes (default {runner.DEFAULT_DURATION_S:g})",
+        help=f"seconds per policy, whole passes (default {config.DEFAULT_DURATION_S:g})",
     )
     load.add_argument(
         "--rate",
@@ -98,22 +99,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     load.add_argument(
         "--window",
         type=int,
-        default=runner.DEFAULT_WINDOW,
-        help=f"closed model: requests outstanding per stream (default {runner.DEFAULT_WINDOW})",
+        default=config.DEFAULT_WINDOW,
+        help=f"closed model: requests outstanding per stream (default {config.DEFAULT_WINDOW})",
     )
     load.add_argument(
         "--warmup",
         type=float,
-        default=runner.DEFAULT_WARMUP_S,
+        default=config.DEFAULT_WARMUP_S,
         metavar="SECONDS",
-        help=f"unmeasured warm-up before each policy (default {runner.DEFAULT_WARMUP_S:g})",
+        help=f"unmeasured warm-up before each policy (default {config.DEFAULT_WARMUP_S:g})",
     )
     load.add_argument(
         "--timeout",
         type=float,
-        default=runner.DEFAULT_TIMEOUT_S,
+        default=config.DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
-        help=f"per-request timeout (default {runner.DEFAULT_TIMEOUT_S:g})",
+        help=f"per-request timeout (default {config.DEFAULT_TIMEOUT_S:g})",
     )
 
     server = p.add_argument_group("server")
@@ -148,45 +149,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=_bench)
 
 
-def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    """The :class:`BenchConfig` the arguments describe (:class:`BenchError` if they are bad)."""
-    workloads = list(runner.workload_names(args.workload))
-    workloads += [f"git:{path}" for path in args.git]
-    workloads += [f"dir:{path}" for path in args.dir]
-    if args.json is not None and not args.json.parent.is_dir():
-        raise BenchError(f"--json {args.json}: no such directory {args.json.parent}")
-    return BenchConfig(
-        workloads=tuple(workloads) or runner.DEFAULT_WORKLOADS,
-        policies=runner.policy_list(args.policies),
-        encoding=args.encoding,
-        level=args.level,
-        connections=args.connections,
-        streams=args.streams,
-        requests=args.requests,
-        duration_s=args.duration,
-        rate=args.rate,
-        warmup_s=args.warmup,
-        window=args.window,
-        workers=args.workers,
-        connect=runner.parse_endpoint(args.connect) if args.connect else None,
-        token=args.token,
-        limit_bytes=runner.parse_bytes(args.limit_bytes) if args.limit_bytes else None,
-        revisions=args.revisions,
-        files=args.files,
-        generate_size=runner.parse_bytes(args.generate_size) if args.generate_size else None,
-        seed=args.seed,
-        max_error_rate=args.max_error_rate,
-        sweep_workers=tuple(runner.parse_sizes(args.sweep_workers)) if args.sweep_workers else (),
-        timeout_s=args.timeout,
-        json_path=args.json,
-        report_dir=args.report,
-    )
-
-
 def _bench(args: argparse.Namespace) -> int:
     try:
-        config = config_from_args(args)
-    except BenchError as exc:
+        bench_config = config.config_from_args(args)
+    except config.BenchError as exc:
         print(f"zplex bench: {exc}", file=sys.stderr)
         return 2
-    return runner.run_bench(config)
+    return run_bench(bench_config)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from workers.supervisor import Supervisor
 
 #: Modules that contribute subcommands, in the order they appear in ``--help``.
-SUBCOMMAND_MODULES = ("server.dissect", "bench.tools", "bench.cli")
+SUBCOMMAND_MODULES = ("server.dissect", "bench.cli_client", "bench.cli")
 
 
 def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -219,6 +219,8 @@ class ServerLayout:
                 limits=config.limits,
                 max_generate_bytes=config.max_generate_bytes,
                 log_level=config.log_level,
+                # This front takes no HEARTBEAT from its local workers (its own children).
+                heartbeat=False,
             ).to_dict()
 
         return Supervisor(config.workers, worker_main, config_for)

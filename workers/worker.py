@@ -1,8 +1,11 @@
-"""A worker process: one DEALER socket to the front, one context per client stream.
+"""A worker process: one DEALER socket per front, driving the sans-I/O :mod:`workers.core`.
 
-The loop is serial: messages of one stream arrive in order and are answered in order, so
-responses on a stream never interleave. Each stream owns a :class:`ServerStreamWriter` (its
-compressor) and, when the client encodes its command data, a :class:`Decoder`.
+The loop polls every front's socket, hands each batch that arrives to the core with the
+index of the front it came from, and sends what the core produced, one batch per front: at
+the end of each batch handled, or as soon as :data:`workers.core.FLUSH_BYTES` have gathered.
+It says READY to every front at start, HEARTBEAT to a front it has sent nothing for
+:data:`HEARTBEAT_INTERVAL_S`, exits on SHUTDOWN from any front, and watches its parent (a
+local worker) or its fronts' heartbeats (a remote worker, ``zplex worker``).
 """
 
 from __future__ import annotations
@@ -16,48 +19,33 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.auth
 
-from server.ipc.batch import Batch, decode_batch
-from server.ipc.envelope import STREAM_SCOPED, Envelope, Flag, Kind
-from server.ipc.flow import SendWindow, decode_credit
-from server.ipc.messages import (
-    Fatal,
-    Ready,
-    Rejection,
-    StreamParams,
-    Welcome,
-    WorkerStats,
-    decode_request,
-    decode_stream_settings,
-)
 from server.ipc.remote import FRONT_KEY, HEARTBEAT_INTERVAL_S, REMOTE_SILENCE_S, WORKER_KEY_SECRET
-from server.protocol.encoding import Decoder, stream_settings_for
-from server.protocol.errors import DecodeError, ErrorCode, RequestError
-from server.protocol.events import DataChunk
 from server.protocol.limits import Limits
-from server.protocol.responses import ServerStreamWriter
-from workers.commands import Call, Commands, ServerInfo
+from workers.commands import Commands, ServerInfo
+from workers.core import ProcessUsage, WorkerCore
 from workers.store import ObjectStore
 
 log = logging.getLogger("zplex.worker")
 
 #: Bound on queued messages each way: back-pressure instead of unbounded memory.
 HIGH_WATER_MARK = 1000
-#: How often an idle worker checks that its front is still alive.
+#: How often an idle worker checks that its parent (the front) is still alive.
 PARENT_CHECK_S = 1.0
-#: Output gathered before it is sent without waiting for the end of the batch.
-FLUSH_BYTES = 256 * 1024
+#: Batches taken from one front's socket before the other fronts get a turn.
+DRAIN_BATCHES = 64
 
 
 @dataclasses.dataclass(frozen=True)
 class WorkerConfig:
     index: int
+    #: The first front's endpoint (one front: the only one). With ``endpoints`` given it
+    #: may be empty.
     endpoint: str
     store: str
     server: str
@@ -68,382 +56,198 @@ class WorkerConfig:
     #: front over TCP, learns its index and limits from the front's WELCOME, and watches
     #: the front with heartbeats instead of its parent process.
     keys: str | None = None
+    #: Every front's endpoint, in front order (default: ``(endpoint,)``).
+    endpoints: tuple[str, ...] = ()
+    #: A local worker sends HEARTBEAT to a front it has sent nothing else for
+    #: HEARTBEAT_INTERVAL_S (a restarted front learns of it so, and answers REJOIN). A
+    #: remote worker always does.
+    heartbeat: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            if not self.endpoint:
+                raise ValueError("a worker needs the endpoint of at least one front")
+            object.__setattr__(self, "endpoints", (self.endpoint,))
+        elif not self.endpoint:
+            object.__setattr__(self, "endpoint", self.endpoints[0])
+        elif self.endpoint != self.endpoints[0]:
+            raise ValueError("endpoint must be the first of endpoints")
+        object.__setattr__(self, "endpoints", tuple(self.endpoints))
 
     def to_dict(self) -> dict[str, Any]:
         """The keyword arguments of this config (shallow: ``limits`` stays a Limits)."""
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
 
-@dataclasses.dataclass
-class Sending:
-    """A response being sent, a chunk at a time, as the front grants credit."""
-
-    env: Envelope
-    chunks: Iterator[bytes]
-    pending: bytes  # the next chunk (one is held back so that the last can be marked DONE)
-    end: bool
-    raw_before: int
-    wire_before: int
-
-
-@dataclasses.dataclass
-class StreamContext:
-    params: StreamParams
-    writer: ServerStreamWriter
-    decoder: Decoder | None = None
-    #: Response bytes this stream may still send before the front grants more: a client
-    #: that does not read pauses its own streams here, not the worker.
-    window: SendWindow = dataclasses.field(default_factory=SendWindow)
-    sending: Sending | None = None
-    #: Messages of the stream that wait behind the response being sent (order is kept).
-    waiting: collections.deque[tuple[Envelope, list[bytes]]] = dataclasses.field(
-        default_factory=collections.deque
-    )
-
-
 class Worker:
+    """The ZeroMQ loop around one :class:`WorkerCore`."""
+
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
-        self.limits = config.limits
-        self.commands = Commands(
+        self.remote = config.keys is not None
+        commands = Commands(
             ObjectStore(config.store),
             ServerInfo(config.server, config.limits, config.max_generate_bytes),
         )
-        self.streams: collections.OrderedDict[tuple[int, int], StreamContext] = (
-            collections.OrderedDict()
+        self.core = WorkerCore(
+            commands,
+            config.limits,
+            index=config.index,
+            endpoints=config.endpoints,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            remote=self.remote,
+            usage=process_usage,
+            on_full=self.flush,
         )
-        self.requests = 0
-        self.bytes_raw = 0
-        self.bytes_wire = 0
-        self.evictions = 0
-        self.index = config.index
-        self.remote = config.keys is not None
         self._ctx = zmq.Context()
-        self.sock = self._ctx.socket(zmq.DEALER)
+        self._curve: tuple[bytes, bytes, bytes] | None = None
         if config.keys is None:
-            identity = f"w{config.index}"
+            self._identity = f"w{config.index}"
         else:
-            identity = f"r-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+            self._identity = f"r-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
             keys = Path(config.keys)
             public, secret = zmq.auth.load_certificate(keys / WORKER_KEY_SECRET)
             front_public, _ = zmq.auth.load_certificate(keys / FRONT_KEY)
-            self.sock.curve_publickey = public
             if secret is None:
                 raise ValueError(f"{WORKER_KEY_SECRET} has no secret key")
-            self.sock.curve_secretkey = secret
-            self.sock.curve_serverkey = front_public
-        self.sock.setsockopt(zmq.IDENTITY, identity.encode())
-        self.sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
-        self.sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
-        self.sock.setsockopt(zmq.LINGER, 2000)
-        self.sock.connect(config.endpoint)
+            self._curve = (public, secret, front_public)
+        self.socks: list[zmq.Socket[bytes]] = []
+        self._front_of: dict[zmq.Socket[bytes], int] = {}
+        #: Batches a front's full queue refused, sent in order when it has room: a front
+        #: that is slow, or gone and not yet back, never blocks the others.
+        self._backlog: list[collections.deque[bytes]] = []
+        self._poller = zmq.Poller()
+        self._last_sent: list[float] = []
+        self._last_heard: list[float] = []
+        self._connect_new_fronts()
         self._parent = os.getppid()
-        self._out = Batch()
-        self._last_sent = self._last_heard = time.monotonic()
 
-    # -- loop --------------------------------------------------------------------------
+    # -- sockets -------------------------------------------------------------------------
 
-    def _ready(self) -> None:
-        ready = Ready(os.getpid(), self.index, socket.gethostname())
-        self._emit([Envelope(Kind.READY).pack(), ready.encode()])
-        self._flush()
+    def _connect_new_fronts(self) -> None:
+        """A DEALER for each front the core serves and no socket reaches yet: all of them
+        at start, later those a WELCOME named."""
+        for endpoint in self.core.endpoints[len(self.socks) :]:
+            sock = self._ctx.socket(zmq.DEALER)
+            if self._curve is not None:
+                public, secret, front_public = self._curve
+                sock.curve_publickey = public
+                sock.curve_secretkey = secret
+                sock.curve_serverkey = front_public
+            sock.setsockopt(zmq.IDENTITY, self._identity.encode())
+            sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
+            sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
+            sock.setsockopt(zmq.LINGER, 2000)
+            sock.connect(endpoint)
+            self._poller.register(sock, zmq.POLLIN)
+            self._front_of[sock] = len(self.socks)
+            self.socks.append(sock)
+            self._backlog.append(collections.deque())
+            now = time.monotonic()
+            self._last_sent.append(now)
+            self._last_heard.append(now)
 
-    def _start_over(self) -> None:
-        """A remote worker the front no longer knows drops every stream and joins again."""
-        self.streams.clear()
-        self._last_heard = time.monotonic()
-        self._ready()
+    def flush(self) -> None:
+        """Send what the core produced, one batch per front."""
+        if len(self.socks) < len(self.core.endpoints):
+            self._connect_new_fronts()
+        batches = self.core.take()
+        if not batches:
+            return
+        for front, blob in batches:
+            backlog = self._backlog[front]
+            if not backlog and self._send(front, blob):
+                continue
+            if not backlog:
+                self._poller.modify(self.socks[front], zmq.POLLIN | zmq.POLLOUT)
+            backlog.append(blob)
+
+    def _send(self, front: int, blob: bytes) -> bool:
+        """False when the front's queue is full."""
+        try:
+            self.socks[front].send(blob, zmq.NOBLOCK, copy=len(blob) < 65536)
+        except zmq.Again:
+            return False
+        self._last_sent[front] = time.monotonic()
+        return True
+
+    def _send_backlog(self, front: int) -> None:
+        backlog = self._backlog[front]
+        while backlog and self._send(front, backlog[0]):
+            backlog.popleft()
+        if not backlog:
+            self._poller.modify(self.socks[front], zmq.POLLIN)
+
+    # -- loop ----------------------------------------------------------------------------
 
     def run(self) -> None:
-        self._ready()
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        tick = int((HEARTBEAT_INTERVAL_S if self.remote else PARENT_CHECK_S) * 1000)
+        self.core.start()
+        self.flush()
+        tick_ms = int(min(HEARTBEAT_INTERVAL_S, PARENT_CHECK_S) * 1000)
         try:
             while True:
-                if poller.poll(tick) and not self._drain():
-                    return
-                if not self.remote:
-                    if os.getppid() != self._parent:
-                        log.warning("front is gone; worker %d exits", self.index)
+                for sock, event in self._poller.poll(tick_ms):
+                    front = self._front_of[sock]
+                    if event & zmq.POLLOUT:
+                        self._send_backlog(front)
+                    if event & zmq.POLLIN and not self._drain(front):
                         return
-                    continue
-                now = time.monotonic()
-                if now - self._last_heard > REMOTE_SILENCE_S:
-                    log.warning("front silent for %.0f s; joining again", now - self._last_heard)
-                    self._start_over()
-                elif now - self._last_sent >= HEARTBEAT_INTERVAL_S:
-                    self._emit([Envelope(Kind.HEARTBEAT).pack()])
-                    self._flush()
+                if not self.remote and os.getppid() != self._parent:
+                    log.warning("front is gone; worker %d exits", self.core.index)
+                    return
+                self._keep_alive(time.monotonic())
         finally:
-            self.sock.close()
+            for sock in self.socks:
+                sock.close()
             self._ctx.term()
 
-    def _drain(self) -> bool:
-        """Handle every batch that is waiting; False on SHUTDOWN."""
+    def _drain(self, front: int) -> bool:
+        """Handle the batches waiting on one front's socket; False on SHUTDOWN."""
+        sock = self.socks[front]
         try:
-            while True:
+            for _ in range(DRAIN_BATCHES):
                 try:
-                    blob = self.sock.recv(zmq.NOBLOCK)
+                    blob = sock.recv(zmq.NOBLOCK)
                 except zmq.Again:
-                    return True
-                self._last_heard = time.monotonic()
-                for message in decode_batch(blob):
-                    env = Envelope.unpack(message[0])
-                    if env.kind is Kind.SHUTDOWN:
-                        return False
-                    try:
-                        self.handle(env, message[1:])
-                    except Exception:  # a bug must not take the other streams down
-                        log.exception("failed to handle %s", env)
+                    break
+                self._last_heard[front] = time.monotonic()
+                if not self.core.receive(front, blob):
+                    return False
+            return True
         finally:
-            self._flush()
+            self.flush()
 
-    def _emit(self, message: list[bytes]) -> None:
-        """Queue a message for the front; big output goes at once, the rest at the end of
-        the batch being handled."""
-        self._out.add(message)
-        if self._out.size >= FLUSH_BYTES:
-            self._flush()
+    def _keep_alive(self, now: float) -> None:
+        """Heartbeats to the fronts sent nothing lately; a remote worker whose front fell
+        silent drops that front's streams and joins it again."""
+        for front in range(len(self.socks)):
+            if self.remote and now - self._last_heard[front] > REMOTE_SILENCE_S:
+                log.warning(
+                    "front %d silent for %.0f s; joining again",
+                    front,
+                    now - self._last_heard[front],
+                )
+                self._last_heard[front] = now
+                self.core.rejoin(front)
+            elif (
+                (self.remote or self.config.heartbeat)
+                and not self._backlog[front]
+                and now - self._last_sent[front] >= HEARTBEAT_INTERVAL_S
+            ):
+                self.core.heartbeat(front)
+        self.flush()
 
-    def _flush(self) -> None:
-        if self._out.records:
-            blob = self._out.take()
-            self.sock.send(blob, 0, copy=len(blob) < 65536)
-            self._last_sent = time.monotonic()
 
-    def _stream(self, key: tuple[int, int]) -> StreamContext | None:
-        """The stream's context; None once its connection failed here (the front may have
-        sent more for it before it learnt that), which needs no answer."""
-        ctx = self.streams.get(key)
-        if ctx is None:
-            log.debug("message for unknown stream %s", key)
-        return ctx
-
-    def handle(self, env: Envelope, parts: list[bytes]) -> None:
-        if env.kind in STREAM_SCOPED:
-            ctx = self.streams.get((env.conn, env.stream))
-            if ctx is not None and (ctx.sending is not None or ctx.waiting):
-                ctx.waiting.append((env, parts))
-                return
-        elif env.kind is Kind.CREDIT:
-            ctx = self.streams.get((env.conn, env.stream))
-            if ctx is not None:
-                ctx.window.grant(decode_credit(parts[0]))
-                self._pump((env.conn, env.stream), ctx)
-            return
-        self._dispatch(env, parts)
-
-    def _dispatch(self, env: Envelope, parts: list[bytes]) -> None:
-        key = (env.conn, env.stream)
-        if env.kind is Kind.STREAM_OPEN:
-            params = StreamParams.decode(parts[0])
-            settings = stream_settings_for(params.encoding, params.level, params.context)
-            writer = ServerStreamWriter(env.stream + 1, settings, params.max_frame_size)
-            self.streams[key] = StreamContext(params, writer)
-        elif env.kind is Kind.REQUEST:
-            self._request(env, parts)
-        elif env.kind is Kind.REJECT:
-            ctx = self._stream(key)
-            if ctx is None:
-                return
-            err = Rejection.decode(parts[0])
-            end = bool(env.flags & Flag.END_STREAM)
-            self._answer_error(env, ctx, err.code, err.message, err.retryable, end)
-            self._finished(key, ctx, end)
-        elif env.kind is Kind.CLIENT_STREAM_SETTINGS:
-            ctx = self._stream(key)
-            if ctx is None:
-                return
-            settings = decode_stream_settings(parts[0])
-            try:
-                ctx.decoder = Decoder(settings) if settings.encoding != "identity" else None
-            except DecodeError as exc:
-                self._fatal(env, exc.code, exc.message)
-        elif env.kind is Kind.STREAM_END:
-            ended = self.streams.pop(key, None)
-            if ended is not None:
-                data = ended.writer.end()
-                if data:
-                    self._send_frames(env, ended, data, done=False)
-        elif env.kind is Kind.STREAM_RESET:
-            reset = self.streams.get(key)
-            if reset is not None:
-                reset.writer.reset()
-                reset.decoder = None
-        elif env.kind is Kind.CONN_CLOSED:
-            for stream_key in [k for k in self.streams if k[0] == env.conn]:
-                del self.streams[stream_key]
-        elif env.kind is Kind.WELCOME:
-            welcome = Welcome.decode(parts[0])
-            self.index = welcome.index
-            self.limits = welcome.limits
-            info = self.commands.info
-            self.commands.info = ServerInfo(welcome.server, self.limits, info.max_generate_bytes)
-            log.warning("joined the front as worker %d", self.index)
-        elif env.kind is Kind.REJOIN:
-            self._start_over()
-        elif env.kind is Kind.HEARTBEAT:
-            pass
-        elif env.kind is Kind.STATS:
-            reply = self.stats().encode()
-            self._emit([Envelope(Kind.STATS_REPLY, conn=env.conn).pack(), reply])
-        else:
-            log.error("unexpected message kind %s", env.kind)
-
-    # -- requests ------------------------------------------------------------------------
-
-    def _decode_data(self, ctx: StreamContext, chunks: tuple[DataChunk, ...]) -> bytes:
-        cap_request = self.limits.max_request_data_bytes
-        cap_frame = self.limits.max_decoded_bytes_per_frame
-        out: list[bytes] = []
-        total = 0
-        for encoded, payload in chunks:
-            if encoded:
-                if ctx.decoder is None:
-                    raise DecodeError("encoded command data without an encoding")
-                piece = ctx.decoder.decode(payload, min(cap_frame, cap_request - total))
-            else:
-                piece = payload
-            total += len(piece)
-            if total > cap_request:
-                raise DecodeError("command data decodes past max_request_data_bytes")
-            out.append(piece)
-        return b"".join(out)
-
-    def _request(self, env: Envelope, parts: list[bytes]) -> None:
-        key = (env.conn, env.stream)
-        ctx = self._stream(key)
-        if ctx is None:
-            return
-        self.streams.move_to_end(key)
-        end = bool(env.flags & Flag.END_STREAM)
-        request = decode_request(parts, bool(env.flags & Flag.HAS_DATA))
-        name = request.command.name
-        self.requests += 1
-        data: bytes | None = None
-        if request.data is not None:
-            try:
-                data = self._decode_data(ctx, request.data)
-            except DecodeError as exc:
-                self._fatal(env, exc.code, exc.message)
-                return
-        call = Call(request.command.args, data, ctx.params.write, request.snapshot)
-        try:
-            header, body = self.commands.run(name, call)
-        except RequestError as exc:
-            self._answer_error(env, ctx, exc.code, exc.message, exc.retryable, end)
-        except Exception:
-            log.exception("command %r failed", name)
-            self._answer_error(env, ctx, ErrorCode.INTERNAL, "the command failed", False, end)
-        else:
-            raw_before, wire_before = ctx.writer.raw_bytes, ctx.writer.wire_bytes
-            chunks = ctx.writer.iter_response(env.request, header, body, end_stream=end)
-            ctx.sending = Sending(env, chunks, next(chunks), end, raw_before, wire_before)
-            self._pump(key, ctx)
-            return
-        self._finished(key, ctx, end)
-
-    def _pump(self, key: tuple[int, int], ctx: StreamContext) -> None:
-        """Send the stream's response while it has credit; when it is complete, go on with
-        the stream's waiting messages."""
-        while ctx.sending is not None and ctx.window.is_open:
-            sending = ctx.sending
-            following = next(sending.chunks, None)
-            self._send_frames(sending.env, ctx, sending.pending, done=following is None)
-            ctx.window.consume(len(sending.pending))
-            if following is not None:
-                sending.pending = following
-                continue
-            ctx.sending = None
-            self.bytes_raw += ctx.writer.raw_bytes - sending.raw_before
-            self.bytes_wire += ctx.writer.wire_bytes - sending.wire_before
-            self._finished(key, ctx, sending.end)
-
-    def _finished(self, key: tuple[int, int], ctx: StreamContext, end: bool) -> None:
-        """A request of the stream is answered: drop the stream if it ended, then handle
-        what waited behind it, in order."""
-        if end:
-            if self.streams.get(key) is ctx:
-                del self.streams[key]
-        else:
-            self._evict()
-        while ctx.waiting:
-            current = self.streams.get(key)
-            if current is not None and current is not ctx and current.sending is not None:
-                current.waiting.extend(ctx.waiting)  # the stream reopened and is busy again
-                ctx.waiting.clear()
-                return
-            if current is ctx and ctx.sending is not None:
-                return  # a waiting request started a response: the rest waits for it
-            env, parts = ctx.waiting.popleft()
-            self._dispatch(env, parts)
-
-    def _answer_error(
-        self,
-        env: Envelope,
-        ctx: StreamContext,
-        code: str,
-        message: str,
-        retryable: bool,
-        end: bool,
-    ) -> None:
-        frame = ctx.writer.error(env.request, code, message, retryable, end_stream=end)
-        self._send_frames(env, ctx, frame, done=True)
-
-    def _send_frames(self, env: Envelope, ctx: StreamContext, data: bytes, *, done: bool) -> None:
-        # Before a response's last chunk the stream is open whatever the writer (which may
-        # have made the last chunk already) says.
-        stream_open = ctx.writer.begun or not done
-        flags = (Flag.DONE if done else 0) | (Flag.STREAM_OPEN if stream_open else 0)
-        out = Envelope(Kind.FRAMES, flags, env.conn, env.request, env.stream)
-        self._emit([out.pack(), data])
-
-    def _fatal(self, env: Envelope, code: ErrorCode, message: str) -> None:
-        """The stream's decoding context is out of step: the connection must end."""
-        for stream_key in [k for k in self.streams if k[0] == env.conn]:
-            del self.streams[stream_key]
-        out = Envelope(Kind.CONN_FATAL, 0, env.conn, env.request, env.stream)
-        self._emit([out.pack(), Fatal(code, message).encode()])
-
-    def _evict(self) -> None:
-        """Keep contexts within the worker's budget: the least recently used streams lose
-        their compression context (their next response starts the server stream again)."""
-        max_contexts = self.limits.max_contexts_per_worker
-        max_bytes = self.limits.max_context_bytes_per_worker
-        live = [
-            ctx
-            for ctx in self.streams.values()
-            if ctx.writer.encoder is not None and ctx.sending is None  # never mid-response
-        ]
-        count = len(live)
-        total = sum(ctx.writer.memory() for ctx in live)
-        newest = next(reversed(self.streams.values()), None)
-        for ctx in live:  # least recently used first
-            if (count <= max_contexts and total <= max_bytes) or ctx is newest:
-                break
-            total -= ctx.writer.memory()
-            ctx.writer.reset()
-            count -= 1
-            self.evictions += 1
-
-    def stats(self) -> WorkerStats:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return WorkerStats(
-            pid=os.getpid(),
-            index=self.index,
-            remote=self.remote,
-            cpu_user=usage.ru_utime,
-            cpu_system=usage.ru_stime,
-            rss=_rss(),
-            max_rss=usage.ru_maxrss * 1024,
-            streams=len(self.streams),
-            context_bytes=sum(ctx.writer.memory() for ctx in self.streams.values()),
-            requests=self.requests,
-            bytes_raw=self.bytes_raw,
-            bytes_wire=self.bytes_wire,
-            evictions=self.evictions,
-        )
+def process_usage() -> ProcessUsage:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return ProcessUsage(
+        pid=os.getpid(),
+        cpu_user=usage.ru_utime,
+        cpu_system=usage.ru_stime,
+        rss=_rss(),
+        max_rss=usage.ru_maxrss * 1024,
+    )
 
 
 def _rss() -> int:

@@ -106,20 +106,31 @@ class Ready:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Welcome:
-    """WELCOME: a remote worker learns its index, the server's name and the limits."""
+    """WELCOME: a remote worker learns its index, the server's name and the limits, and
+    the endpoints of further fronts it is to serve too (empty: only this one)."""
 
     index: int
     server: str
     limits: Limits
+    fronts: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
-        return pack([self.index, self.server, self.limits.to_wire()])
+        fields: list[Any] = [self.index, self.server, self.limits.to_wire()]
+        if self.fronts:
+            fields.append(list(self.fronts))
+        return pack(fields)
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
-        index, server, limits = _fields(data, "welcome", (int, str, dict))
         try:
-            return cls(index, server, Limits.from_mapping(limits))
+            index, server, limits, fronts = _fields(data, "welcome", (int, str, dict, list))
+        except ValueError:
+            index, server, limits = _fields(data, "welcome", (int, str, dict))
+            fronts = []
+        if not all(isinstance(endpoint, str) for endpoint in fronts):
+            raise ValueError("welcome: fronts must be endpoints")
+        try:
+            return cls(index, server, Limits.from_mapping(limits), tuple(fronts))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"welcome: bad limits: {exc}") from None
 

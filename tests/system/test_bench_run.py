@@ -1,10 +1,10 @@
-"""Tests for ``zplex bench`` (bench/runner.py, bench/cli.py): the phase arithmetic on known
-inputs, placement and passes, argument handling, and tiny end-to-end runs against a real
-server (started by the bench itself, or running beside it for ``--connect``)."""
+"""Tests for ``zplex bench`` as a whole (bench/cli.py, bench/main.py, bench/server_process.py):
+bad arguments, and tiny end-to-end runs against a real server (started by the bench itself, or
+running beside it for ``--connect``). The parts without processes are tested in
+tests/units/test_bench_phase.py and tests/units/test_bench_config.py."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -15,47 +15,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
-from bench import runner, stats
-from bench.client import Response, body_digest
-from bench.results import BenchResult, RunResult
-from bench.runner import (
-    BenchConfig,
-    BenchError,
-    BenchOutcome,
-    Corpus,
-    PlainDisplay,
-    Request,
-    Runner,
-    Samples,
-    Tally,
-)
-from bench.workloads import Item, Workload, stream_index
+from bench import server_process
 from server.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def make_corpus(groups: list[str], size: int = 1000) -> Corpus:
-    items = [Item(f"k/{i}", bytes([65 + i % 26]) * size, g) for i, g in enumerate(groups)]
-    requests = [
-        Request("get", {"key": it.key}, it.group, len(it.data), body_digest(it.data))
-        for it in items
-    ]
-    return Corpus("test", Workload("test", items), requests, [it.data for it in items])
-
-
-def response(body: bytes, digest: str | None = None, wire: int = 100) -> Response:
-    header: dict[str, Any] = {"status": "ok", "size": len(body)}
-    header["digest"] = body_digest(body) if digest is None else digest
-    return Response(1, 1, header, body, len(body) + 50, wire, 0.001)
 
 
 def alive(pids: list[int]) -> list[int]:
@@ -83,174 +50,6 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     yield tmp
 
 
-# --- placement and passes --------------------------------------------------------------------
-
-
-def test_placement_keeps_groups_together_and_policies_differ() -> None:
-    groups = [f"g{i % 7}" for i in range(40)]
-    corpus = make_corpus(groups)
-    stream = corpus.placement("stream", 2, 4)
-    for group in set(groups):
-        slots = {stream[i] for i, g in enumerate(groups) if g == group}
-        assert len(slots) == 1  # one context per affinity group
-        (conn, sid) = slots.pop()
-        slot = stream_index(group, 8)
-        assert (conn, sid) == (slot % 2, 1 + 2 * (slot // 2))
-    assert corpus.placement("request", 2, 4) == stream
-    assert corpus.placement("frame", 2, 4) == stream
-    connection = corpus.placement("connection", 2, 4)
-    assert {sid for _conn, sid in connection} == {1}
-    assert all(
-        conn == stream_index(g, 2) for (conn, _sid), g in zip(connection, groups, strict=True)
-    )
-
-
-def test_plans_cycle_the_workload_and_cut_the_last_pass() -> None:
-    corpus = make_corpus(["a", "b", "a"])
-    bench = Runner(BenchConfig(requests=7, connections=1, streams=1), PlainDisplay(sys.stderr))
-    plans = list(bench._plans(corpus, "stream"))
-    assert [p.size for p in plans] == [3, 3, 1]
-    assert [p.first for p in plans] == [0, 3, 6]
-    assert plans[2].slots == {(0, 1): [0]}  # a prefix of the workload order
-    assert plans[0].slots == {(0, 1): [0, 1, 2]}
-
-
-def test_schedule_is_open_loop() -> None:
-    schedule = runner.Schedule(100.0, 50.0)
-    assert schedule.due(0) == 100.0
-    assert schedule.due(50) == pytest.approx(101.0)
-
-
-# --- arithmetic of one phase on known inputs -------------------------------------------------
-
-
-def test_run_result_from_a_known_tally() -> None:
-    corpus = make_corpus(["a", "a", "b", "b"], size=1000)
-    config = BenchConfig(connections=1, streams=2, requests=10)
-    bench = Runner(config, PlainDisplay(sys.stderr))
-    tally = Tally()
-    for ms in range(1, 101):  # 1..100 ms
-        tally.latency.record_s(ms / 1000)
-    tally.ok, tally.raw, tally.wire = 10, 10_000, 2_500
-    tally.answered = {0: [0, 1, 2, 3], 1: [3, 1, 2, 0], 2: [0, 1]}  # 2 whole passes + prefix
-    samples = Samples()
-    samples.add(
-        {
-            "front": {"pid": 1, "rss": 1000},
-            "workers": [
-                {"pid": 2, "rss": 5000, "streams": 2, "context_bytes": 3000},
-                {"pid": 3, "rss": 7000, "streams": 1, "context_bytes": 1000},
-            ],
-        },
-        monitor_streams=1,
-    )
-    corpus.inprocess["stream"] = 4.0
-    run = bench._run_result(corpus, "stream", tally, 2.0, 0.01, 0.08, 0.02, samples)
-    full = stats.ideal_wire_bytes(corpus.bodies, 3)
-    prefix = stats.ideal_wire_bytes(corpus.bodies[:2], 3)
-    assert run.ideal_wire_bytes == 2 * full + prefix
-    assert run.ratio == pytest.approx(4.0)
-    assert run.space_savings == pytest.approx(0.75)
-    assert run.ratio_vs_ideal == pytest.approx(2500 / (2 * full + prefix))
-    assert run.requests_per_s == pytest.approx(5.0)
-    assert run.raw_mb_per_s == pytest.approx(0.005)
-    # 0.08 CPU s for 10 kB raw = 8000 s/GB; in process 4 s/GB.
-    assert run.cpu_s_per_gb.workers == pytest.approx(8000.0)
-    assert run.cpu_s_per_gb.front == pytest.approx(1000.0)
-    assert run.worker_efficiency == pytest.approx(4.0 / 8000.0)
-    assert run.front_overhead == pytest.approx(0.125)
-    assert run.latency_ms["p50"] == pytest.approx(50.0, rel=1e-3)
-    assert run.latency_ms["p99"] == pytest.approx(99.0, rel=1e-3)
-    assert run.latency_ms["p999"] == pytest.approx(100.0, rel=1e-3)
-    assert run.memory_per_stream == pytest.approx(2000.0)  # 4000 B over 3 - 1 streams
-    assert run.peak_rss.front == 1000
-    assert run.peak_rss.workers == 7000
-    assert run.streams == len({stream_index(g, 2) for g in "ab"})
-    assert run.error_count == 0
-
-
-def test_samples_keep_the_peaks() -> None:
-    samples = Samples()
-    worker = {"pid": 2, "rss": 10, "streams": 3, "context_bytes": 300}
-    samples.add({"front": {"rss": 5}, "workers": [worker]}, 1)
-    samples.add({"front": {"rss": 3}, "workers": [dict(worker, rss=20, streams=1)]}, 1)
-    assert samples.front_rss == 5
-    assert samples.worker_rss == {2: 20}
-    assert samples.memory_per_stream == 150.0  # the monitor's own stream left alone: no /0
-
-
-def test_cpu_delta_needs_the_same_processes() -> None:
-    before = {"front": (1, 2.0), "workers": {10: 1.0, 11: 2.0}}
-    after = {"front": (1, 2.5), "workers": {10: 3.0, 11: 2.5}}
-    assert runner.cpu_delta(before, after) == (0.5, 2.5, True)
-    restarted = {"front": (9, 0.1), "workers": {10: 3.0, 12: 0.2}}
-    assert runner.cpu_delta(before, restarted) == (None, 2.0, False)
-
-
-def test_check_response() -> None:
-    body = b"hello" * 100
-    request = Request("get", {"key": "k"}, "g", len(body), body_digest(body))
-    assert runner.check_response(response(body), request) is None
-    assert runner.check_response(response(body[:-1]), request) == "size-mismatch"
-    wrong = "blake2b-256:" + "0" * 64
-    assert runner.check_response(response(body, wrong), request) == "digest-mismatch"
-    other = b"jello" * 100
-    assert runner.check_response(response(other), request) == "content-mismatch"
-    bare = Response(1, 1, {"status": "ok"}, body, 10, 10, 0.0)
-    assert runner.check_response(bare, request) == "digest-missing"
-
-
-def test_error_codes() -> None:
-    from bench.client import ConnectionLost, ServerError
-
-    assert runner.error_code(ServerError("overloaded", "busy")) == "overloaded"
-    assert runner.error_code(ConnectionLost("gone")) == "connection-lost"
-    assert runner.error_code(TimeoutError()) == "timeout"
-    assert runner.error_code(ConnectionRefusedError()) == "connect-failed"
-
-
-# --- arguments -------------------------------------------------------------------------------
-
-
-def test_parsers() -> None:
-    assert runner.parse_bytes("512K") == 512 * 1024
-    assert runner.parse_bytes("16MiB") == 16 << 20
-    assert runner.parse_bytes("1.5G") == 3 << 29
-    assert runner.parse_bytes("100") == 100
-    assert runner.parse_sizes("1,2, 4") == [1, 2, 4]
-    assert runner.parse_endpoint("[::1]:7410") == ("::1", 7410)
-    assert runner.workload_names(["stdlib,versioned", "git:/a,b"]) == (
-        "stdlib",
-        "versioned",
-        "git:/a,b",
-    )
-    for bad in ("12Q", "-1K", "K"):
-        with pytest.raises(BenchError):
-            runner.parse_bytes(bad)
-    with pytest.raises(BenchError):
-        runner.parse_sizes("1,x")
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"policies": ("stream", "nope")},
-        {"policies": ()},
-        {"streams": 129},
-        {"connections": 0},
-        {"requests": 5, "duration_s": 2.0},
-        {"rate": 0.0},
-        {"level": 30},
-        {"encoding": "zlib", "level": 12},
-        {"connect": ("127.0.0.1", 1), "workers": 2},
-        {"max_error_rate": 1.5},
-    ],
-)
-def test_bad_configs(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(BenchError):
-        BenchConfig(**kwargs)
-
-
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -271,34 +70,6 @@ def test_bad_arguments_exit_2_without_a_traceback(
     assert status == 2
     assert message in err
     assert "Traceback" not in err
-
-
-def test_exit_status_follows_the_error_rate(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    def run(errors: int) -> RunResult:
-        return RunResult.from_measurements(
-            workload="w",
-            policy="stream",
-            encoding="zstd-8mb",
-            level=3,
-            streams=1,
-            connections=1,
-            requests=90,
-            duration_s=1.0,
-            raw_bytes=1000,
-            wire_bytes=100,
-            cpu_seconds={},
-            errors={"connection-lost": errors},
-        )
-
-    async def fake_bench(config: BenchConfig, bench: Runner) -> BenchOutcome:
-        return BenchOutcome(BenchResult({}, [run(10)]), [], [], [])
-
-    monkeypatch.setattr(runner, "_bench", fake_bench)
-    assert runner.run_bench(BenchConfig(), sys.stdout, sys.stderr) == 1
-    assert "error rate 10.00% exceeds" in capsys.readouterr().err
-    assert runner.run_bench(BenchConfig(max_error_rate=0.1), sys.stdout, sys.stderr) == 0
 
 
 # --- end to end ------------------------------------------------------------------------------
@@ -396,7 +167,7 @@ def test_tiny_bench_end_to_end(
 def test_connect_open_model_and_store_reuse(
     tmp_path: Path, private_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    server = runner.ServerProcess(workers=1, token="t0ken")
+    server = server_process.ServerProcess(workers=1, token="t0ken")
     try:
         server.start()
         address = str(server.endpoint)
@@ -456,41 +227,3 @@ def test_interrupt_stops_the_server(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-
-
-def test_outcome_json_is_strict(tmp_path: Path) -> None:
-    run = RunResult.from_measurements(
-        workload="w",
-        policy="stream",
-        encoding="zstd-8mb",
-        level=3,
-        streams=1,
-        connections=1,
-        requests=1,
-        duration_s=0.0,
-        raw_bytes=0,
-        wire_bytes=0,
-        cpu_seconds={"front": 0.0},
-    )
-    outcome = BenchOutcome(BenchResult({"x": float("inf")}, [run]), [], [], ["w"])
-    path = tmp_path / "o.json"
-    runner.write_json(outcome, path)
-    data = json.loads(path.read_text())
-    assert data["runs"][0]["ratio"] is None and data["warnings"] == ["w"]
-    assert data["metadata"]["x"] is None
-
-
-def test_generate_pass_is_no_longer_than_the_run() -> None:
-    workload = runner.build_workload("generate:json", BenchConfig(requests=5))
-    assert workload.requests == 5
-    assert runner.build_workload("generate:json", BenchConfig()).requests == 256
-
-
-def test_asyncio_helpers() -> None:
-    async def go() -> float:
-        start = time.monotonic()
-        await runner.sleep_until(start + 0.02)
-        await runner.sleep_until(start - 1)  # in the past: at once
-        return time.monotonic() - start
-
-    assert asyncio.run(go()) >= 0.019

@@ -1,4 +1,6 @@
-"""The layering of docs/design.md, checked on the source: who may import whom, and no cycles."""
+"""The layering of docs/design.md, checked on the source: who may import whom (importlib
+included), no cycles, no module over 600 lines; the bench starts servers through the CLI and its
+clients share their calls."""
 
 from __future__ import annotations
 
@@ -37,7 +39,32 @@ def imports_of(path: Path) -> set[str]:
             found.add(target)
             # "from pkg import module" imports a module too.
             found.update(f"{target}.{alias.name}" for alias in node.names)
+        elif (
+            isinstance(node, ast.Call)
+            and _is_dynamic_import(node.func)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            found.add(str(node.args[0].value))
     return found
+
+
+def _is_dynamic_import(func: ast.expr) -> bool:
+    """``importlib.import_module(...)``, ``import_module(...)`` or ``__import__(...)``."""
+    if isinstance(func, ast.Attribute):
+        return func.attr == "import_module"
+    return isinstance(func, ast.Name) and func.id in ("import_module", "__import__")
+
+
+def string_constant(path: Path, name: str) -> tuple[str, ...]:
+    """The strings of a module-level tuple constant, read from the source."""
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                assert isinstance(node.value, ast.Tuple), name
+                return tuple(ast.literal_eval(node.value))
+    raise AssertionError(f"{path} has no constant {name}")
 
 
 def our_modules() -> dict[str, Path]:
@@ -107,3 +134,58 @@ def test_no_import_cycles() -> None:
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+#: The worker's sans-I/O core: no sockets, processes or clocks (the loop, workers.worker,
+#: owns those and passes in what the core needs).
+WORKER_CORE = ("workers.core", "workers.contexts")
+NOT_IN_WORKER_CORE = ("zmq", "socket", "os", "time", "resource", "signal", "select", "asyncio")
+
+
+def test_worker_core_is_sans_io() -> None:
+    modules = our_modules()
+    for name in WORKER_CORE:
+        for imported in imports_of(modules[name]):
+            assert imported.split(".")[0] not in NOT_IN_WORKER_CORE, (name, imported)
+            assert imported != "workers.worker", (name, imported)
+
+
+def test_subcommand_modules_imported_by_name_exist() -> None:
+    """The CLI imports its subcommand modules through importlib, by name: a renamed module
+    must be renamed there too."""
+    names = string_constant(ROOT / "server" / "cli.py", "SUBCOMMAND_MODULES")
+    assert names
+    modules = our_modules()
+    for name in names:
+        assert name in modules, f"server.cli names a module that does not exist: {name}"
+
+
+def test_bench_starts_servers_only_through_the_command_line() -> None:
+    """The bench sees the server only as a process it starts with ``python -m server.cli
+    serve`` (bench.server_process) or as an address; git is the only other command it runs."""
+    for name, path in our_modules().items():
+        if not name.startswith("bench"):
+            continue
+        imported = imports_of(path)
+        assert not any(m == "server.cli" or m.startswith("workers") for m in imported), name
+        if "subprocess" in imported:
+            assert name in ("bench.server_process", "bench.git_workload"), name
+    source = (ROOT / "bench" / "server_process.py").read_text()
+    for word in ('"server.cli"', '"serve"', '"--ready-file"'):
+        assert word in source
+
+
+def test_client_calls_do_no_io() -> None:
+    """The calls both clients share, and their protocol state, touch no socket or event loop:
+    only bench.sync_client and bench.async_client do I/O."""
+    for name in ("bench.client_base", "bench.client_session", "bench.client_results"):
+        imported = imports_of(our_modules()[name])
+        assert not imported & {"asyncio", "socket", "selectors"}, name
+    clients = {"bench.sync_client", "bench.async_client"}
+    assert not any(c in our_imports()[other] for c in clients for other in clients - {c})
+
+
+def test_no_module_over_600_lines() -> None:
+    for name, path in our_modules().items():
+        lines = len(path.read_text().splitlines())
+        assert lines <= 600, f"{name} has {lines} lines"

@@ -63,6 +63,7 @@ PAYLOADS = [
     Fatal(ErrorCode.TOO_LARGE, "window"),
     Ready(1234, 2, "host-a"),
     Welcome(3, "zplex/1", Limits(max_streams=8)),
+    Welcome(3, "zplex/1", Limits(), ("tcp://front-b:7412", "tcp://front-c:7413")),
     STATS,
 ]
 
@@ -97,6 +98,15 @@ def test_welcome_refuses_bad_limits() -> None:
         Welcome.decode(pack([0, "zplex", {"max_streams": 0}]))
     with pytest.raises(ValueError):
         Welcome.decode(pack([0, "zplex", {"no_such_limit": 1}]))
+
+
+def test_welcome_fronts_default_to_none_and_must_be_endpoints() -> None:
+    assert Welcome.decode(pack([0, "zplex", {}])).fronts == ()
+    assert Welcome(0, "zplex", Limits()).fronts == ()
+    with pytest.raises(ValueError):
+        Welcome.decode(pack([0, "zplex", {}, [7]]))
+    with pytest.raises(ValueError):
+        Welcome.decode(pack([0, "zplex", {}, "tcp://front-b:7412"]))
 
 
 def test_worker_stats_map_has_the_published_keys() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bench.report import PLOTS, render_html, render_tables, write_report
+from bench.report import PLOTS, render_html, write_report
 from bench.results import (
     POLICIES,
     BenchResult,
@@ -19,6 +19,7 @@ from bench.results import (
     project_runs,
 )
 from bench.stats import LatencyRecorder
+from bench.tables import render_tables
 
 RUN_KEYS = {
     "policy", "encoding", "level", "requests", "raw_bytes", "wire_bytes", "ratio",

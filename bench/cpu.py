@@ -1,0 +1,193 @@
+"""CPU and memory measurement of a phase: the ``stats`` side connection (:class:`Monitor`),
+CPU seconds per role (:class:`CpuProbe`: psutil when the server runs on this host, else the
+``stats`` counters; ``getrusage`` for the client), the peaks of the snapshots
+(:class:`Samples`) and the load the rest of the host put on it (:func:`other_load`).
+
+- CPU: user + system, all threads, sampled right before the first pass and after the last.
+  A phase of a few milliseconds can fall between two clock ticks (psutil reads 10 ms ticks):
+  give CPU figures a few seconds (``-d``).
+- peak RSS: the largest RSS seen in the ``stats`` snapshots taken every
+  :data:`SAMPLE_PERIOD_S` during the phase (and at its start and end); the client's from psutil.
+- memory per stream: the workers' ``context_bytes`` (the compression contexts' own accounting)
+  over the number of streams open, from the same snapshots, the largest value seen; ``null``
+  when no snapshot fell inside a pass. The monitor's own (identity, context-free) stream is
+  left out (:data:`MONITOR_STREAMS`).
+- other load: the host's busy CPU during the phase (``psutil.cpu_times``) minus the bench's own
+  processes; above :data:`OTHER_LOAD_WARNING` of the host, a warning says the CPU figures are
+  noisy. On a host with fewer cores than processes (2 cores: front, workers and the client),
+  every role's CPU per GB also includes the cost of sharing cores (context switches, caches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import resource
+from typing import Any
+
+import psutil
+
+from bench.client import AsyncClient, ConnectionLost
+from bench.server_process import Endpoint
+
+#: Seconds between ``stats`` snapshots during a phase.
+SAMPLE_PERIOD_S = 0.5
+#: Streams the monitor connection holds open on the server (left out of memory per stream).
+MONITOR_STREAMS = 1
+#: Warn when other processes took more than this share of the host's CPU during a phase.
+OTHER_LOAD_WARNING = 0.10
+
+
+class Monitor:
+    """A side connection (identity encoding, one stream) that asks for ``stats``; it
+    reconnects if the server dropped it (e.g. after an idle timeout)."""
+
+    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.client: AsyncClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self) -> AsyncClient:
+        if self.client is None or self.client.closed or self.client.goaway is not None:
+            if self.client is not None:
+                await self.client.close()
+            self.client = await AsyncClient.connect(
+                self.endpoint.host,
+                self.endpoint.port,
+                encodings=("identity",),
+                level=None,
+                timeout=self.timeout,
+            )
+        return self.client
+
+    async def stats(self) -> dict[str, Any]:
+        async with self._lock:
+            for attempt in (1, 2):
+                client = await self.connect()
+                try:
+                    response = await client.request("stats", timeout=self.timeout)
+                    return response.header
+                except ConnectionLost:
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class CpuProbe:
+    """CPU seconds (user + system) of the front and the workers: psutil when the server runs
+    here, else the counters of ``stats``."""
+
+    def __init__(self, local: bool) -> None:
+        self.local = local
+        self._procs: dict[int, psutil.Process] = {}
+
+    @property
+    def source(self) -> str:
+        return "psutil" if self.local else "stats"
+
+    def _cpu(self, pid: int, entry: dict[str, Any]) -> float:
+        if self.local:
+            try:
+                proc = self._procs.get(pid)
+                if proc is None:
+                    proc = self._procs[pid] = psutil.Process(pid)
+                times = proc.cpu_times()
+                return float(times.user + times.system)
+            except psutil.Error:
+                pass
+        return float(entry.get("cpu_user", 0.0)) + float(entry.get("cpu_system", 0.0))
+
+    def snapshot(self, header: dict[str, Any]) -> dict[str, Any]:
+        """``{"front": (pid, seconds), "workers": {pid: seconds}}`` from a stats header."""
+        front = header.get("front") or {}
+        workers = header.get("workers") or []
+        return {
+            "front": (int(front.get("pid", 0)), self._cpu(int(front.get("pid", 0)), front)),
+            "workers": {int(w["pid"]): self._cpu(int(w["pid"]), w) for w in workers},
+        }
+
+
+def cpu_delta(before: dict[str, Any], after: dict[str, Any]) -> tuple[float | None, float, bool]:
+    """(front seconds, workers seconds, same worker processes) between two snapshots."""
+    front: float | None = None
+    if before["front"][0] == after["front"][0]:
+        front = after["front"][1] - before["front"][1]
+    workers = sum(
+        after["workers"][pid] - seconds
+        for pid, seconds in before["workers"].items()
+        if pid in after["workers"]
+    )
+    return front, workers, set(before["workers"]) == set(after["workers"])
+
+
+def host_busy_s() -> float:
+    """CPU seconds every core of this host spent busy (not idle, iowait or stolen)."""
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0) + getattr(times, "steal", 0.0)
+    total = sum(getattr(times, name) for name in times._fields if not name.startswith("guest"))
+    return float(total - idle)
+
+
+def client_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclasses.dataclass
+class Samples:
+    """Peaks seen in the stats snapshots of one phase."""
+
+    front_rss: int | None = None
+    worker_rss: dict[int, int] = dataclasses.field(default_factory=dict)
+    client_rss: int | None = None
+    memory_per_stream: float | None = None
+    max_rss: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def add(self, header: dict[str, Any], monitor_streams: int) -> None:
+        front = header.get("front") or {}
+        if "rss" in front:
+            self.front_rss = max(self.front_rss or 0, int(front["rss"]))
+        streams = context = 0
+        for worker in header.get("workers") or []:
+            pid = int(worker.get("pid", 0))
+            if "rss" in worker:
+                self.worker_rss[pid] = max(self.worker_rss.get(pid, 0), int(worker["rss"]))
+            streams += int(worker.get("streams", 0))
+            context += int(worker.get("context_bytes", 0))
+        streams -= monitor_streams
+        if streams > 0 and context > 0:
+            per_stream = context / streams
+            self.memory_per_stream = max(self.memory_per_stream or 0.0, per_stream)
+        self.max_rss = {
+            "front": front.get("max_rss"),
+            "workers": [w.get("max_rss") for w in header.get("workers") or []],
+        }
+        with contextlib.suppress(psutil.Error):
+            rss = psutil.Process().memory_info().rss
+            self.client_rss = max(self.client_rss or 0, rss)
+
+
+def other_load(
+    host_cpu: float, front_cpu: float, workers_cpu: float, client_cpu: float, elapsed: float
+) -> tuple[float, float]:
+    """(CPU seconds the rest of the host ran during a phase, their share of the host's CPU):
+    the host's busy seconds minus our processes' (CPU they did not get)."""
+    other = max(0.0, host_cpu - front_cpu - workers_cpu - client_cpu)
+    return other, other / (elapsed * (psutil.cpu_count() or 1))

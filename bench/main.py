@@ -1,0 +1,178 @@
+"""The whole ``zplex bench`` run: start the server (or use ``--connect``'s), run every
+workload under every policy (:class:`bench.runner.Runner`), the scaling projection, the sweep
+(:mod:`bench.sweep`), then the outcome: JSON, report, tables and the exit status.
+
+The scaling projection comes from the ``stream`` run's per-role costs
+(:func:`bench.results.project_runs`). ``--sweep-workers`` restarts the server with each worker
+count that fits the host (``workers + 1 <= cores``) and measures the ``stream`` policy for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+
+from bench import report, results, tables
+from bench.config import BenchConfig, BenchError, default_workers
+from bench.display import make_display
+from bench.runner import Runner
+from bench.server_process import Endpoint
+from bench.sweep import SweepPoint, run_sweep, skipped_note, sweep_table
+
+
+@dataclasses.dataclass
+class BenchOutcome:
+    """Everything a run measured, and what it warns about."""
+
+    result: results.BenchResult
+    sweep: list[SweepPoint]
+    skipped_sweep: list[int]
+    warnings: list[str]
+
+    @property
+    def error_rate(self) -> float:
+        runs = list(self.result.runs) + [run for point in self.sweep for run in point.runs]
+        errors = sum(run.error_count for run in runs)
+        attempted = errors + sum(run.requests for run in runs)
+        return errors / attempted if attempted else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.result.to_json()
+        data["sweep"] = [point.to_json() for point in self.sweep]
+        data["warnings"] = list(self.warnings)
+        return data
+
+
+async def _bench(config: BenchConfig, runner: Runner) -> BenchOutcome:
+    wall = time.monotonic()
+    spawned = config.connect is None
+    workers = config.workers or default_workers()
+    runner.build_workloads()
+    try:
+        if spawned:
+            endpoint = runner.start_server(workers)
+        else:
+            assert config.connect is not None
+            endpoint = Endpoint(*config.connect)
+        await runner.attach(endpoint, spawned)
+        runs = await runner.run_workloads()
+        results.fill_ratio_vs_request(runs)
+        projected = "stream" if "stream" in config.policies else config.policies[0]
+        projection = results.project_runs(runs, projected)
+        await runner.close()
+        if spawned:
+            runner.servers[-1].stop()
+        sweep, skipped = await run_sweep(config, runner)
+    finally:
+        await runner.close()
+    metadata = results.collect_metadata(config.describe())
+    metadata["server"] = runner.server_info
+    metadata["workloads"] = [
+        {
+            "name": corpus.name,
+            "objects": len(corpus.requests),
+            "raw_bytes_per_pass": corpus.raw_bytes,
+            "groups": len({r.group for r in corpus.requests}),
+            "skipped_files": corpus.workload.skipped,
+            "inprocess_cpu_s_per_gb": corpus.inprocess,
+        }
+        for corpus in runner.corpora.values()
+    ]
+    metadata["phases"] = [phase.metadata() for phase in runner.phases]
+    metadata["wall_time_s"] = time.monotonic() - wall
+    result = results.BenchResult(metadata, runs, projection)
+    return BenchOutcome(result, sweep, skipped, runner.warnings)
+
+
+def write_json(outcome: BenchOutcome, path: Path) -> None:
+    text = json.dumps(outcome.to_json(), indent=2, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def run_bench(
+    config: BenchConfig, stdout: IO[str] | None = None, stderr: IO[str] | None = None
+) -> int:
+    """Run the bench and print its tables; returns the exit status (0 fine, 1 errors above
+    ``--max-error-rate``, 2 bad arguments or environment, 130/143 interrupted)."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    display = make_display(err)
+    runner = Runner(config, display)
+    interrupted: list[int] = []
+
+    async def main() -> BenchOutcome:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+
+        def on_sigterm() -> None:
+            interrupted.append(143)
+            task.cancel()
+
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        try:
+            return await _bench(config, runner)
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        try:
+            outcome = asyncio.run(main())
+        finally:
+            display.close()
+            for server in runner.servers:
+                server.stop()
+    except BenchError as exc:
+        print(f"zplex bench: {exc}", file=err)
+        return 2
+    except asyncio.CancelledError:
+        print("zplex bench: interrupted", file=err)
+        return interrupted[0] if interrupted else 130
+    except KeyboardInterrupt:
+        print("zplex bench: interrupted", file=err)
+        return 130
+    # Files first: they must exist even if the table output goes to a closed pipe.
+    if config.json_path is not None:
+        write_json(outcome, config.json_path)
+        print(f"zplex bench: wrote {config.json_path}", file=err)
+    if config.report_dir is not None:
+        written = report.write_report(outcome.result, config.report_dir)
+        print(f"zplex bench: wrote {written[-1]} and {len(written) - 1} plots", file=err)
+    for warning in outcome.warnings:
+        print(f"zplex bench: warning: {warning}", file=err)
+    console = Console(file=out, width=_table_width(out))
+    tables.render_tables(outcome.result, console)
+    if outcome.sweep:
+        console.print()
+        console.print(sweep_table(outcome.sweep, outcome.result.projection))
+    if outcome.skipped_sweep:
+        console.print(skipped_note(outcome.skipped_sweep))
+    rate = outcome.error_rate
+    if rate > config.max_error_rate:
+        print(
+            f"zplex bench: error rate {rate:.2%} exceeds --max-error-rate "
+            f"{config.max_error_rate:.2%}",
+            file=err,
+        )
+        return 1
+    return 0
+
+
+def _table_width(stream: IO[str]) -> int | None:
+    """The terminal's width, or a width that fits every column when writing to a file."""
+    if stream.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 200

@@ -1,0 +1,315 @@
+"""The passes of a phase and what their requests produced.
+
+Passes. One replay of the workload is a *pass*; every pass uses fresh connections, so every
+pass starts with fresh contexts (a context that saw the corpus once would compress its replay
+to almost nothing). ``-n N`` runs exactly the first N requests of the endless cycle of passes
+(the last pass may be a prefix); ``-d D`` starts passes until D seconds have elapsed and never
+cuts one short, so every policy serves whole passes of the same requests (``-d`` may overrun by
+up to one pass). Without either, ``-d`` :data:`bench.config.DEFAULT_DURATION_S`.
+
+Load models. Closed (default): each stream keeps ``--window`` requests outstanding and latency
+runs from a request's send to its last frame. Open (``--rate R``): request ``k`` of the phase
+is due at ``t0 + k / R`` whatever the server's state, passes may overlap, a stream never has
+more than the server's ``max_inflight_per_stream`` outstanding (later requests wait in the
+client), and latency runs from the *intended* send time, so queueing in the client counts and
+there is no coordinated omission.
+
+Verification. The client decodes every response: a body whose BLAKE2b digest differs from the
+header's (``digest-mismatch``), whose size is not the object's (``size-mismatch``) or whose
+digest is not the stored object's (``content-mismatch``) is an error, as are error-responses
+(by their code), a lost connection (``connection-lost``), a failed connect (``connect-failed``)
+and a request unanswered within ``--timeout`` (``timeout``). Decoding and hashing cost client
+CPU, and are reported as such (:class:`Tally`, :func:`check_response`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import functools
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from bench import stats
+from bench.client import AsyncClient, ConnectionLost, Response, ServerError
+from bench.config import POLICY_CONTEXT, BenchConfig
+from bench.corpus import Corpus, Request
+
+#: Passes in flight at once in the open model (bounds the client's memory if the server lags).
+MAX_OPEN_PASSES = 8
+
+
+@dataclasses.dataclass
+class Tally:
+    """What the requests of one phase (or warm-up) produced."""
+
+    latency: stats.LatencyRecorder = dataclasses.field(default_factory=stats.LatencyRecorder)
+    errors: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    ok: int = 0
+    raw: int = 0
+    wire: int = 0
+    #: Per pass, the request indexes answered correctly (for the ideal of exactly those).
+    answered: dict[int, list[int]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def attempted(self) -> int:
+        return self.ok + sum(self.errors.values())
+
+    def error(self, code: str, count: int = 1) -> None:
+        if count > 0:
+            self.errors[code] += count
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ServerError):
+        return exc.code
+    if isinstance(exc, ConnectionLost):
+        return "connection-lost"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, OSError):
+        return "connect-failed"
+    return "client-error"
+
+
+def check_response(response: Response, request: Request) -> str | None:
+    """The error code of a wrong answer, or None if it is right."""
+    if request.size is not None and len(response.body) != request.size:
+        return "size-mismatch"
+    verified = response.verify_digest()
+    if verified is None:
+        return "digest-missing"
+    if not verified:
+        return "digest-mismatch"
+    if request.digest is not None and response.header.get("digest") != request.digest:
+        return "content-mismatch"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """Open model: request ``k`` of the phase is due at ``t0 + k / rate``."""
+
+    t0: float
+    rate: float
+
+    def due(self, k: int) -> float:
+        return self.t0 + k / self.rate
+
+
+async def sleep_until(when: float) -> None:
+    delay = when - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+@dataclasses.dataclass(frozen=True)
+class PassPlan:
+    """The requests of one pass (``indexes`` into the corpus), per (connection, stream)."""
+
+    number: int
+    first: int  # phase-wide sequence number of the pass's first request
+    slots: dict[tuple[int, int], list[int]]
+
+    @property
+    def size(self) -> int:
+        return sum(len(v) for v in self.slots.values())
+
+
+def plan_passes(corpus: Corpus, policy: str, config: BenchConfig) -> Iterator[PassPlan]:
+    """The passes of a phase: endless for ``-d``, ``-n`` requests in all otherwise."""
+    placement = corpus.placement(policy, config.connections, config.streams)
+    length = len(corpus.requests)
+    remaining = config.requests
+    number = 0
+    while remaining is None or remaining > 0:
+        count = length if remaining is None else min(length, remaining)
+        slots: dict[tuple[int, int], list[int]] = {}
+        for index in range(count):
+            slots.setdefault(placement[index], []).append(index)
+        yield PassPlan(number, number * length, slots)
+        number += 1
+        if remaining is not None:
+            remaining -= count
+
+
+#: Opens one connection of a phase with the given context (``connect(context=...)``).
+Connector = Callable[..., Awaitable[AsyncClient]]
+
+
+class PassDriver:
+    """Replays the passes of one policy on fresh connections from ``connect``, within the
+    server's ``limits``, counting what comes back in a :class:`Tally`."""
+
+    def __init__(self, config: BenchConfig, limits: dict[str, Any], connect: Connector) -> None:
+        self.config = config
+        self.limits = limits
+        self.connect = connect
+
+    async def run_pass(
+        self,
+        corpus: Corpus,
+        policy: str,
+        plan: PassPlan,
+        tally: Tally,
+        stop_at: float | None,
+        schedule: Schedule | None,
+    ) -> None:
+        context = POLICY_CONTEXT[policy]
+        conn_ids = sorted({conn for conn, _stream in plan.slots})
+        if schedule is not None:
+            await sleep_until(schedule.due(plan.first))
+        outcomes = await asyncio.gather(
+            *(self.connect(context=context) for _ in conn_ids), return_exceptions=True
+        )
+        clients: dict[int, AsyncClient] = {}
+        try:
+            for conn, outcome in zip(conn_ids, outcomes, strict=True):
+                if isinstance(outcome, AsyncClient):
+                    clients[conn] = outcome
+                elif isinstance(outcome, Exception):
+                    lost = sum(len(v) for (cn, _s), v in plan.slots.items() if cn == conn)
+                    tally.error(error_code(outcome), lost)
+                else:
+                    raise outcome
+            await asyncio.gather(
+                *(
+                    self.drive_stream(
+                        corpus, clients[conn], stream, indexes, plan, tally, stop_at, schedule
+                    )
+                    for (conn, stream), indexes in plan.slots.items()
+                    if conn in clients
+                )
+            )
+        finally:
+            await asyncio.gather(*(client.close() for client in clients.values()))
+
+    async def drive_stream(
+        self,
+        corpus: Corpus,
+        client: AsyncClient,
+        stream: int,
+        indexes: list[int],
+        plan: PassPlan,
+        tally: Tally,
+        stop_at: float | None,
+        schedule: Schedule | None,
+    ) -> None:
+        """Send one stream's requests in order: at most ``window`` outstanding (closed model)
+        or at their due times (open model, within the server's per-stream limit)."""
+        c = self.config
+        if schedule is None:
+            capacity = c.window
+        else:
+            capacity = int(self.limits.get("max_inflight_per_stream", 32))
+            capacity = min(capacity, max(1, int(self.limits.get("max_inflight", 256)) // c.streams))
+        window = asyncio.Semaphore(capacity)
+        answered = tally.answered.setdefault(plan.number, [])
+        futures: list[asyncio.Future[Response]] = []
+
+        def settled(
+            index: int, due: float | None, sent: float, future: asyncio.Future[Response]
+        ) -> None:
+            window.release()
+            if future.cancelled():
+                tally.error("timeout")
+                return
+            exc = future.exception()
+            if exc is not None:
+                tally.error(error_code(exc))
+                return
+            response = future.result()
+            code = check_response(response, corpus.requests[index])
+            if code is not None:
+                tally.error(code)
+                return
+            latency = response.latency_s if due is None else sent - due + response.latency_s
+            tally.latency.record_s(max(0.0, latency))
+            tally.ok += 1
+            tally.raw += len(response.body)
+            tally.wire += response.wire_bytes
+            answered.append(index)
+
+        for position, index in enumerate(indexes):
+            due = schedule.due(plan.first + index) if schedule is not None else None
+            if due is not None:
+                await sleep_until(due)
+            if stop_at is not None and time.monotonic() >= stop_at:
+                break
+            try:
+                await asyncio.wait_for(window.acquire(), c.timeout_s)
+            except TimeoutError:
+                tally.error("timeout", len(indexes) - position)
+                break
+            request = corpus.requests[index]
+            sent = time.monotonic()
+            try:
+                future = client.send(request.name, request.args, stream=stream)
+            except (ServerError, ConnectionLost) as exc:
+                window.release()
+                tally.error(error_code(exc), len(indexes) - position)
+                break
+            future.add_done_callback(functools.partial(settled, index, due, sent))
+            futures.append(future)
+        if futures:
+            _done, pending = await asyncio.wait(futures, timeout=c.timeout_s)
+            for future in pending:
+                future.cancel()
+
+    async def run_passes(
+        self,
+        corpus: Corpus,
+        policy: str,
+        tally: Tally,
+        *,
+        duration: float | None,
+        stop_at: float | None,
+        on_pass: Callable[[int], None],
+    ) -> int:
+        """Run passes until the plans end, or (``duration``) passes started after it, or
+        (``stop_at``, warm-up) requests after it; returns the number of passes started."""
+        c = self.config
+        t0 = time.monotonic()
+        schedule = Schedule(t0, c.rate) if c.rate is not None else None
+        plans = plan_passes(corpus, policy, c)
+        started = 0
+        if schedule is None:
+            for plan in plans:
+                if started and duration is not None and time.monotonic() - t0 >= duration:
+                    break
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    break
+                started += 1
+                on_pass(started)
+                await self.run_pass(corpus, policy, plan, tally, stop_at, None)
+            return started
+        in_flight = asyncio.Semaphore(MAX_OPEN_PASSES)
+        tasks: list[asyncio.Task[None]] = []
+
+        async def one(plan: PassPlan) -> None:
+            try:
+                await self.run_pass(corpus, policy, plan, tally, stop_at, schedule)
+            finally:
+                in_flight.release()
+
+        try:
+            for plan in plans:
+                begins = schedule.due(plan.first)
+                if started and duration is not None and begins - t0 >= duration:
+                    break
+                if stop_at is not None and begins >= stop_at:
+                    break
+                await in_flight.acquire()
+                started += 1
+                tasks.append(asyncio.create_task(one(plan)))
+                on_pass(started)
+                # Do not run ahead: the next pass is created when it is nearly due.
+                await sleep_until(schedule.due(plan.first + plan.size) - 0.05)
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return started

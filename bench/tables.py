@@ -1,0 +1,251 @@
+"""The tables of a :class:`~bench.results.BenchResult`, described once (:data:`COLUMNS`,
+:func:`table_rows`, :func:`projection_table`, the captions) and rendered with rich for the
+terminal (:func:`render_tables`); the HTML report (:mod:`bench.report`) shows the same rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from bench.results import POLICIES, BenchResult, Projection, RunResult
+
+MISSING = "-"
+
+
+# --- formatting ------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return MISSING if value is None or math.isnan(value) else "inf"
+    return f"{value:{spec}}{suffix}"
+
+
+def _fmt_ms(value: float | None) -> str:
+    if value is None:
+        return MISSING
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 100:
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def _fmt_pct(value: float | None) -> str:
+    return MISSING if value is None else f"{value * 100:.1f}%"
+
+
+def _fmt_bytes(value: float | None) -> str:
+    if value is None:
+        return MISSING
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
+def _fmt_errors(errors: dict[str, int]) -> str:
+    return ", ".join(f"{code} {n:,}" for code, n in sorted(errors.items()) if n)
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    cell: Callable[[RunResult], str]
+    numeric: bool = True
+    #: Columns of one group stay together when a narrow terminal splits the table.
+    group: str = "rate"
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("policy", lambda r: r.policy, numeric=False),
+    Column("req/s", lambda r: fmt(r.requests_per_s, ",.0f")),
+    Column("raw\nMB/s", lambda r: fmt(r.raw_mb_per_s, ",.1f")),
+    Column("wire\nMB/s", lambda r: fmt(r.wire_mb_per_s, ",.1f")),
+    Column("ratio", lambda r: fmt(r.ratio, ".2f")),
+    Column("space\nsavings", lambda r: _fmt_pct(r.space_savings)),
+    Column("vs\nrequest", lambda r: fmt(r.ratio_vs_request, ".2f", "x")),
+    Column("vs\nideal", lambda r: fmt(r.ratio_vs_ideal, ".3f")),
+    Column("front\nCPU s/GB", lambda r: fmt(r.cpu_s_per_gb.front, ".2f"), group="cpu"),
+    Column("workers\nCPU s/GB", lambda r: fmt(r.cpu_s_per_gb.workers, ".2f"), group="cpu"),
+    Column("client\nCPU s/GB", lambda r: fmt(r.cpu_s_per_gb.client, ".2f"), group="cpu"),
+    Column("worker\neff.", lambda r: fmt(r.worker_efficiency, ".2f"), group="cpu"),
+    Column("front\noverhead", lambda r: fmt(r.front_overhead, ".3f"), group="cpu"),
+    Column("p50\nms", lambda r: _fmt_ms(r.latency_ms.get("p50")), group="latency"),
+    Column("p99\nms", lambda r: _fmt_ms(r.latency_ms.get("p99")), group="latency"),
+    Column("p99.9\nms", lambda r: _fmt_ms(r.latency_ms.get("p999")), group="latency"),
+    Column("errors", lambda r: str(r.error_count), group="latency"),
+)
+
+
+def _policy_order(run: RunResult) -> tuple[int, str]:
+    rank = POLICIES.index(run.policy) if run.policy in POLICIES else len(POLICIES)
+    return rank, run.policy
+
+
+def runs_by_workload(result: BenchResult) -> dict[str, list[RunResult]]:
+    """Runs grouped by workload (first-appearance order), policies in the canonical order."""
+    grouped: dict[str, list[RunResult]] = {}
+    for run in result.runs:
+        grouped.setdefault(run.workload, []).append(run)
+    return {name: sorted(runs, key=_policy_order) for name, runs in grouped.items()}
+
+
+def table_rows(runs: Sequence[RunResult]) -> tuple[list[str], list[list[str]]]:
+    """Headers and formatted cells of a workload's table: one row per policy."""
+    return [c.header for c in COLUMNS], [[c.cell(run) for c in COLUMNS] for run in runs]
+
+
+def workload_caption(runs: Sequence[RunResult]) -> str:
+    """The lines under a workload's table: size and settings, the single-context limit,
+    memory (from the ``stream`` run, else the first) and the errors by code."""
+    first = runs[0]
+    parts = [
+        f"{first.requests:,} requests, {first.raw_bytes / 1e6:,.1f} MB raw, "
+        f"{first.encoding} level {first.level}, {first.streams} streams"
+    ]
+    ideal = first.ideal_ratio
+    if ideal is not None:
+        parts[0] += f"; one in-process context (ideal) ratio {ideal:.2f}"
+    ref = next((run for run in runs if run.policy == "stream"), first)
+    rss = ref.peak_rss
+    if ref.memory_per_stream is not None or any(
+        v is not None for v in (rss.front, rss.workers, rss.client)
+    ):
+        parts.append(
+            f"memory ({ref.policy}): {_fmt_bytes(ref.memory_per_stream)} per stream; peak RSS "
+            f"front {_fmt_bytes(rss.front)}, largest worker {_fmt_bytes(rss.workers)}, "
+            f"client {_fmt_bytes(rss.client)}"
+        )
+    errors = [f"{run.policy}: {_fmt_errors(run.errors)}" for run in runs if run.error_count]
+    if errors:
+        parts.append("errors by code: " + "; ".join(errors))
+    return "\n".join(parts)
+
+
+def projection_table(projections: Sequence[Projection]) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of the scaling projection: one row per core count, a GB/s and a
+    bound column per projected workload."""
+    headers = ["cores", "workers"]
+    for projection in projections:
+        headers += [f"{projection.workload}\nGB/s", "bound\nby"]
+    cores: dict[int, int] = {}
+    for projection in projections:
+        for row in projection.rows:
+            cores.setdefault(row["cores"], row["workers"])
+    rows = []
+    for n, workers in sorted(cores.items()):
+        cells = [str(n), str(workers)]
+        for projection in projections:
+            found = [r for r in projection.rows if r["cores"] == n]
+            if not found:
+                cells += [MISSING, MISSING]
+            else:
+                cells += [fmt(found[0]["gb_per_s"], ".2f"), found[0]["bound"] or MISSING]
+        rows.append(cells)
+    return headers, rows
+
+
+def projection_caption(projection: Projection) -> str:
+    feed = projection.workers_one_front_can_feed
+    return (
+        f"{projection.workload} ({projection.policy}): one front can feed "
+        f"{fmt(feed, '.1f')} workers (front {fmt(projection.front_cpu_s_per_gb, '.2f')}, "
+        f"workers {fmt(projection.workers_cpu_s_per_gb, '.2f')} CPU s/GB)"
+    )
+
+
+# --- terminal --------------------------------------------------------------------------------
+
+
+def _width(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> int:
+    """Terminal width of a table with these cells (one space of padding each side)."""
+    widths = [max(len(line) for line in h.split("\n")) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    return sum(widths) + 3 * len(widths)
+
+
+def _column_sets(runs: Sequence[RunResult], width: int) -> list[list[int]]:
+    """Column indexes of the tables that show a workload within ``width`` characters: one
+    table if it fits, else the column groups packed greedily, each table led by ``policy``."""
+    headers, rows = table_rows(runs)
+    everything = list(range(len(COLUMNS)))
+
+    def fits(indexes: list[int]) -> bool:
+        return (
+            _width([headers[i] for i in indexes], [[r[i] for i in indexes] for r in rows]) <= width
+        )
+
+    if fits(everything):
+        return [everything]
+    groups: dict[str, list[int]] = {}
+    for i, column in enumerate(COLUMNS[1:], start=1):
+        groups.setdefault(column.group, []).append(i)
+    tables: list[list[int]] = []
+    for indexes in groups.values():
+        if tables and fits(tables[-1] + indexes):
+            tables[-1] += indexes
+        else:
+            tables.append([0, *indexes])
+    return tables
+
+
+def _rich_table(
+    title: str | None,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    numeric: Sequence[bool],
+) -> Table:
+    # Text objects, never markup strings: workload names are paths and may hold "[".
+    table = Table(
+        title=Text(title, style="bold") if title else None,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for header, num in zip(headers, numeric, strict=True):
+        table.add_column(Text(header), justify="right" if num else "left", no_wrap=True)
+    for cells in rows:
+        table.add_row(*(Text(cell) for cell in cells))
+    return table
+
+
+def render_tables(result: BenchResult, console: Console) -> None:
+    """Print one table per workload (one row per policy), then the scaling projection. On a
+    terminal too narrow for all columns, a workload's table is split into column groups
+    (ratios, CPU, latency), each led by the policy."""
+    for workload, runs in runs_by_workload(result).items():
+        headers, rows = table_rows(runs)
+        for n, indexes in enumerate(_column_sets(runs, console.width)):
+            console.print(
+                _rich_table(
+                    f"workload {workload}" if n == 0 else None,
+                    [headers[i] for i in indexes],
+                    [[row[i] for i in indexes] for row in rows],
+                    [COLUMNS[i].numeric for i in indexes],
+                )
+            )
+        console.print(Text(workload_caption(runs), style="dim"))
+        console.print()
+    if result.projection:
+        title = "scaling projection (one front on one core, the other cores workers)"
+        headers, rows = projection_table(result.projection)
+        if _width(headers, rows) <= console.width:
+            parts = [result.projection]
+        else:  # too narrow for all workloads side by side: one table each
+            parts = [[projection] for projection in result.projection]
+        for n, part in enumerate(parts):
+            headers, rows = projection_table(part)
+            console.print(
+                _rich_table(title if n == 0 else None, headers, rows, [True] * len(headers))
+            )
+        for projection in result.projection:
+            console.print(Text(projection_caption(projection), style="dim"))
