@@ -81,9 +81,13 @@ class FrontApp:
         )
         self.router = Router()
         self.counters = FrontCounters()
+        listen = config.worker_listen
+        others = [k for k in range(spec["fronts"]) if k != self.index]
+        remote_fronts = tuple(remote_endpoint_for(listen, k) for k in others) if listen else ()
         self.fleet = Fleet(
-            config.workers, self.server_settings.server, limits, self, time.monotonic
-        )
+            config.workers, self.server_settings.server, limits, self, time.monotonic,
+            remote_fronts,
+        )  # fmt: skip
         self.peers = FrontPeers(spec["ipc_dir"], self.index, spec["fronts"], self.front_stats)
         self.zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         local = router_socket(self.zctx)

@@ -205,7 +205,7 @@ class ServerLayout:
 
     def workers(self, endpoints: tuple[str, ...]) -> Supervisor:
         from workers.supervisor import Supervisor
-        from workers.worker import WorkerConfig
+        from workers.worker import STOP_SIGNAL, WorkerConfig
         from workers.worker import main as worker_main
 
         config = self.config
@@ -213,17 +213,17 @@ class ServerLayout:
         def config_for(index: int) -> dict[str, object]:
             return WorkerConfig(
                 index=index,
-                endpoint=endpoints[0],
+                endpoint="",
+                endpoints=endpoints,
                 store=config.store,
                 server=f"zplex/{_version()}",
                 limits=config.limits,
                 max_generate_bytes=config.max_generate_bytes,
                 log_level=config.log_level,
                 # This front takes no HEARTBEAT from its local workers (its own children).
-                heartbeat=False,
             ).to_dict()
 
-        return Supervisor(config.workers, worker_main, config_for)
+        return Supervisor(config.workers, worker_main, config_for, stop_signal=STOP_SIGNAL)
 
     def fronts(self, front_config: Callable[[int], dict[str, Any]]) -> Supervisor:
         from server.front_process import front_main

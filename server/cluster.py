@@ -26,7 +26,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import shutil
-import signal
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
@@ -63,7 +62,7 @@ class Pool(Protocol):
 
     def quiesce(self) -> None: ...
 
-    def stop(self, timeout: float = ..., signum: int | None = ...) -> None: ...
+    def stop(self, timeout: float = ...) -> None: ...
 
 
 class Layout(Protocol):
@@ -288,9 +287,9 @@ class Cluster:
             forced = asyncio.ensure_future(stopping.force.wait())
             forced.add_done_callback(lambda _: self.tell_fronts(FORCE))
             timeout = self.config.drain_timeout_s + FRONT_STOP_MARGIN_S
-            await self.loop.run_in_executor(None, self.fronts.stop, timeout, None)
+            await self.loop.run_in_executor(None, self.fronts.stop, timeout)
             forced.cancel()
-        await self.loop.run_in_executor(None, self.workers.stop, WORKER_STOP_S, signal.SIGTERM)
+        await self.loop.run_in_executor(None, self.workers.stop, WORKER_STOP_S)
         for pipe in list(self._pipes.values()):
             self._forget_pipe(pipe)
         for sock in self.ports:

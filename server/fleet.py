@@ -61,8 +61,11 @@ class Fleet:
         limits: Limits,
         events: FleetEvents,
         clock: Callable[[], float],
+        remote_fronts: tuple[str, ...] = (),
     ) -> None:
         self.server_name = server_name
+        #: The endpoints where the other fronts accept remote workers (named in WELCOME).
+        self.remote_fronts = remote_fronts
         self.limits = limits
         self.events = events
         self.clock = clock
@@ -180,7 +183,7 @@ class Fleet:
             slot.host = ready.host
             slot.ready = True
             slot.last_seen = self.clock()
-            welcome = Welcome(slot.index, self.server_name, self.limits)
+            welcome = Welcome(slot.index, self.server_name, self.limits, self.remote_fronts)
             self.send(slot.index, [Envelope(Kind.WELCOME).pack(), welcome.encode()])
             log.warning("remote worker %d joined from %s (pid %d)", slot.index, slot.host, slot.pid)
             self.events.worker_ready(slot.index)

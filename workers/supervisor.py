@@ -36,8 +36,12 @@ class Supervisor:
         entry: Entry,
         config_for: Callable[[int], dict[str, Any]],
         role: str = "worker",
+        stop_signal: int | None = None,
     ):
         self.role = role
+        #: Sent by :meth:`stop` to ask the processes to exit (None: they are asked some
+        #: other way, and only the stragglers are terminated).
+        self.stop_signal = stop_signal
         self.count = count
         self.entry = entry
         self.config_for = config_for
@@ -117,13 +121,13 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signum)
 
-    def stop(self, timeout: float = 5.0, signum: int | None = None) -> None:
-        """Stop the pool: send ``signum`` (if given), wait until ``timeout`` from now for
-        every process to exit (one deadline for all), then terminate and finally kill the
-        stragglers."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the pool: send the stop signal (if it has one), wait until ``timeout`` from
+        now for every process to exit (one deadline for all), then terminate and finally
+        kill the stragglers."""
         self.quiesce()
-        if signum is not None:
-            self.signal(signum)
+        if self.stop_signal is not None:
+            self.signal(self.stop_signal)
         procs = list(self.procs.values())
         deadline = time.monotonic() + timeout
         for proc in procs:

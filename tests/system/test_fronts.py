@@ -15,7 +15,7 @@ import pytest
 from serverproc import TOKEN, ServerProcess, running_server
 from test_worker_loss import RawClient, stopped
 
-from bench.client import Client
+from bench.client import Client, ConnectionLost
 from server.protocol.events import ConnectionErrorReceived, ResponseComplete, ResponseHeader
 
 pytestmark = pytest.mark.timeout(120)
@@ -73,7 +73,7 @@ def test_a_front_that_dies_loses_only_its_own_connections(tmp_path: Path) -> Non
             # The other front's connection carries on, on both workers.
             for stream in (1, 3, 5):
                 assert clients[survivor].echo(b"still here", stream=stream).body == b"still here"
-            with pytest.raises((ConnectionError, OSError)):
+            with pytest.raises((ConnectionLost, OSError)):
                 clients[victim].echo(b"gone", stream=1)
         # The supervisor replaces the front; the workers join it and it serves.
         srv.wait_for(lambda: victim not in srv.info["fronts"] and len(srv.info["fronts"]) == 2)
@@ -96,13 +96,19 @@ def raw_on_every_front(srv: ServerProcess, stack: ExitStack) -> dict[int, RawCli
         assert isinstance(raw.outcome(raw.request(1, "echo")), ResponseComplete)
         rid = raw.request(3, "stats")
         raw.outcome(rid)
-        (stats,) = [e.header for e in raw.events if isinstance(e, ResponseHeader)]
+        (stats,) = [
+            e.header for e in raw.events if isinstance(e, ResponseHeader) and e.request_id == rid
+        ]
         raws.setdefault(int(stats["front"]["pid"]), raw)
     assert set(raws) == set(srv.info["fronts"])
     return raws
 
 
-def test_sigterm_drains_every_front(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["server", "process group"])
+def test_sigterm_drains_every_front(tmp_path: Path, target: str) -> None:
+    """SIGTERM to the server's main process, or to its whole process group (as systemd and
+    ``kill -TERM -PGID`` send it: every front and worker gets it too), drains every front:
+    what was in flight is answered, then everything exits with status 0."""
     with running_server(tmp_path, "--fronts", "2", workers=2) as srv, ExitStack() as stack:
         w0, _w1 = srv.worker_pids()
         raws = raw_on_every_front(srv, stack)
@@ -110,7 +116,10 @@ def test_sigterm_drains_every_front(tmp_path: Path) -> None:
             held = {pid: raw.request(1, "generate", size=2000) for pid, raw in raws.items()}
             for raw in raws.values():  # answered after the held request: that one was read
                 assert isinstance(raw.outcome(raw.request(3, "echo")), ResponseComplete)
-            srv.proc.send_signal(signal.SIGTERM)
+            if target == "server":
+                srv.proc.send_signal(signal.SIGTERM)
+            else:
+                os.killpg(srv.proc.pid, signal.SIGTERM)
             for pid, raw in raws.items():
                 events = raw.read_until(
                     lambda ev: any(isinstance(e, ConnectionErrorReceived) for e in ev)

@@ -78,7 +78,7 @@ class FakePool:
     def quiesce(self) -> None:
         pass
 
-    def stop(self, timeout: float = 0, signum: int | None = None) -> None:
+    def stop(self, timeout: float = 0) -> None:
         pass
 
 
