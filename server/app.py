@@ -1,6 +1,7 @@
-"""The front process as an application: it wires the connections, the router and the fleet
-together, carries out the router's actions, and runs the lifecycle (start the workers and
-wait for them, listen, write the ready file, serve until a signal, drain, stop).
+"""A front process as an application: it wires the connections, the router and the fleet
+together, carries out the router's actions, and runs the lifecycle (wait for the workers,
+listen on the shared port, report to the supervisor, serve until a signal, drain, stop).
+The supervisor (:mod:`server.cluster`) starts N of them and the workers they share.
 
 The data path: bytes in -> :class:`~server.connection.FrontConnection` -> the core
 (``ServerConnection``) -> :class:`~server.router.Router` -> :class:`~server.link.WorkerLink`
@@ -11,30 +12,26 @@ the connection's core -> the transport.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import os
 import resource
-import signal
-import tempfile
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import psutil
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
+from server.cluster import Report, front_endpoint
 from server.config import ServeConfig
 from server.connection import FrontConnection, FrontCounters
-from server.fleet import Fleet, WorkerPool
+from server.fleet import Fleet
 from server.http import HttpScope, HttpServer
 from server.ipc.envelope import Envelope
 from server.ipc.messages import Fatal
 from server.ipc.remote import HEARTBEAT_INTERVAL_S
 from server.link import WorkerLink, curve_router_socket, router_socket
+from server.peers import FrontPeers
 from server.protocol.payloads import ServerSettings
 from server.router import (
     Action,
@@ -47,12 +44,9 @@ from server.router import (
     Router,
     ToWorker,
 )
-from server.stdio import serve_stdio
 
 log = logging.getLogger("zplex.front")
 
-#: Longest temporary directory under which the private ipc:// endpoint is made.
-MAX_IPC_BASE = 80
 READY_TIMEOUT_S = 60.0
 
 
@@ -66,26 +60,35 @@ def server_name() -> str:
 
 
 class FrontApp:
-    def __init__(
-        self, config: ServeConfig, make_pool: Callable[[str], WorkerPool], ipc_dir: str
-    ) -> None:
+    """Front ``index`` of ``fronts``: its connections, its router, its view of the workers."""
+
+    def __init__(self, spec: dict[str, Any], report: Report) -> None:
+        config: ServeConfig = spec["config"]
         self.config = config
+        self.index: int = spec["index"]
+        self.report = report
+        self.tcp_port: int | None = spec["tcp_port"]
+        self.http_port: int | None = spec["http_port"]
         self.loop = asyncio.get_running_loop()
-        self.endpoint = f"ipc://{ipc_dir}/workers"
-        self.pool = make_pool(self.endpoint)
+        self.endpoint = front_endpoint(spec["ipc_dir"], self.index)
         limits = config.limits
         self.server_settings = ServerSettings(
             server=server_name(),
             encodings=config.encodings,
             max_frame_size=limits.max_frame_size,
-            workers=self.pool.count,
+            workers=config.workers,
             limits=limits.to_wire(),
         )
         self.router = Router()
         self.counters = FrontCounters()
+        listen = config.worker_listen
+        others = [k for k in range(spec["fronts"]) if k != self.index]
+        remote_fronts = tuple(remote_endpoint_for(listen, k) for k in others) if listen else ()
         self.fleet = Fleet(
-            self.pool.count, self.server_settings.server, limits, self, time.monotonic
-        )
+            config.workers, self.server_settings.server, limits, self, time.monotonic,
+            remote_fronts,
+        )  # fmt: skip
+        self.peers = FrontPeers(spec["ipc_dir"], self.index, spec["fronts"], self.front_stats)
         self.zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         local = router_socket(self.zctx)
         local.bind(self.endpoint)
@@ -93,6 +96,7 @@ class FrontApp:
         self.remote_endpoint: str | None = None
         self._auth: ThreadAuthenticator | None = None
         self._heartbeat: asyncio.TimerHandle | None = None
+        self._watched: dict[int, int] = {}  # worker index -> pidfd watching its process
         self.connections: dict[int, FrontConnection] = {}
         self._next_conn = 1
         self._ready = asyncio.Event()
@@ -163,13 +167,17 @@ class FrontApp:
 
     def worker_ready(self, index: int) -> None:
         self.router.worker_ready(index)
+        slot = self.fleet.slots[index]
+        if not slot.remote and slot.pid is not None:
+            self._watch(index, slot.pid)
         if self.fleet.local_ready:
             self._ready.set()
-        self.write_ready_file()
+        self.report_ready()
 
     def worker_lost(self, index: int) -> None:
+        self._unwatch(index)
         self.apply(self.router.worker_lost(index))
-        self.write_ready_file()
+        self.report_ready()
 
     def frames(self, worker: int, env: Envelope, data: bytes) -> None:
         self.apply(self.router.frames(worker, env, data))
@@ -177,33 +185,55 @@ class FrontApp:
     def fatal(self, worker: int, env: Envelope, fatal: Fatal) -> None:
         self.apply(self.router.fatal(worker, env, fatal))
 
-    def _worker_exited(self, index: int, code: int | None) -> None:
-        self.fleet.worker_exited(index)
+    def _watch(self, index: int, pid: int) -> None:
+        """Learn of a local worker's death at once: a pidfd becomes readable when the
+        process exits (the supervisor, another process, replaces it)."""
+        self._unwatch(index)
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self.loop.call_soon(self._worker_died, index, pid)
+            return
+        self._watched[index] = fd
+        self.loop.add_reader(fd, self._worker_died, index, pid)
+
+    def _unwatch(self, index: int) -> None:
+        fd = self._watched.pop(index, None)
+        if fd is not None:
+            self.loop.remove_reader(fd)
+            os.close(fd)
+
+    def _worker_died(self, index: int, pid: int) -> None:
+        slot = self.fleet.slots[index]
+        self._unwatch(index)
+        if slot.pid == pid and slot.ready:
+            log.warning("worker %d (pid %d) is gone", index, pid)
+            self.fleet.worker_exited(index)
 
     def _heartbeats(self) -> None:
         self.fleet.heartbeat()
         self._heartbeat = self.loop.call_later(HEARTBEAT_INTERVAL_S, self._heartbeats)
 
     def _listen_remote(self) -> None:
-        """Accept workers from other hosts on ``--worker-listen``."""
+        """Accept workers from other hosts on ``--worker-listen`` (front k on its port + k)."""
         assert self.config.worker_listen is not None and self.config.worker_keys is not None
-        sock, self._auth = curve_router_socket(
-            self.zctx, self.config.worker_keys, self.config.worker_listen
-        )
+        endpoint = remote_endpoint_for(self.config.worker_listen, self.index)
+        sock, self._auth = curve_router_socket(self.zctx, self.config.worker_keys, endpoint)
         self.remote_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.fleet.remote = WorkerLink(self.loop, sock, self.fleet.from_remote)
         self._heartbeat = self.loop.call_later(HEARTBEAT_INTERVAL_S, self._heartbeats)
-        log.warning("accepting remote workers on %s", self.remote_endpoint)
+        log.warning("front %d accepts remote workers on %s", self.index, self.remote_endpoint)
 
     # -- stats ----------------------------------------------------------------------------
 
     async def stats_snapshot(self) -> dict[str, Any]:
-        workers = await self.fleet.gather_stats()
-        return {"front": self.front_stats(), "workers": workers}
+        workers, fronts = await asyncio.gather(self.fleet.gather_stats(), self.peers.gather())
+        return {"front": self.front_stats(), "fronts": fronts, "workers": workers}
 
     def front_stats(self) -> dict[str, Any]:
         cpu = self.process.cpu_times()
         return {
+            "index": self.index,
             "pid": os.getpid(),
             "cpu_user": cpu.user,
             "cpu_system": cpu.system,
@@ -216,61 +246,52 @@ class FrontApp:
             "bytes_in": self.counters.bytes_in,
             "bytes_out": self.counters.bytes_out,
             "uptime_s": time.monotonic() - self.started,
-            "worker_restarts": self.pool.restarts,
+            "worker_restarts": self.fleet.losses,
         }
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def write_ready_file(self) -> None:
-        path = self.config.ready_file
-        if path is None or not self._ready.is_set():
+    def report_ready(self) -> None:
+        """Tell the supervisor (which writes the ready file) that this front serves."""
+        if not self._ready.is_set():
             return
         if self.address is None and not self.config.stdio:
             return
-        pids = self.pool.pids()
-        info: dict[str, Any] = {"pid": os.getpid(), "workers": [pids[i] for i in sorted(pids)]}
-        if self.address is not None:
-            info["tcp"] = [self.address[0], self.address[1]]
-        else:
-            info["stdio"] = True
-        if self.http_address is not None:
-            info["http"] = [self.http_address[0], self.http_address[1]]
+        info: dict[str, Any] = {"index": self.index, "pid": os.getpid()}
         if self.remote_endpoint is not None:
             info["worker_endpoint"] = self.remote_endpoint
             info["remote_workers"] = self.fleet.remote_workers()
-        target = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=".ready-", dir=target.parent or ".")
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f)
-        os.replace(tmp, target)
+        self.report(info)
 
     async def start(self, *, tcp: bool = True) -> None:
         if self.config.worker_listen is not None:
             self._listen_remote()
-        if self.pool.count == 0:
+        self.peers.start()
+        if self.fleet.local_ready:
             self._ready.set()
-        self.pool.start(self.loop, self._worker_exited)
         await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT_S)
         if tcp:
             self.server = await self.loop.create_server(
-                self.new_connection, self.config.host, self.config.port, reuse_address=True
+                self.new_connection, self.config.host, self.tcp_port, reuse_port=True
             )
             sockname = self.server.sockets[0].getsockname()
             self.address = (str(sockname[0]), int(sockname[1]))
-            workers = len(self.fleet.slots)
-            log.warning("zplex serving on %s:%d with %d workers", *self.address, workers)
-        if self.config.http_port is not None:
+            log.info("front %d serving on %s:%d", self.index, *self.address)
+        if self.http_port is not None:
             http = HttpServer(self, debugreflect=self.config.http_debugreflect)
             self.http_server = await asyncio.start_server(
-                http.handle, self.config.host, self.config.http_port, reuse_address=True
+                http.handle, self.config.host, self.http_port, reuse_port=True
             )
             sockname = self.http_server.sockets[0].getsockname()
             self.http_address = (str(sockname[0]), int(sockname[1]))
-            log.warning("zplex HTTP API on http://%s:%d/api/", *self.http_address)
-        self.write_ready_file()
+            if self.index == 0:
+                log.warning("zplex HTTP API on http://%s:%d/api/", *self.http_address)
+        self.report_ready()
 
-    async def shutdown(self) -> None:
-        """Stop accepting, send goaway, drain within the deadline, stop the workers."""
+    async def shutdown(self, force: asyncio.Event | None = None) -> None:
+        """Stop accepting, send goaway, drain within the deadline (or until ``force`` is
+        set). The supervisor stops the local workers once every front has drained; remote
+        ones are told here."""
         for server in (self.server, self.http_server):
             if server is not None:
                 server.close()
@@ -278,57 +299,30 @@ class FrontApp:
             conn.goaway()
         deadline = time.monotonic() + self.config.drain_timeout_s
         while self.connections and time.monotonic() < deadline:
+            if force is not None and force.is_set():
+                log.warning("stopping now: %d connection(s) cut", len(self.connections))
+                break
             await asyncio.sleep(0.05)
         for conn in list(self.connections.values()):
             conn.close()
-        self.pool.quiesce()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        self.fleet.shutdown()
+        self.fleet.shutdown_remote()
         await asyncio.sleep(0.05)
-        await self.loop.run_in_executor(None, self.pool.stop, 5.0)
         for task in list(self._tasks):
             task.cancel()
+        for index in list(self._watched):
+            self._unwatch(index)
         self.fleet.close()
+        self.peers.close()
         if self._auth is not None:
             self._auth.stop()
         self.zctx.term()
-        if self.config.ready_file:
-            with contextlib.suppress(OSError):
-                os.unlink(self.config.ready_file)
 
 
-async def serve(config: ServeConfig, make_pool: Callable[[str], WorkerPool]) -> int:
-    """Run the server until SIGTERM or SIGINT. ``make_pool(endpoint)`` builds the worker
-    supervisor (the CLI hands it the worker entry point)."""
-    # The ipc socket's path must fit sun_path (107 bytes): under a long TMPDIR, use /tmp.
-    base = tempfile.gettempdir()
-    if len(base) > MAX_IPC_BASE and os.path.isdir("/tmp"):
-        base = "/tmp"
-    with tempfile.TemporaryDirectory(prefix="zplex-", dir=base) as ipc_dir:
-        app = FrontApp(config, make_pool, ipc_dir)
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            app.loop.add_signal_handler(sig, stop.set)
-        starting = asyncio.ensure_future(app.start(tcp=not config.stdio))
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not starting.done():  # a signal during start-up
-            starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await starting
-            await app.shutdown()
-            return 0
-        try:
-            starting.result()
-            if config.stdio:
-                await serve_stdio(app.new_connection(), stop)
-        except TimeoutError:
-            stopped.cancel()
-            log.error("workers did not report ready within %.0f s", READY_TIMEOUT_S)
-            await app.shutdown()
-            return 1
-        await stopped
-        log.warning("shutting down")
-        await app.shutdown()
-    return 0
+def remote_endpoint_for(listen: str, index: int) -> str:
+    """Front ``index`` accepts remote workers on the ``--worker-listen`` port plus its index
+    (port 0: any free port)."""
+    base, _, port = listen.rpartition(":")
+    number = int(port) if port.isdigit() else 0
+    return f"{base}:{number + index}" if number else listen

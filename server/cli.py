@@ -9,7 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from server.config import ServeConfig
+    from server.stopping import Stopping
+    from workers.supervisor import Supervisor
 
 #: Modules that contribute subcommands, in the order they appear in ``--help``.
 SUBCOMMAND_MODULES = ("server.dissect", "bench.cli_client", "bench.cli")
@@ -18,13 +24,20 @@ SUBCOMMAND_MODULES = ("server.dissect", "bench.cli_client", "bench.cli")
 def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "serve",
-        help="run the server (front process and worker pool)",
-        description="Run the zplex server: a front process speaking the frame protocol over "
-        "TCP and a pool of worker processes, each keeping a compression context per stream.",
+        help="run the server (front processes and worker pool)",
+        description="Run the zplex server: front processes speaking the frame protocol over "
+        "TCP (one port, shared) and a pool of worker processes that serve every front, each "
+        "keeping a compression context per stream.",
     )
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port (default 7410; 0 picks a free port)")
     p.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
+    p.add_argument(
+        "--fronts",
+        type=int,
+        help="front processes sharing the port (SO_REUSEPORT) and the workers "
+        "(default: one per 4 CPUs, at least 1)",
+    )
     p.add_argument("--store", help="object store directory (created if missing)")
     p.add_argument("--config", help="TOML file with any option and a [limits] table")
     p.add_argument(
@@ -129,12 +142,9 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from server.app import serve
+    from server.cluster import serve
     from server.config import ConfigError, build_config, load_file
     from workers.store import ObjectStore
-    from workers.supervisor import Supervisor
-    from workers.worker import WorkerConfig
-    from workers.worker import main as worker_main
 
     try:
         file_values = load_file(args.config) if args.config else {}
@@ -142,6 +152,7 @@ def _serve(args: argparse.Namespace) -> int:
             "host": args.host,
             "port": args.port,
             "workers": args.workers,
+            "fronts": args.fronts,
             "store": args.store,
             "write_token": args.write_token,
             "ready_file": args.ready_file,
@@ -171,35 +182,61 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"zplex serve: cannot use store {config.store}: {exc.strerror}", file=sys.stderr)
         return 2
     logging.basicConfig(
-        level=config.log_level, format="%(asctime)s front %(levelname)s %(message)s"
+        level=config.log_level, format="%(asctime)s server %(levelname)s %(message)s"
     )
-
-    def make_pool(endpoint: str) -> Supervisor:
-        def config_for(index: int) -> dict[str, object]:
-            return WorkerConfig(
-                index=index,
-                endpoint=endpoint,
-                store=config.store,
-                server=f"zplex/{_version()}",
-                limits=config.limits,
-                max_generate_bytes=config.max_generate_bytes,
-                log_level=config.log_level,
-                # This front takes no HEARTBEAT from its local workers (its own children).
-                heartbeat=False,
-            ).to_dict()
-
-        return Supervisor(config.workers, worker_main, config_for)
-
     import zmq
 
     try:
-        return asyncio.run(serve(config, make_pool))
+        return asyncio.run(serve(config, ServerLayout(config)))
     except OSError as exc:  # e.g. the port is taken
         print(f"zplex serve: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except (zmq.ZMQError, ValueError) as exc:  # the worker endpoint or keys
         print(f"zplex serve: {exc}", file=sys.stderr)
         return 1
+
+
+class ServerLayout:
+    """The server's processes, as the supervisor (``server.cluster``) builds them: the
+    worker pool, the front pool, and the one front of ``--stdio`` run in-process."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+
+    def workers(self, endpoints: tuple[str, ...]) -> Supervisor:
+        from workers.supervisor import Supervisor
+        from workers.worker import STOP_SIGNAL, WorkerConfig
+        from workers.worker import main as worker_main
+
+        config = self.config
+
+        def config_for(index: int) -> dict[str, object]:
+            return WorkerConfig(
+                index=index,
+                endpoint="",
+                endpoints=endpoints,
+                store=config.store,
+                server=f"zplex/{_version()}",
+                limits=config.limits,
+                max_generate_bytes=config.max_generate_bytes,
+                log_level=config.log_level,
+                # This front takes no HEARTBEAT from its local workers (its own children).
+            ).to_dict()
+
+        return Supervisor(config.workers, worker_main, config_for, stop_signal=STOP_SIGNAL)
+
+    def fronts(self, front_config: Callable[[int], dict[str, Any]]) -> Supervisor:
+        from server.front_process import front_main
+        from workers.supervisor import Supervisor
+
+        return Supervisor(self.config.fronts, front_main, front_config, role="front")
+
+    async def run_front_here(
+        self, spec: dict[str, Any], report: Callable[..., None], stopping: Stopping
+    ) -> int:
+        from server.front_process import run_front
+
+        return await run_front(spec, report, stopping)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,16 @@ from server.protocol.limits import Limits
 from server.protocol.payloads import ENCODINGS
 
 DEFAULT_PORT = 7410
+#: One front process per this many CPUs by default: a front spends about a third of a
+#: worker's CPU per byte (``front_overhead`` in the bench), so one front keeps about three
+#: to four workers busy (README, "Fronts").
+CPUS_PER_FRONT = 4
+
+
+def default_fronts() -> int:
+    return max(1, (os.cpu_count() or 1) // CPUS_PER_FRONT)
+
+
 TOKEN_ENV = "ZPLEX_WRITE_TOKEN"
 
 
@@ -25,6 +35,8 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     workers: int = dataclasses.field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    #: Front processes accepting on the shared port (SO_REUSEPORT).
+    fronts: int = dataclasses.field(default_factory=default_fronts)
     store: str = "zplex-store"
     write_token: str | None = None
     ready_file: str | None = None
@@ -58,9 +70,16 @@ class ServeConfig:
             raise ConfigError(
                 f"workers must be at least 1 (0 only with worker_listen), got {self.workers}"
             )
+        if not 1 <= self.fronts <= 256:
+            raise ConfigError(f"fronts must be in [1, 256], got {self.fronts}")
         if self.worker_listen is not None:
             if not self.worker_listen.startswith("tcp://"):
                 raise ConfigError("worker_listen must be a tcp:// endpoint")
+            if self.fronts > 1 and self.worker_listen.endswith(":0"):
+                raise ConfigError(
+                    "worker_listen needs a fixed port with more than one front "
+                    "(front k listens on that port + k)"
+                )
             if self.worker_keys is None:
                 raise ConfigError("worker_listen needs worker_keys (make them: zplex keys DIR)")
         unknown = [e for e in self.encodings if e not in ENCODINGS]
@@ -74,6 +93,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "host": str,
     "port": int,
     "workers": int,
+    "fronts": int,
     "store": str,
     "write_token": str,
     "ready_file": str,

@@ -42,23 +42,6 @@ class FleetEvents(Protocol):
     def fatal(self, worker: int, env: Envelope, fatal: Fatal) -> None: ...
 
 
-class WorkerPool(Protocol):
-    """What the front needs of a supervisor (see ``workers.supervisor.Supervisor``)."""
-
-    count: int
-    restarts: int
-
-    def start(
-        self, loop: asyncio.AbstractEventLoop, on_exit: Callable[[int, int | None], None]
-    ) -> None: ...
-
-    def pids(self) -> dict[int, int]: ...
-
-    def quiesce(self) -> None: ...
-
-    def stop(self, timeout: float = ...) -> None: ...
-
-
 @dataclasses.dataclass
 class WorkerSlot:
     index: int
@@ -78,8 +61,11 @@ class Fleet:
         limits: Limits,
         events: FleetEvents,
         clock: Callable[[], float],
+        remote_fronts: tuple[str, ...] = (),
     ) -> None:
         self.server_name = server_name
+        #: The endpoints where the other fronts accept remote workers (named in WELCOME).
+        self.remote_fronts = remote_fronts
         self.limits = limits
         self.events = events
         self.clock = clock
@@ -89,6 +75,8 @@ class Fleet:
         self._remote_slots: dict[bytes, WorkerSlot] = {}
         self._stats: dict[int, tuple[asyncio.Future[None], dict[int, dict[str, Any]]]] = {}
         self._next_stats = 1
+        #: Workers this front has lost (died, silent, or started over).
+        self.losses = 0
 
     @property
     def local_ready(self) -> bool:
@@ -120,10 +108,10 @@ class Fleet:
             if link is not None:
                 link.close()
 
-    def shutdown(self) -> None:
-        """Tell every ready worker to stop."""
+    def shutdown_remote(self) -> None:
+        """Tell every ready remote worker to stop (local ones are the supervisor's)."""
         for slot in self.slots:
-            if slot.ready:
+            if slot.ready and slot.remote:
                 self.send(slot.index, [Envelope(Kind.SHUTDOWN).pack()])
         self.flush()
 
@@ -133,6 +121,7 @@ class Fleet:
         slot = self.slots[index]
         slot.ready = False
         slot.pid = None
+        self.losses += 1
         self.events.worker_lost(index)
 
     def heartbeat(self) -> None:
@@ -153,20 +142,31 @@ class Fleet:
 
     def from_local(self, identity: bytes, parts: list[bytes]) -> None:
         env = Envelope.unpack(parts[0])
+        index = int(identity[1:]) if identity[:1] == b"w" and identity[1:].isdigit() else -1
+        if not 0 <= index < len(self.slots) or self.slots[index].remote:
+            raise ValueError(f"message from unknown worker {identity!r}")
+        slot = self.slots[index]
         if env.kind is Kind.READY:
             ready = Ready.decode(parts[1])
-            slot = self.slots[ready.index]
-            if slot.remote or slot.identity != identity:
+            if ready.index != index:
                 raise ValueError(f"READY for worker {ready.index} from {identity!r}")
+            if slot.ready:  # a new process, or one that started over: its streams are gone
+                self.worker_exited(index)
             slot.pid = ready.pid
             slot.ready = True
+            slot.last_seen = self.clock()
             log.info("worker %d ready (pid %d)", slot.index, slot.pid)
             self.events.worker_ready(slot.index)
             return
-        index = int(identity[1:]) if identity[:1] == b"w" else -1
-        if not 0 <= index < len(self.slots) or self.slots[index].remote:
-            raise ValueError(f"message from unknown worker {identity!r}")
-        self._from_worker(index, env, parts)
+        if not slot.ready:
+            # A worker this front does not know (this front was restarted, or lost it):
+            # whatever it sends is stale; it drops this front's streams and says READY.
+            if self.local is not None:
+                self.local.send(identity, [Envelope(Kind.REJOIN).pack()])
+            return
+        slot.last_seen = self.clock()
+        if env.kind is not Kind.HEARTBEAT:
+            self._from_worker(index, env, parts)
 
     def from_remote(self, identity: bytes, parts: list[bytes]) -> None:
         env = Envelope.unpack(parts[0])
@@ -183,7 +183,7 @@ class Fleet:
             slot.host = ready.host
             slot.ready = True
             slot.last_seen = self.clock()
-            welcome = Welcome(slot.index, self.server_name, self.limits)
+            welcome = Welcome(slot.index, self.server_name, self.limits, self.remote_fronts)
             self.send(slot.index, [Envelope(Kind.WELCOME).pack(), welcome.encode()])
             log.warning("remote worker %d joined from %s (pid %d)", slot.index, slot.host, slot.pid)
             self.events.worker_ready(slot.index)

@@ -246,7 +246,8 @@ class WorkerCore:
         info = self.commands.info
         self.commands.info = ServerInfo(welcome.server, self.limits, info.max_generate_bytes)
         log.warning("joined front %d as worker %d", front, welcome.index)
-        for endpoint in welcome.fronts:
+        for listed in welcome.fronts:
+            endpoint = reachable_endpoint(listed, self.endpoints[front])
             if endpoint not in self.endpoints:
                 self.endpoints.append(endpoint)
                 self.ready(len(self.endpoints) - 1)
@@ -389,3 +390,20 @@ class WorkerCore:
             bytes_wire=self.bytes_wire,
             evictions=self.table.evictions,
         )
+
+
+#: Hosts a front binds to that a worker cannot connect to: it uses the host it reached the
+#: front on instead.
+ANY_HOST = ("*", "0.0.0.0", "[::]", "::")
+
+
+def reachable_endpoint(listed: str, via: str) -> str:
+    """``listed`` (from a WELCOME) with a wildcard host replaced by the host of ``via`` (the
+    endpoint this worker reached the front on): ``tcp://0.0.0.0:7501`` via
+    ``tcp://10.0.0.5:7500`` is ``tcp://10.0.0.5:7501``."""
+    scheme, sep, rest = listed.partition("://")
+    host, colon, port = rest.rpartition(":")
+    if not (sep and colon) or host not in ANY_HOST:
+        return listed
+    via_host = via.partition("://")[2].rpartition(":")[0]
+    return f"{scheme}://{via_host}:{port}"

@@ -1,15 +1,18 @@
-"""Worker processes: spawn (``spawn`` start method), watch (process sentinels), replace.
+"""Server processes (workers, and fronts): spawn (``spawn`` start method), watch (process
+sentinels), replace.
 
-The front owns the ZeroMQ side (ready handshake, routing); this module only manages
-processes. It is handed the worker entry point, so it imports nothing of the front.
+The fronts own the ZeroMQ side (ready handshake, routing); this module only manages
+processes. It is handed each role's entry point, so it imports nothing of the front.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.process
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,9 +28,20 @@ MAX_BACKOFF_S = 5.0
 
 
 class Supervisor:
-    """Keeps ``count`` worker processes running, each started with its own config."""
+    """Keeps ``count`` processes of one role running, each started with its own config."""
 
-    def __init__(self, count: int, entry: Entry, config_for: Callable[[int], dict[str, Any]]):
+    def __init__(
+        self,
+        count: int,
+        entry: Entry,
+        config_for: Callable[[int], dict[str, Any]],
+        role: str = "worker",
+        stop_signal: int | None = None,
+    ):
+        self.role = role
+        #: Sent by :meth:`stop` to ask the processes to exit (None: they are asked some
+        #: other way, and only the stragglers are terminated).
+        self.stop_signal = stop_signal
         self.count = count
         self.entry = entry
         self.config_for = config_for
@@ -50,7 +64,7 @@ class Supervisor:
 
     def spawn(self, index: int) -> None:
         proc = self._mp.Process(
-            target=self.entry, args=(self.config_for(index),), name=f"zplex-worker-{index}"
+            target=self.entry, args=(self.config_for(index),), name=f"zplex-{self.role}-{index}"
         )
         if self.stopping:
             return
@@ -77,7 +91,8 @@ class Supervisor:
         self._quick_deaths[index] = quick
         delay = min(MAX_BACKOFF_S, 0.1 * 2 ** (quick - 1)) if quick else 0.0
         log.warning(
-            "worker %d (pid %s) exited with %s; replacing it in %.1f s",
+            "%s %d (pid %s) exited with %s; replacing it in %.1f s",
+            self.role,
             index,
             proc.pid,
             code,
@@ -99,13 +114,24 @@ class Supervisor:
             if self._loop is not None:
                 self._loop.remove_reader(proc.sentinel)
 
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to every running process of the pool."""
+        for proc in self.procs.values():
+            if proc.pid is not None and proc.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signum)
+
     def stop(self, timeout: float = 5.0) -> None:
-        """Wait for the workers to exit (after the front told them to), then terminate and
-        finally kill the stragglers."""
+        """Stop the pool: send the stop signal (if it has one), wait until ``timeout`` from
+        now for every process to exit (one deadline for all), then terminate and finally
+        kill the stragglers."""
         self.quiesce()
+        if self.stop_signal is not None:
+            self.signal(self.stop_signal)
         procs = list(self.procs.values())
+        deadline = time.monotonic() + timeout
         for proc in procs:
-            proc.join(timeout)
+            proc.join(max(0.0, deadline - time.monotonic()))
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()

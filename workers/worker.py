@@ -258,16 +258,26 @@ def _rss() -> int:
         return 0
 
 
+#: The signal the supervisor stops a local worker with, once its fronts have drained.
+STOP_SIGNAL = signal.SIGUSR1
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(config: dict[str, Any]) -> None:
     """Process entry point (started with the ``spawn`` method by the supervisor)."""
     cfg = WorkerConfig(**config)
     logging.basicConfig(
         level=cfg.log_level, format=f"%(asctime)s worker{cfg.index} %(levelname)s %(message)s"
     )
-    # The front owns Ctrl-C and shutdown; a worker ends on SHUTDOWN, SIGTERM or its front's
-    # death.
+    # The supervisor owns Ctrl-C and shutdown: a SIGTERM or SIGINT sent to the whole process
+    # group must not end a worker while its fronts drain. It ends on STOP_SIGNAL from the
+    # supervisor, on SHUTDOWN, or when the supervisor is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(STOP_SIGNAL, _stop)
     started = time.monotonic()
     Worker(cfg).run()
     log.info("worker %d exits after %.1f s", cfg.index, time.monotonic() - started)

@@ -72,7 +72,10 @@ def running_server(
         *args,
     ]
     env = {k: v for k, v in os.environ.items() if k != "ZPLEX_WRITE_TOKEN"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Its own process group, so that a test can signal the whole group as systemd does.
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     server = ServerProcess(proc, ready, store)
     children: list[psutil.Process] = []
     try:

@@ -135,3 +135,43 @@ def test_remote_worker_stops_with_its_front(tmp_path: Path, keys: Path) -> None:
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(20) == 0
         assert proc.wait(10) == 0
+
+
+def free_port_pair() -> int:
+    """A port P with P + 1 free too (front k of two listens on P + k)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            with socket.socket() as second, contextlib.suppress(OSError):
+                second.bind(("127.0.0.1", port + 1))
+                return port
+    raise RuntimeError("no free pair of ports")
+
+
+def test_a_remote_worker_serves_every_front(tmp_path: Path, keys: Path) -> None:
+    from test_fronts import clients_on_every_front
+
+    port = free_port_pair()
+    args = ("--fronts", "2", "--worker-listen", f"tcp://127.0.0.1:{port}")
+    with running_server(tmp_path, *args, "--worker-keys", str(keys), workers=0) as srv:
+        assert srv.info["worker_endpoints"] == [
+            f"tcp://127.0.0.1:{port}",
+            f"tcp://127.0.0.1:{port + 1}",
+        ]
+        with remote_worker(f"tcp://127.0.0.1:{port}", keys, srv.store):
+            srv.wait_for(lambda: remote_count(srv) == 1)  # front 0 has it
+
+            def every_front_serves() -> bool:
+                try:
+                    with clients_on_every_front(srv) as clients:
+                        for client in clients.values():
+                            body = client.generate(20_000, "log", 1, stream=11).body
+                            assert body == generate(20_000, "log", 1)
+                except ServerError:  # a front without a worker yet: "overloaded"
+                    return False
+                return True
+
+            srv.wait_for(every_front_serves)

@@ -97,9 +97,32 @@ def test_local_workers_become_ready_and_their_frames_are_handed_on() -> None:
 )
 def test_bad_local_messages_raise_for_the_link_to_log(identity: bytes, parts: list[bytes]) -> None:
     f, events, _local, _remote, _clock = fleet()
+    f.from_local(b"w0", ready(11, 0))
+    events.seen.clear()
     with pytest.raises(ValueError):
         f.from_local(identity, parts)
     assert events.seen == []
+
+
+def test_a_local_worker_this_front_does_not_know_is_told_to_rejoin() -> None:
+    """A restarted front hears first from workers that served its predecessor: what they
+    send is stale, and they must start over with this front (REJOIN, then READY)."""
+    f, events, local, _remote, _clock = fleet()
+    f.from_local(b"w0", [Envelope(Kind.HEARTBEAT).pack()])
+    f.from_local(b"w1", [Envelope(Kind.FRAMES, 0, 5, 1, 1).pack(), b"stale"])
+    assert local.kinds() == [(b"w0", "REJOIN"), (b"w1", "REJOIN")]
+    assert events.seen == []
+    f.from_local(b"w0", ready(11, 0))
+    f.from_local(b"w0", [Envelope(Kind.HEARTBEAT).pack()])
+    assert local.kinds() == [] and events.seen == [("ready", 0)]
+
+
+def test_a_second_ready_from_a_local_worker_loses_its_streams_first() -> None:
+    f, events, _local, _remote, _clock = fleet()
+    f.from_local(b"w0", ready(11, 0))
+    f.from_local(b"w0", ready(12, 0))  # replaced before this front saw the old one go
+    assert events.seen == [("ready", 0), ("lost", 0), ("ready", 0)]
+    assert f.slots[0].pid == 12 and f.losses == 1
 
 
 def test_a_remote_worker_is_welcomed_watched_and_lost() -> None:
@@ -162,11 +185,13 @@ def test_gather_stats_gives_up_on_silent_workers() -> None:
     assert asyncio.run(f.gather_stats(timeout=0.01)) == []
 
 
-def test_shutdown_goes_to_ready_workers_only() -> None:
-    f, _events, local, _remote, _clock = fleet()
-    f.from_local(b"w1", ready(12, 1))
-    f.shutdown()
-    assert local.kinds() == [(b"w1", "SHUTDOWN")]
+def test_shutdown_goes_to_ready_remote_workers_only() -> None:
+    f, _events, local, remote, _clock = fleet(local=1)
+    f.from_local(b"w0", ready(12, 0))
+    f.from_remote(b"r-a", ready(21, -1))
+    remote.sent.clear()
+    f.shutdown_remote()
+    assert remote.kinds() == [(b"r-a", "SHUTDOWN")]
     f.worker_exited(1)
-    f.shutdown()
-    assert local.kinds() == []
+    f.shutdown_remote()
+    assert remote.kinds() == [] and local.kinds() == []
