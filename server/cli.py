@@ -201,7 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"zplex serve: cannot use store {config.store}: {exc.strerror}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level, config.log_format, "server")
+    setup_logging(config.log_level, config.log_format, "supervisor")
     import zmq
 
     try:
