@@ -5,6 +5,8 @@ wire bytes by encoding and context)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
@@ -95,3 +97,20 @@ def test_metrics_match_known_traffic(tmp_path: Path, fronts: int) -> None:
         assert all(value > 0 for _, value in after["zplex_process_resident_memory_bytes"])
         assert total(after, "zplex_process_restarts_total") == 0
         assert len(after["zplex_context_memory_bytes"]) == 2
+
+
+def test_a_replaced_worker_is_counted(tmp_path: Path) -> None:
+    with running_server(tmp_path, "--fronts", "1", "--metrics-port", "0", workers=1) as srv:
+        old = srv.worker_pids()[0]
+        os.kill(old, signal.SIGKILL)
+        srv.wait_for(lambda: srv.worker_pids() and srv.worker_pids()[0] != old)
+
+        def counted() -> bool:
+            samples = scrape(srv)
+            return (
+                total(samples, "zplex_process_restarts_total", role="worker") == 1
+                and total(samples, "zplex_worker_losses_total") == 1
+                and len(samples["zplex_context_memory_bytes"]) == 1  # the new one answers
+            )
+
+        srv.wait_for(counted)
