@@ -208,7 +208,9 @@ class FrontApp:
         slot = self.fleet.slots[index]
         self._unwatch(index)
         if slot.pid == pid and slot.ready:
-            log.warning("worker %d (pid %d) is gone", index, pid)
+            log.warning(
+                "worker %d (pid %d) is gone", index, pid, extra={"worker": index, "pid": pid}
+            )
             self.fleet.worker_exited(index)
 
     def _heartbeats(self) -> None:

@@ -249,7 +249,10 @@ class FrontConnection(asyncio.Protocol):
         self.host.counters.bytes_out += len(data)
         transport.write(data)
         if transport.get_write_buffer_size() > self.host.config.max_output_buffer_bytes:
-            log.warning("connection %d: client does not read its responses; dropping it", self.id)
+            log.warning(
+                "connection %d: client does not read its responses; dropping it", self.id,
+                extra={"conn": self.id},
+            )  # fmt: skip
             self._reset()
 
     def _reset(self) -> None:
@@ -304,7 +307,10 @@ class FrontConnection(asyncio.Protocol):
         if self.eof:
             pass  # input ended: only the answers in flight remain
         elif not self.sc.in_flight_ids() and now - self.last_activity > self.limits.idle_timeout_s:
-            log.info("connection %d idle for %.0f s; closing", self.id, self.limits.idle_timeout_s)
+            log.info(
+                "connection %d idle for %.0f s; closing", self.id, self.limits.idle_timeout_s,
+                extra={"conn": self.id},
+            )  # fmt: skip
             self.fail_goaway("idle for longer than idle_timeout_s")
             return
         self._timer = self.loop.call_later(TIMER_PERIOD_S, self._check_timers)
