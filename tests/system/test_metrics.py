@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from serverproc import TOKEN, ServerProcess, running_server
 from test_fronts import clients_on_every_front
+from test_remote import make_keys, remote_worker
 
 from bench.client import Client, Response, ServerError
 
@@ -114,3 +115,19 @@ def test_a_replaced_worker_is_counted(tmp_path: Path) -> None:
             )
 
         srv.wait_for(counted)
+
+
+def test_remote_workers_are_scraped_too(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "keys")
+    args = ("--worker-listen", "tcp://127.0.0.1:0", "--worker-keys", str(keys), "--fronts", "1")
+    with (
+        running_server(tmp_path, *args, "--metrics-port", "0", workers=1) as srv,
+        remote_worker(srv.info["worker_endpoint"], keys, srv.store),
+    ):
+        srv.wait_for(lambda: len(srv.info.get("remote_workers", [])) == 1)
+        samples = scrape(srv)
+        workers = {labels["worker"] for labels, _ in samples["zplex_context_memory_bytes"]}
+        assert workers == {"0", "1"}  # the local worker and the remote one
+        cpu = samples["zplex_process_cpu_seconds_total"]
+        indexes = sorted(labels["index"] for labels, _ in cpu if labels["role"] == "worker")
+        assert indexes == ["0", "1"]
