@@ -86,6 +86,8 @@ class FrontConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.last_activity = time.monotonic()
         self.partial_since: float | None = None
+        #: Unfinished requests: the frame count last seen and since when it has not moved.
+        self._progress: dict[int, tuple[int, float]] = {}
         self.closing = False
         self.eof = False
         self.write_paused_since: float | None = None
@@ -162,6 +164,8 @@ class FrontConnection(asyncio.Protocol):
                 if self.http is not None:  # over HTTP, only the URL grants write permission
                     params = dataclasses.replace(params, write=self.http.write)
                 self.host.router.set_params(self.id, params)
+                for refused in self.sc.permit_writes(params.write):
+                    self.host.apply(self.host.router.event(self.id, refused))
             case ConnectionFailed(code=code, message=message):
                 log.info("connection %d: %s error: %s", self.id, code, message)
                 self.close()  # the core queued the error frame
@@ -266,6 +270,24 @@ class FrontConnection(asyncio.Protocol):
         self.sc.send_goaway("the server is shutting down")
         self._after_output()
 
+    def _stalled_request(self, now: float) -> bool:
+        """A request whose frames stopped coming for frame_timeout_s ends the connection (it
+        holds an in-flight place and maybe data, and can never complete)."""
+        progress = self.sc.incomplete_progress()
+        seen = self._progress
+        self._progress = {}
+        for rid, frames in progress.items():
+            last = seen.get(rid)
+            since = last[1] if last is not None and last[0] == frames else now
+            if now - since > self.limits.frame_timeout_s:
+                self.fail(
+                    ErrorCode.PROTOCOL,
+                    f"request {rid} made no progress within frame_timeout_s",
+                )
+                return True
+            self._progress[rid] = (frames, since)
+        return False
+
     def _check_timers(self) -> None:
         if self.closing:
             return
@@ -275,6 +297,8 @@ class FrontConnection(asyncio.Protocol):
             and now - self.partial_since > self.limits.frame_timeout_s
         ):
             self.fail(ErrorCode.PROTOCOL, "a frame was not completed within frame_timeout_s")
+            return
+        if self._stalled_request(now):
             return
         paused = self.write_paused_since
         if paused is not None and now - paused > self.limits.idle_timeout_s:
