@@ -107,3 +107,9 @@ def test_no_import_cycles() -> None:
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+def test_store_temp_files_module_is_a_leaf() -> None:
+    """workers/store_temp.py (the temp-file rule shared by put and the sweep) imports nothing
+    of ours, so the store and its sweep cannot drift apart through a third module."""
+    assert our_imports()["workers.store_temp"] == set()
