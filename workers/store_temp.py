@@ -48,7 +48,10 @@ def sweep(root: str, *, now: float | None = None) -> int:
     found = list(_temp_files(root))
     if not found:
         return 0
-    lock = os.open(os.path.join(root, LOCK_NAME), _OPEN_LOCK, 0o666)
+    try:
+        lock = os.open(os.path.join(root, LOCK_NAME), _OPEN_LOCK, 0o666)
+    except OSError:  # e.g. a read-only store: nothing can be removed either
+        return 0
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -78,12 +81,12 @@ def _temp_files(root: str) -> Iterator[tuple[str, os.stat_result]]:
 
 
 def _remove(path: str, st: os.stat_result) -> int:
-    """Unlink ``path`` if it is still the file that was found."""
+    """Unlink ``path`` if it is still the file that was found (and may be removed)."""
     try:
         current = os.lstat(path)
         if (current.st_dev, current.st_ino) != (st.st_dev, st.st_ino):
             return 0
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:  # gone already, or not ours to remove: left for the next sweep
         return 0
     return 1

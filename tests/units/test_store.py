@@ -657,3 +657,32 @@ def test_sweep_waits_for_no_put(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert removed == [0, 0]
     monkeypatch.undo()
     assert store.get("a/b") == (b"data", 4)
+
+
+def test_a_store_whose_sweep_cannot_run_still_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "objects"
+    ObjectStore(root).put("d/obj", b"x")
+    stale = root / "d" / f"{TMP_PREFIX}{'3' * 16}"
+    stale.write_bytes(b"partial")
+    real_open, real_unlink = os.open, os.unlink
+
+    def read_only_open(path: str, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, mode)
+
+    def read_only_unlink(path: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "open", read_only_open)
+    store = ObjectStore(root)  # a read-only store: no lock file, the sweep removes nothing
+    assert store.get("d/obj") == (b"x", 1)
+    assert stale.exists()
+    monkeypatch.setattr(os, "open", real_open)
+    monkeypatch.setattr(os, "unlink", read_only_unlink)
+    assert store.sweep_temp_files() == 0  # not ours to remove: left for the next sweep
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    assert store.sweep_temp_files() == 1
+    assert not stale.exists()
