@@ -37,6 +37,8 @@ from server.router import Action, Router
 
 log = logging.getLogger("zplex.front")
 
+#: The hold on reading while the client does not read its responses.
+WRITE_HOLD = "write"
 #: How often each connection checks its idle and frame timeouts.
 TIMER_PERIOD_S = 1.0
 
@@ -91,6 +93,7 @@ class FrontConnection(asyncio.Protocol):
         self.closing = False
         self.eof = False
         self.write_paused_since: float | None = None
+        self._read_holds: set[str] = set()
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         write = http is not None and http.write
@@ -146,14 +149,27 @@ class FrontConnection(asyncio.Protocol):
         # and gets no more credit (its streams stop sending on the workers).
         self.write_paused_since = time.monotonic()
         self.host.router.pause(self.id)
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self.hold_reading(WRITE_HOLD)
 
     def resume_writing(self) -> None:
         self.write_paused_since = None
-        if self.transport is not None and not self.closing:
-            self.transport.resume_reading()
+        self.release_reading(WRITE_HOLD)
         self.host.apply(self.host.router.resume(self.id))
+
+    def hold_reading(self, reason: str) -> None:
+        """Stop reading from the client (no new work) for ``reason``: its own writes are
+        stuck, or a worker it feeds has a full queue. Reading resumes once every reason is
+        released."""
+        if not self._read_holds and self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+        self._read_holds.add(reason)
+
+    def release_reading(self, reason: str) -> None:
+        if reason not in self._read_holds:
+            return
+        self._read_holds.discard(reason)
+        if not self._read_holds and self.transport is not None and not self.closing:
+            self.transport.resume_reading()
 
     # -- events from the core -------------------------------------------------------------
 
