@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from connection_model import (
     LIMITS,
     STREAMS,
@@ -18,7 +19,7 @@ from connection_model import (
     split,
 )
 from fault_frames import fault_frame
-from hypothesis import event
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -387,3 +388,10 @@ class ServerConnectionMachine(RuleBasedStateMachine):
 
 
 TestServerConnectionModel = ServerConnectionMachine.TestCase
+
+
+@pytest.mark.slow
+class TestServerConnectionModelLongRuns(ServerConnectionMachine.TestCase):
+    """``make fuzz``: runs of up to 400 steps."""
+
+    settings = settings(stateful_step_count=400)

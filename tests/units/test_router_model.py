@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -311,3 +313,10 @@ class RouterMachine(RuleBasedStateMachine):
 
 
 TestRouterModel = RouterMachine.TestCase
+
+
+@pytest.mark.slow
+class TestRouterModelLongRuns(RouterMachine.TestCase):
+    """``make fuzz``: runs of up to 400 steps."""
+
+    settings = settings(stateful_step_count=400)
