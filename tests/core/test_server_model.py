@@ -392,6 +392,8 @@ TestServerConnectionModel = ServerConnectionMachine.TestCase
 
 @pytest.mark.slow
 class TestServerConnectionModelLongRuns(ServerConnectionMachine.TestCase):
-    """``make fuzz``: runs of up to 400 steps."""
+    """``make fuzz``: runs of up to 400 steps (a fifth of the profile's examples)."""
 
-    settings = settings(stateful_step_count=400)
+    settings = settings(
+        stateful_step_count=400, max_examples=max(10, settings.default.max_examples // 5)
+    )

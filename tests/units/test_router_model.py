@@ -317,6 +317,8 @@ TestRouterModel = RouterMachine.TestCase
 
 @pytest.mark.slow
 class TestRouterModelLongRuns(RouterMachine.TestCase):
-    """``make fuzz``: runs of up to 400 steps."""
+    """``make fuzz``: runs of up to 400 steps (a fifth of the profile's examples)."""
 
-    settings = settings(stateful_step_count=400)
+    settings = settings(
+        stateful_step_count=400, max_examples=max(10, settings.default.max_examples // 5)
+    )
