@@ -2,7 +2,7 @@
 (tests/core/test_server_model.py): what each client frame must produce as events and what the
 in-flight set, the per-stream state and the counts must be after it.
 
-It is written from PROTOCOL.md's rules (docs/protocol.md), independently of
+It is written from the protocol's rules (docs/protocol.md), independently of
 server/protocol/server_conn.py: plain dicts and strings, no state tables.
 """
 
