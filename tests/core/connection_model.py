@@ -26,6 +26,7 @@ from server.protocol.events import (
 )
 from server.protocol.limits import Limits
 from server.protocol.payloads import ClientSettings, pack
+from server.protocol.server_requests import BUFFERED_REQUESTS
 
 #: Small limits, so that every rejection is reached within a few steps.
 LIMITS = Limits(
@@ -53,6 +54,8 @@ class ModelRequest:
     data_size: int = 0
     data: list[DataChunk] = dataclasses.field(default_factory=list)
     partial: bool = False
+    reported: bool = False  # refused for a cap before its last frame, and said so at once
+    answered: bool = False
 
 
 @dataclasses.dataclass
@@ -73,7 +76,24 @@ class ConnectionModel:
     # -- queries ---------------------------------------------------------------------------
 
     def unanswered(self) -> list[int]:
-        return sorted(self.requests)
+        return sorted(rid for rid, r in self.requests.items() if not r.answered)
+
+    def answerable(self) -> list[int]:
+        """Requests the front would answer now: complete ones, and those refused early."""
+        return sorted(
+            r.rid
+            for r in self.requests.values()
+            if not r.answered and (r.phase == "done" or r.reported)
+        )
+
+    def buffered(self) -> int:
+        """Command data the connection holds for requests still arriving."""
+        return sum(
+            len(chunk.payload)
+            for r in self.requests.values()
+            if r.phase == "data" and r.rejection is None
+            for chunk in r.data
+        )
 
     def incomplete(self, sid: int | None = None) -> list[int]:
         return sorted(
@@ -95,7 +115,11 @@ class ConnectionModel:
         return sorted(r.rid for r in self.requests.values() if r.phase == phase)
 
     def done_unanswered_on(self, sid: int) -> list[int]:
-        return [r.rid for r in self.requests.values() if r.sid == sid and r.phase == "done"]
+        return [
+            r.rid
+            for r in self.requests.values()
+            if r.sid == sid and r.phase == "done" and not r.answered
+        ]
 
     # -- the frame envelope: connection, stream entry, end ----------------------------------
 
@@ -158,12 +182,27 @@ class ConnectionModel:
         if request.rejection is None:
             request.map_size += len(part)
             if request.map_size > LIMITS.max_request_map_bytes:
-                request.rejection = ErrorCode.TOO_LARGE
+                self._refuse_now(request, events)
         if not request.parts:
             request.phase = "data" if request.have_data else "done"
             if request.phase == "done":
-                events.append(self._outcome(request))
+                self._complete(request, events)
         return part
+
+    def _refuse_now(self, request: ModelRequest, events: list[ServerEvent]) -> None:
+        """A cap passed: too-large, answered at once; the rest of its frames are discarded."""
+        request.rejection = ErrorCode.TOO_LARGE
+        request.data.clear()
+        request.reported = True
+        events.append(
+            RequestRejected(request.rid, request.sid, ErrorCode.TOO_LARGE, "", end_stream=False)
+        )
+
+    def _complete(self, request: ModelRequest, events: list[ServerEvent]) -> None:
+        if request.answered:
+            del self.requests[request.rid]
+        elif not request.reported:
+            events.append(self._outcome(request))
 
     def data_frame(
         self, request: ModelRequest, payload: bytes, encoded: bool, eos: bool
@@ -172,14 +211,15 @@ class ConnectionModel:
         if request.rejection is None:
             request.data_size += len(payload)
             cap = LIMITS.max_request_data_bytes * (2 if encoded else 1)
-            if request.data_size > cap:
-                request.rejection = ErrorCode.TOO_LARGE
-                request.data.clear()
+            held = self.buffered() + len(payload)
+            over = held > BUFFERED_REQUESTS * LIMITS.max_request_data_bytes
+            if request.data_size > cap or over:
+                self._refuse_now(request, events)
             else:
                 request.data.append(DataChunk(encoded, payload))
         if eos:
             request.phase = "done"
-            events.append(self._outcome(request))
+            self._complete(request, events)
         return events
 
     def _outcome(self, request: ModelRequest) -> ServerEvent:
@@ -205,9 +245,13 @@ class ConnectionModel:
     # -- the server's answers ------------------------------------------------------------------
 
     def answered(self, rid: int) -> None:
-        request = self.requests.pop(rid)
+        request = self.requests[rid]
+        request.answered = True
         if request.counted:
+            request.counted = False
             self.streams[request.sid].inflight -= 1
+        if request.phase == "done":
+            del self.requests[rid]
 
 
 def _unpack(data: bytes) -> Any:

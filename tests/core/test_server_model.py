@@ -248,7 +248,7 @@ class ServerConnectionMachine(RuleBasedStateMachine):
 
     # -- answering -------------------------------------------------------------------------
 
-    @precondition(lambda self: self.model.in_phase("done"))
+    @precondition(lambda self: self.model.answerable())
     @rule(
         data=st.data(),
         how=st.sampled_from(["frames", "partial", "error"]),
@@ -256,8 +256,10 @@ class ServerConnectionMachine(RuleBasedStateMachine):
     )
     def answer(self, data: st.DataObject, how: str, stream_open: bool) -> None:
         model = self.model
-        request = model.requests[data.draw(st.sampled_from(model.in_phase("done")))]
+        request = model.requests[data.draw(st.sampled_from(model.answerable()))]
         rid, sid = request.rid, request.sid
+        if request.reported:
+            how = "error"  # refused early: the front answers with the refusal
         stream = model.streams[sid]
         if how == "error":
             self.conn.send_error(sid, rid, ErrorCode.NOT_FOUND, "no", end_stream=not stream_open)
