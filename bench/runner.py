@@ -376,11 +376,9 @@ class Runner:
         front_cpu, workers_cpu, same_workers = cpu_delta(cpu_before, cpu_after)
         if not same_workers:
             self.warnings.append(f"{label}: a worker restarted; its CPU is partly missing")
-        other = None
-        warnings: list[str | None] = []
+        other = share = None
         if self.probe.local and front_cpu is not None and elapsed > 0:
             other, share = other_load(host_cpu, front_cpu, workers_cpu, client_cpu, elapsed)
-            warnings.append(phase_checks.busy_host(label, share))
         generation = corpus.generation_cpu_s_per_gb
         if generation is not None:  # count compression alone (see _fetch_generated)
             workers_cpu = max(0.0, workers_cpu - generation * tally.raw / 1e9)
@@ -395,8 +393,10 @@ class Runner:
         if corpus.workload.generated is not None and generation is None:
             run.worker_efficiency = None  # the workers' CPU still includes making the data
         utilisation = client_cpu / elapsed if elapsed > 0 else None
-        warnings += [
+        warnings = [
             short,
+            # A phase too short for CPU figures has none to be noisy.
+            phase_checks.busy_host(label, share) if share is not None and not short else None,
             phase_checks.client_bound(label, utilisation),
             phase_checks.rate_not_reached(label, run, c.rate),
         ]
