@@ -125,3 +125,20 @@ def test_keys_are_private_and_not_overwritten(tmp_path: Path) -> None:
     assert zplex("keys", "--force", str(keys)).returncode == 0
     assert (keys / "front.key_secret").read_bytes() != before
     assert stat.S_IMODE((keys / "worker.key_secret").stat().st_mode) == 0o600
+
+
+def test_client_library_digest_parameter(server: ServerProcess) -> None:
+    from bench.client import Client, body_digest
+
+    with Client.connect("127.0.0.1", server.port, token="test-token") as client:
+        client.put("lib/digest", b"payload " * 50)
+        with_digest = client.get("lib/digest")
+        without = client.get("lib/digest", digest=False)
+        assert with_digest.header["digest"] == body_digest(with_digest.body)
+        assert "digest" not in without.header
+        assert without.header["size"] == len(without.body) == 400
+        assert without.body == with_digest.body
+        assert without.verify_digest() is None
+        generated = client.generate(1000, "json", 3, digest=False)
+        assert "digest" not in generated.header and len(generated.body) == 1000
+        assert client.generate(1000, "json", 3).header["digest"] == body_digest(generated.body)
