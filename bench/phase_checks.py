@@ -25,14 +25,18 @@ def too_short_for_cpu(
 ) -> str | None:
     """Whether the phase is too short for its CPU figures; if so, ``cpu_seconds`` is emptied
     (every role None) so that no figure that only looks real is reported."""
-    measured = [v for v in cpu_seconds.values() if v is not None]
-    if elapsed >= MIN_CPU_PHASE_S and all(v >= MIN_CPU_SECONDS for v in measured):
+    scant = {role: v for role, v in cpu_seconds.items() if v is not None and v < MIN_CPU_SECONDS}
+    if elapsed >= MIN_CPU_PHASE_S and not scant:
         return None
     for role in cpu_seconds:
         cpu_seconds[role] = None
+    what = f"{elapsed:.2f} s"
+    if scant:
+        what += ", " + ", ".join(f"{role} {v * 1000:.0f} ms of CPU" for role, v in scant.items())
     return (
-        f"{label}: too short for CPU figures ({elapsed:.2f} s; CPU is counted in 10 ms ticks): "
-        f"they are left out; run at least {MIN_CPU_PHASE_S:g} s per policy (-d, or a larger -n)"
+        f"{label}: too short for CPU figures ({what}; CPU is counted in 10 ms ticks): they are "
+        f"left out; measure longer (-d, or a larger -n; at least {MIN_CPU_PHASE_S:g} s and "
+        f"{MIN_CPU_SECONDS * 1000:.0f} ms of CPU per role)"
     )
 
 

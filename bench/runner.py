@@ -379,15 +379,16 @@ class Runner:
         other = share = None
         if self.probe.local and front_cpu is not None and elapsed > 0:
             other, share = other_load(host_cpu, front_cpu, workers_cpu, client_cpu, elapsed)
-        generation = corpus.generation_cpu_s_per_gb
-        if generation is not None:  # count compression alone (see _fetch_generated)
-            workers_cpu = max(0.0, workers_cpu - generation * tally.raw / 1e9)
         cpu: dict[str, float | None] = {
             "front": front_cpu,
             "workers": workers_cpu,
             "client": client_cpu,
         }
         short = phase_checks.too_short_for_cpu(label, elapsed, cpu)
+        generation = corpus.generation_cpu_s_per_gb
+        if generation is not None and cpu["workers"] is not None:
+            # Count compression alone (see _fetch_generated).
+            cpu["workers"] = max(0.0, cpu["workers"] - generation * tally.raw / 1e9)
         run = self._run_result(corpus, policy, tally, elapsed, cpu, samples)
         run.generation_cpu_s_per_gb = generation
         if corpus.workload.generated is not None and generation is None:
