@@ -120,6 +120,9 @@ class Selection:
             text += f"; skipped {reasons}"
         if self.compressed_files:
             text += f"; {self.compressed_files:,} already compressed"
+        if "commits" in self.extra:
+            commits, total = self.extra["commits"], self.extra.get("commits_total")
+            text += f"; the last {commits:,} of {total:,} commits"
         return text
 
 
