@@ -293,6 +293,7 @@ class DefaultsFormatter(argparse.HelpFormatter):
             "default" in text
             or default in (None, False, [], argparse.SUPPRESS)
             or not action.option_strings
+            or action.nargs == 0  # a flag: its help says what setting it does
         ):
             return text
         return f"{text} (default: %(default)s)"

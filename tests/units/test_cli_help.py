@@ -30,8 +30,13 @@ def test_help_shows_defaults() -> None:
     formatter = DefaultsFormatter("zplex")
     for name, sub in subparsers().items():
         for action in sub._actions:
-            if action.option_strings and action.default not in (None, False, []):
+            if (
+                action.option_strings
+                and action.nargs != 0
+                and action.default not in (None, [], False)
+            ):
                 if action.default is argparse.SUPPRESS:
                     continue
                 assert "default" in (formatter._get_help_string(action) or ""), (name, action.dest)
     assert "(default: WARNING)" in subparsers()["worker"].format_help()
+    assert "(default: True)" not in subparsers()["get"].format_help()  # --no-digest is a flag
