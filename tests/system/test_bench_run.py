@@ -188,6 +188,11 @@ def test_connect_open_model_and_store_reuse(
         assert main([*common, "--token", "t0ken", *args]) == 0, capsys.readouterr().err
         data = json.loads(out.read_text())
         assert data["metadata"]["config"]["model"] == "open"
+        # It says which objects it put into the user's store.
+        put = data["metadata"]["put_objects"]["stdlib"]
+        assert put == data["metadata"]["workloads"][0]["corpus"]["files"] > 0
+        assert any(f"put {put:,} objects of workload stdlib under stdlib/" in w
+                   for w in data["warnings"])  # fmt: skip
         assert data["metadata"]["server"]["mode"] == "connect"
         for run in data["runs"]:
             assert run["errors"] == {} and run["requests"] == 40

@@ -210,6 +210,17 @@ def test_phase_warnings() -> None:
     assert slow is not None and "achieved 1,000 req/s (50%)" in slow and "p50 2.0 ms" in slow
 
 
+def test_projection_plot_marks_the_measured_point(tmp_path: Path) -> None:
+    from bench.plots import _measured_point, write_plots
+
+    runs = two_policies()
+    result = BenchResult({"server": {"workers": 2}}, runs, project_runs(runs))
+    assert _measured_point(result, "w", "stream") == (3, pytest.approx(1e-6))  # 1 kB in 1 s
+    assert _measured_point(BenchResult({}, runs), "w", "stream") is None
+    written = write_plots(result, tmp_path)
+    assert all(path.stat().st_size > 0 for path in written)
+
+
 def test_report_carries_the_warnings() -> None:
     page = render_html(BenchResult({}, two_policies()), warnings=["phase <x> too short"])
     assert "phase &lt;x&gt; too short" in page
