@@ -98,10 +98,6 @@ class Selection:
         self.total_bytes += len(data)
         self.compressed_files += is_compressed(data)
 
-    @property
-    def skipped_files(self) -> int:
-        return sum(self.skipped.values())
-
     def to_json(self) -> dict[str, Any]:
         """``{files, bytes, skipped: {reason: count}, compressed_files, ...extra}``."""
         return {

@@ -128,9 +128,10 @@ def git_workload(
     Every path starts with its blob at the oldest of those commits, then each distinct blob a
     later commit gave it. Order: path-major (paths sorted), each path's blobs in commit order.
     Regular files only (no symlinks, no submodules); blobs over ``max_file_bytes`` skipped;
-    ``max_bytes`` keeps the longest prefix that fits. Keys ``git/<path>@<blob sha[:12]>``;
-    group: the path. Raises :class:`WorkloadError` if git is missing, ``repo`` is not a git
-    repository or has no commits."""
+    over ``max_bytes``, whole paths are sampled across the tree (:func:`spread_sample`). Keys
+    ``git/<path>@<blob sha[:12]>``; group: the path. The workload's ``selection`` counts what
+    was skipped and the commits replayed (of how many). Raises :class:`WorkloadError` if git
+    is missing, ``repo`` is not a git repository or has no commits."""
     if max_commits < 1:
         raise WorkloadError(f"max_commits must be >= 1, not {max_commits}")
     check_limit("max_bytes", max_bytes)

@@ -79,8 +79,9 @@ def stdlib_workload(
 ) -> Workload:
     """The ``.py`` files of the running Python's standard library (``sysconfig`` ``stdlib``
     path), without site-packages, caches and test suites, sorted by path; files over
-    ``max_file_bytes`` are skipped. ``limit_bytes`` (None: no cap) keeps the longest prefix of
-    that order that fits. Keys ``stdlib/<relpath>``; group: the key's parent directory."""
+    ``max_file_bytes`` are skipped. ``limit_bytes`` (None: no cap) keeps, when they do not all
+    fit, a sample spread across that order. Keys ``stdlib/<relpath>``; group: the key's parent
+    directory."""
     check_limit("limit_bytes", limit_bytes)
     selection = Selection()
     files = _stdlib_files(max_file_bytes, selection)
