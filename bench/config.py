@@ -14,6 +14,7 @@ from typing import Any
 
 from bench import results, stats
 from bench.cli_client import parse_address
+from bench.thresholds import ThresholdError, parse_threshold
 
 POLICIES = results.POLICIES
 #: The server context each policy asks for.
@@ -70,6 +71,19 @@ class BenchConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S
     json_path: Path | None = None
     report_dir: Path | None = None
+    #: dir:PATH keeps hidden, version-control and cache folders.
+    include_hidden: bool = False
+    #: Ask for the digest in response headers (off: ``"digest": false``, bodies checked
+    #: against the digests the bench knows).
+    digest: bool = True
+    #: ``--threshold`` expressions, checked once the run is over.
+    thresholds: tuple[str, ...] = ()
+    #: Measured runs of each phase (median and spread over them).
+    repeat: int = 1
+
+    @property
+    def json_to_stdout(self) -> bool:
+        return self.json_path is not None and str(self.json_path) == "-"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -116,6 +130,8 @@ class BenchConfig:
             raise BenchError("--max-error-rate is a fraction in [0, 1]")
         if not self.timeout_s > 0:
             raise BenchError("--timeout must be positive")
+        if self.repeat < 1:
+            raise BenchError("--repeat must be at least 1")
 
     @property
     def effective_duration_s(self) -> float | None:
@@ -144,6 +160,10 @@ class BenchConfig:
             "max_error_rate": self.max_error_rate,
             "sweep_workers": list(self.sweep_workers),
             "timeout_s": self.timeout_s,
+            "digest": self.digest,
+            "include_hidden": self.include_hidden,
+            "repeat": self.repeat,
+            "thresholds": list(self.thresholds),
         }
 
 
@@ -218,8 +238,13 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     workloads = list(workload_names(args.workload))
     workloads += [f"git:{path}" for path in args.git]
     workloads += [f"dir:{path}" for path in args.dir]
-    if args.json is not None and not args.json.parent.is_dir():
-        raise BenchError(f"--json {args.json}: no such directory {args.json.parent}")
+    check_output_paths(args.json, args.report)
+    thresholds = tuple(args.threshold)
+    for expression in thresholds:
+        try:
+            parse_threshold(expression)  # a bad expression fails before the run
+        except ThresholdError as exc:
+            raise BenchError(str(exc)) from None
     return BenchConfig(
         workloads=tuple(workloads) or DEFAULT_WORKLOADS,
         policies=policy_list(args.policies),
@@ -245,7 +270,33 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         timeout_s=args.timeout,
         json_path=args.json,
         report_dir=args.report,
+        include_hidden=args.include_hidden,
+        digest=args.digest == "on",
+        thresholds=thresholds,
+        repeat=args.repeat,
     )
+
+
+def check_output_paths(json_path: Path | None, report_dir: Path | None) -> None:
+    """Fail before the run, not after it, when ``--json`` or ``--report`` cannot be written."""
+    if json_path is not None and str(json_path) != "-":
+        if json_path.is_dir():
+            raise BenchError(f"--json {json_path}: is a directory")
+        parent = json_path.parent
+        if not parent.is_dir():
+            raise BenchError(f"--json {json_path}: no such directory {parent}")
+        if not os.access(parent, os.W_OK) or (
+            json_path.exists() and not os.access(json_path, os.W_OK)
+        ):
+            raise BenchError(f"--json {json_path}: not writable")
+    if report_dir is not None:
+        if report_dir.exists() and not report_dir.is_dir():
+            raise BenchError(f"--report {report_dir}: not a directory")
+        existing = report_dir
+        while not existing.exists():  # the report directory is created with its parents
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise BenchError(f"--report {report_dir}: cannot create or write in {existing}")
 
 
 def describe_error(exc: BaseException) -> str:

@@ -251,9 +251,22 @@ def _plot_projection(result: BenchResult, path: Path) -> None:
                 linestyle=":",
                 alpha=0.6,
             )
+        measured = _measured_point(result, projection.workload, projection.policy)
+        if measured is not None:
+            ax.plot(
+                [measured[0]],
+                [measured[1]],
+                linestyle="none",
+                marker="*",
+                markersize=14,
+                color=colour,
+                markeredgecolor="black",
+            )
+            all_cores.add(measured[0])
         drawn = True
     if drawn:
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         ticks = sorted(all_cores)
         ax.set_xticks(ticks, [str(c) for c in ticks])
         ax.minorticks_off()
@@ -268,15 +281,37 @@ def _plot_projection(result: BenchResult, path: Path) -> None:
             markersize=10,
             label="bound by the front",
         )
+        ax.plot(
+            [],
+            [],
+            linestyle="none",
+            marker="*",
+            markersize=12,
+            color="grey",
+            markeredgecolor="black",
+            label="measured (this run: its workers + one front)",
+        )
         ax.legend(fontsize=8, loc="upper left")
     else:
         _no_data(ax, "no projection (CPU costs unknown)")
-    ax.set_xlabel("cores (one front, the rest workers)")
-    ax.set_ylabel("projected GB/s of raw output")
-    ax.set_title("Scaling projection from measured CPU cost per role")
-    ax.grid(alpha=0.3)
-    ax.set_ylim(bottom=0)
+    ax.set_xlabel("cores (one front, the rest workers; log scale)")
+    ax.set_ylabel("GB/s of raw output (log scale)")
+    ax.set_title(
+        "Scaling projection: computed from the measured CPU per GB of each role\n"
+        "(lines are a projection, not measurements; stars are measured)",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3, which="both")
     fig.savefig(path)
+
+
+def _measured_point(result: BenchResult, workload: str, policy: str) -> tuple[int, float] | None:
+    """(cores, GB/s) the projected run measured: its server's workers plus one front."""
+    workers = (result.metadata.get("server") or {}).get("workers")
+    run = next((r for r in result.runs if r.workload == workload and r.policy == policy), None)
+    if not isinstance(workers, int) or run is None or not run.raw_mb_per_s:
+        return None
+    return workers + 1, run.raw_mb_per_s / 1000
 
 
 def write_plots(result: BenchResult, directory: Path) -> list[Path]:

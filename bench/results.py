@@ -105,6 +105,13 @@ class RunResult:
     #: wire bytes, and the in-process CPU cost per GB behind ``worker_efficiency``.
     ideal_wire_bytes: int | None = None
     inprocess_cpu_s_per_gb: float | None = None
+    #: generate: the workers' CPU per GB of making the data, subtracted from ``workers``.
+    generation_cpu_s_per_gb: float | None = None
+    #: Open model: the target request rate (``--rate``; ``requests_per_s`` is what was achieved).
+    target_rate: float | None = None
+    #: ``--repeat N``: per figure (``requests_per_s``, ``ratio``, ``latency_ms.p99``, ...) the
+    #: ``{n, median, min, max, spread}`` over the N runs (this run is the median one).
+    repeats: dict[str, dict[str, float]] | None = None
 
     @property
     def error_count(self) -> int:

@@ -202,3 +202,13 @@ def test_http_request_parsing_is_sans_io() -> None:
     path = our_modules()["server.http_request"]
     assert our_imports()["server.http_request"] == set()
     assert not {"asyncio", "socket"} & {m.split(".")[0] for m in imports_of(path)}
+
+
+def test_bench_judgements_do_no_io() -> None:
+    """What the bench concludes from figures (thresholds, repeats, phase warnings, the corpus
+    account) is arithmetic on results: no sockets, event loop, processes or server."""
+    for name in ("bench.thresholds", "bench.repeats", "bench.phase_checks", "bench.compare"):
+        imported = {m.split(".")[0] for m in imports_of(our_modules()[name])}
+        assert not imported & {"asyncio", "socket", "selectors", "subprocess", "zmq"}, name
+        assert not any(m.startswith(("bench.runner", "bench.main")) for m in our_imports()[name])
+    assert our_imports()["bench.corpus_selection"] == set()

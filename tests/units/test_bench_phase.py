@@ -119,7 +119,8 @@ def test_run_result_from_a_known_tally() -> None:
         monitor_streams=1,
     )
     corpus.inprocess["stream"] = 4.0
-    run = bench._run_result(corpus, "stream", tally, 2.0, 0.01, 0.08, 0.02, samples)
+    cpu = {"front": 0.01, "workers": 0.08, "client": 0.02}
+    run = bench._run_result(corpus, "stream", tally, 2.0, cpu, samples)
     full = stats.ideal_wire_bytes(corpus.bodies, 3)
     prefix = stats.ideal_wire_bytes(corpus.bodies[:2], 3)
     assert run.ideal_wire_bytes == 2 * full + prefix
