@@ -60,7 +60,7 @@ async def _bench(config: BenchConfig, runner: Runner) -> BenchOutcome:
     runner.build_workloads()
     try:
         if spawned:
-            endpoint = runner.start_server(workers)
+            endpoint = runner.start_server(workers, config.fronts)
         else:
             assert config.connect is not None
             endpoint = Endpoint(*config.connect)
@@ -77,6 +77,8 @@ async def _bench(config: BenchConfig, runner: Runner) -> BenchOutcome:
         await runner.close()
     metadata = results.collect_metadata(config.describe())
     metadata["server"] = runner.server_info
+    metadata["clients"] = config.client_processes
+    metadata["fronts"] = runner.server_info.get("fronts")
     metadata["workloads"] = [
         {
             "name": corpus.name,

@@ -154,11 +154,31 @@ def test_samples_keep_the_peaks() -> None:
 
 
 def test_cpu_delta_needs_the_same_processes() -> None:
-    before = {"front": (1, 2.0), "workers": {10: 1.0, 11: 2.0}}
-    after = {"front": (1, 2.5), "workers": {10: 3.0, 11: 2.5}}
+    before = {"fronts": {1: 2.0}, "workers": {10: 1.0, 11: 2.0}}
+    after = {"fronts": {1: 2.5}, "workers": {10: 3.0, 11: 2.5}}
     assert cpu.cpu_delta(before, after) == (0.5, 2.5, True)
-    restarted = {"front": (9, 0.1), "workers": {10: 3.0, 12: 0.2}}
+    restarted = {"fronts": {9: 0.1}, "workers": {10: 3.0, 12: 0.2}}
     assert cpu.cpu_delta(before, restarted) == (None, 2.0, False)
+
+
+def test_cpu_of_every_front_is_summed_and_their_connections_counted() -> None:
+    probe = cpu.CpuProbe(local=False)
+    header = {
+        "front": {"pid": 1, "cpu_user": 1.0, "cpu_system": 0.0, "connections_total": 3},
+        "fronts": [
+            {"pid": 1, "cpu_user": 1.0, "cpu_system": 0.0, "connections_total": 3},
+            {"pid": 2, "cpu_user": 0.5, "cpu_system": 0.5, "connections_total": 1},
+        ],
+        "workers": [{"pid": 10, "cpu_user": 1.0, "cpu_system": 0.0}],
+    }
+    before = probe.snapshot(header)
+    header["fronts"][0].update(cpu_user=2.0, connections_total=5)
+    header["fronts"][1].update(cpu_system=1.5, connections_total=4)
+    after = probe.snapshot(header)
+    assert cpu.cpu_delta(before, after) == (2.0, 0.0, True)
+    assert cpu.connections_delta(before, after) == {1: 2, 2: 3}
+    alone = probe.snapshot({"front": {"pid": 7, "cpu_user": 1.0}, "workers": []})
+    assert alone["fronts"] == {7: 1.0}
 
 
 def test_check_response() -> None:
