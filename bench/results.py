@@ -105,6 +105,11 @@ class RunResult:
     #: wire bytes, and the in-process CPU cost per GB behind ``worker_efficiency``.
     ideal_wire_bytes: int | None = None
     inprocess_cpu_s_per_gb: float | None = None
+    #: In-process CPU per GB over the whole server's (fronts + workers): what offloading costs
+    #: beyond compressing (1.0: nothing).
+    server_efficiency: float | None = None
+    #: Client CPU per GB over the workers': how much load generator the workers need.
+    client_worker_ratio: float | None = None
 
     @property
     def error_count(self) -> int:
@@ -199,6 +204,10 @@ class RunResult:
             ),
             ideal_wire_bytes=ideal_wire_bytes,
             inprocess_cpu_s_per_gb=inprocess_cpu_s_per_gb,
+            server_efficiency=stats.server_efficiency(
+                inprocess_cpu_s_per_gb, cpu.front, cpu.workers
+            ),
+            client_worker_ratio=stats.cost_ratio(cpu.client, cpu.workers),
         )
 
     def to_json(self) -> dict[str, Any]:

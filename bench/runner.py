@@ -442,7 +442,7 @@ class Runner:
         )
         if corpus.workload.generated is not None:
             # The workers' CPU includes making the data: no fair comparison with compression.
-            run.worker_efficiency = None
+            run.worker_efficiency = run.server_efficiency = None
         processes = clients.count if clients is not None else 1
         utilisation = client_cpu / elapsed / processes if elapsed > 0 else None
         if utilisation is not None and utilisation > CLIENT_BOUND_UTILISATION:
