@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import POLICIES, BenchResult
-from bench.tables import fmt, runs_by_workload
+from bench.tables import runs_by_workload
 
 #: One colour per policy, the same in every plot.
 POLICY_COLOURS = {
@@ -211,67 +211,56 @@ def _plot_latency(result: BenchResult, path: Path) -> None:
     fig.savefig(path)
 
 
+#: Marker of the role that bounds a projected point.
+BOUND_MARKERS = {"workers": "o", "front": "s", "client": "^"}
+
+
 def _plot_projection(result: BenchResult, path: Path) -> None:
     fig = _new_figure(7.5, 4.6)
     ax = fig.add_subplot()
     drawn = False
     all_cores: set[int] = set()
     for i, projection in enumerate(result.projection):
-        points = [(row["cores"], row) for row in projection.rows if row["gb_per_s"] is not None]
-        if not points:
-            continue
         colour = f"C{i % 10}"
-        cores = [c for c, _ in points]
-        all_cores.update(cores)
-        gbs = [row["gb_per_s"] for _, row in points]
-        ax.plot(
-            cores,
-            gbs,
-            color=colour,
-            marker="o",
-            label=f"{projection.workload} ({projection.policy}): one front feeds "
-            f"{fmt(projection.workers_one_front_can_feed, '.1f')} workers",
-        )
-        front = [(c, row["gb_per_s"]) for c, row in points if row["bound"] == "front"]
-        if front:
-            ax.plot(
-                [c for c, _ in front],
-                [g for _, g in front],
-                linestyle="none",
-                marker="o",
-                markersize=10,
-                markerfacecolor="white",
-                markeredgecolor=colour,
-            )
-        if projection.workers_cpu_s_per_gb:
+        for rows, style, where in (
+            (projection.rows, "-", "clients elsewhere"),
+            (projection.rows_with_clients, "--", "clients on the host"),
+        ):
+            points = [row for row in rows if row["gb_per_s"] is not None]
+            if not points:
+                continue
+            cores = [row["cores"] for row in points]
+            all_cores.update(cores)
             ax.plot(
                 cores,
-                [(c - 1) / projection.workers_cpu_s_per_gb for c in cores],
+                [row["gb_per_s"] for row in points],
                 color=colour,
-                linestyle=":",
-                alpha=0.6,
+                linestyle=style,
+                label=f"{projection.workload} ({projection.policy}), {where}",
             )
-        drawn = True
+            for role, marker in BOUND_MARKERS.items():
+                bound = [row for row in points if row["bound"] == role]
+                if bound:
+                    ax.plot(
+                        [row["cores"] for row in bound],
+                        [row["gb_per_s"] for row in bound],
+                        linestyle="none",
+                        marker=marker,
+                        color=colour,
+                        markerfacecolor="white" if style == "--" else colour,
+                    )
+            drawn = True
     if drawn:
         ax.set_xscale("log", base=2)
         ticks = sorted(all_cores)
         ax.set_xticks(ticks, [str(c) for c in ticks])
         ax.minorticks_off()
-        ax.plot([], [], color="grey", linestyle=":", label="workers alone (no front limit)")
-        ax.plot(
-            [],
-            [],
-            linestyle="none",
-            marker="o",
-            markerfacecolor="white",
-            markeredgecolor="grey",
-            markersize=10,
-            label="bound by the front",
-        )
-        ax.legend(fontsize=8, loc="upper left")
+        for role, marker in BOUND_MARKERS.items():
+            ax.plot([], [], linestyle="none", marker=marker, color="grey", label=f"{role}-bound")
+        ax.legend(fontsize=7, loc="upper left")
     else:
         _no_data(ax, "no projection (CPU costs unknown)")
-    ax.set_xlabel("cores (one front, the rest workers)")
+    ax.set_xlabel("cores (split between fronts, workers and clients for the most GB/s)")
     ax.set_ylabel("projected GB/s of raw output")
     ax.set_title("Scaling projection from measured CPU cost per role")
     ax.grid(alpha=0.3)

@@ -144,7 +144,10 @@ def test_json_has_the_stable_keys(tmp_path: Path) -> None:
     assert projection["policy"] == "stream"
     assert projection["workers_one_front_can_feed"] == pytest.approx(10.0)
     assert [row["cores"] for row in projection["rows"]] == [4, 8, 16, 32, 64]
-    assert set(projection["rows"][0]) == {"cores", "workers", "gb_per_s", "bound"}
+    keys = {"cores", "fronts", "workers", "clients", "gb_per_s", "bound"}
+    assert set(projection["rows"][0]) == keys
+    assert set(projection["rows_with_clients"][0]) == keys
+    assert projection["client_cpu_s_per_gb"] == pytest.approx(1.0)
     assert BenchResult.read_json(path).to_json() == data  # round trip
 
 
