@@ -36,7 +36,7 @@ class BenchOutcome:
 
     result: results.BenchResult
     sweep: list[SweepPoint]
-    skipped_sweep: list[int]
+    skipped_sweep: list[tuple[int, int]]
     warnings: list[str]
 
     @property

@@ -23,7 +23,7 @@ from bench.main import BenchOutcome, run_bench, write_json
 from bench.passes import Tally
 from bench.results import BenchResult, RunResult, project_runs
 from bench.runner import Runner
-from bench.sweep import SweepPoint, skipped_note, sweep_table
+from bench.sweep import SweepPoint, skipped_note, sweep_pairs, sweep_table
 from bench.workloads import Item, Workload, stream_index
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -282,5 +282,22 @@ def test_sweep_table_and_skipped_note() -> None:
     assert table.row_count == 1
     cells = [next(iter(column.cells)) for column in table.columns]
     assert cells[:2] == ["w", "1"]
-    assert cells[-1] != "-"  # a projected figure for 1 worker + 1 front
-    assert "skipped 4, 8 workers" in skipped_note([4, 8]).plain
+    assert cells[-1] == "500.0"  # 1 front at 0.5 s/GB carries 2 GB/s, 1 worker at 2 s/GB 0.5
+    two_fronts = sweep_table([SweepPoint(3, [gigabyte_run(1.5)], fronts=2)], projection)
+    cells = [next(iter(column.cells)) for column in two_fronts.columns]
+    assert cells[1:3] == ["3", "2"]
+    assert cells[-1] == "1,500.0"  # 3 workers at 2 s/GB: 1.5 GB/s, under the fronts' 4
+    note = skipped_note([(4, 1), (8, 2)]).plain
+    assert "skipped 4 workers + 1 fronts, 8 workers + 2 fronts" in note
+
+
+def test_sweep_pairs_join_workers_and_fronts() -> None:
+    assert sweep_pairs(BenchConfig()) == []
+    assert sweep_pairs(BenchConfig(sweep_workers=(1, 2))) == [(1, 1), (2, 1)]
+    assert sweep_pairs(BenchConfig(sweep_workers=(1, 2), sweep_fronts=(1, 2))) == [
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (2, 2),
+    ]
+    assert sweep_pairs(BenchConfig(workers=3, sweep_fronts=(2,))) == [(3, 2)]
