@@ -151,7 +151,9 @@ class ClientProcesses:
             self.max_rss += int(report["max_rss"])
         tally.ok, tally.raw, tally.wire = merged.ok, merged.raw, merged.wire
         tally.errors, tally.answered, tally.latency = merged.errors, merged.answered, merged.latency
-        return max(int(report["passes"]) for report in reports if report is not None)
+        passes = max(int(report["passes"]) for report in reports if report is not None)
+        on_pass(passes)
+        return passes
 
     async def _next_event(self, k: int, timeout: float) -> dict[str, Any]:
         stdout = self.procs[k].stdout
