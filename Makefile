@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types pytest bench clean
+.PHONY: test lint types pytest bench perf clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/zplex bench
+
+perf: $(STAMP)
+	$(BIN)/python -m bench.perf
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

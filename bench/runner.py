@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import secrets
 import time
@@ -78,6 +77,7 @@ from bench.cpu import (
 )
 from bench.display import Display
 from bench.passes import PassDriver, Tally
+from bench.phase_outcome import PhaseOutcome
 from bench.server_process import Endpoint, ServerProcess
 from bench.store_fill import fetch_generated, missing_objects, put_objects
 from bench.workloads import Workload
@@ -88,35 +88,6 @@ REFRESH_S = 0.2
 INPROCESS_REPEAT = 2
 #: Warn when the client used more than this fraction of a core: throughput may be client-bound.
 CLIENT_BOUND_UTILISATION = 0.9
-
-
-@dataclasses.dataclass
-class PhaseOutcome:
-    run: results.RunResult
-    passes: int
-    attempted: int
-    client_utilisation: float | None
-    same_workers: bool
-    max_rss: dict[str, Any]
-    #: CPU seconds the rest of the host used during the phase (None if not measured here).
-    other_cpu_s: float | None = None
-    #: Connections each front (by pid) accepted during the phase.
-    front_connections: dict[int, int] = dataclasses.field(default_factory=dict)
-    client_processes: int = 1
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "workload": self.run.workload,
-            "policy": self.run.policy,
-            "passes": self.passes,
-            "requests_attempted": self.attempted,
-            "client_cpu_utilisation": self.client_utilisation,
-            "worker_restarts_during_phase": not self.same_workers,
-            "lifetime_max_rss": self.max_rss,
-            "other_processes_cpu_s": self.other_cpu_s,
-            "client_processes": self.client_processes,
-            "front_connections": {str(pid): n for pid, n in self.front_connections.items()},
-        }
 
 
 class Runner:
@@ -469,7 +440,7 @@ class Runner:
             connections_delta(cpu_before, cpu_after),
             processes,
         )
-        self.display.finish(_phase_summary(label, outcome))
+        self.display.finish(outcome.summary(label))
         if record:
             self.phases.append(outcome)
         return outcome
@@ -527,13 +498,3 @@ class Runner:
         if self.monitor is not None:
             await self.monitor.close()
             self.monitor = None
-
-
-def _phase_summary(label: str, outcome: PhaseOutcome) -> str:
-    run = outcome.run
-    ratio = f"{run.ratio:.2f}" if run.ratio is not None else "-"
-    mbps = f"{run.raw_mb_per_s:,.1f}" if run.raw_mb_per_s is not None else "-"
-    return (
-        f"{label}: {outcome.passes} pass(es), {run.requests:,} requests in "
-        f"{run.duration_s:.1f} s, {mbps} MB/s raw, ratio {ratio}, {run.error_count:,} errors"
-    )
