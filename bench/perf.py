@@ -7,10 +7,10 @@ Four ``zplex bench`` runs, each with its own server (level 3, ``stream``, one wo
    CPU/GB) of each; on ``stdlib`` also ``worker_efficiency``, ``front_overhead``, client CPU/GB
    over workers CPU/GB and the projected GB/s at 64 cores over 8 (the best split of fronts and
    workers, clients elsewhere);
-2. and 3. ``versioned`` over 256 files (about 220 affinity groups within the size limit, 2 revisions each) on one
-   connection with one stream, then with 64 streams (the groups hashed onto them keep about
-   60 contexts hot, interleaved): the worker's throughput per CPU second with 64 hot contexts
-   over that with one;
+2. and 3. ``versioned`` over 256 files (about 220 affinity groups within the size limit, 2
+   revisions each) on one connection with one stream, then with 64 streams (the groups hashed
+   onto them keep about 60 contexts hot, interleaved): the worker's throughput per CPU second
+   with 64 hot contexts over that with one;
 4. ``stdlib`` with ``--fronts 2 --clients 2``: it runs, with 0 errors, and both fronts get
    connections.
 
