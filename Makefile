@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types pytest fuzz bench clean
+.PHONY: test lint types pytest fuzz bench perf clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/zplex bench
+
+perf: $(STAMP)
+	$(BIN)/python -m bench.perf
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

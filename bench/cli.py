@@ -134,6 +134,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(default 1)",
     )
     load.add_argument(
+        "--clients",
+        type=int,
+        metavar="N",
+        help="client processes, each with its own event loop and a share of the connections "
+        f"(default: one per {config.CORES_PER_CLIENT} usable cores, at least 1; at most -c)",
+    )
+    load.add_argument(
         "--timeout",
         type=float,
         default=config.DEFAULT_TIMEOUT_S,
@@ -144,6 +151,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     server = p.add_argument_group("server")
     server.add_argument(
         "--workers", type=int, help="workers of the server bench starts (default: CPU count)"
+    )
+    server.add_argument(
+        "--fronts",
+        type=int,
+        help="front processes of the server bench starts (default: the server's own default)",
     )
     server.add_argument(
         "--connect",
@@ -157,6 +169,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--sweep-workers",
         metavar="N,N,...",
         help="also measure the stream policy with each worker count that fits the host",
+    )
+    server.add_argument(
+        "--sweep-fronts",
+        metavar="N,N,...",
+        help="with --sweep-workers: each worker count with each of these front counts "
+        "(alone: these front counts with --workers' workers)",
     )
 
     output = p.add_argument_group("output")

@@ -230,18 +230,21 @@ def _stats(args: argparse.Namespace) -> int:
         for column in (*columns, "wire MB", "ratio"):
             table.add_column(column, justify="right")
         front = header.get("front", {})
-        table.add_row(
-            "front",
-            str(front.get("pid")),
-            f"{front.get('cpu_user', 0):.2f}",
-            f"{front.get('cpu_system', 0):.2f}",
-            f"{front.get('rss', 0) / 2**20:.1f}",
-            str(front.get("streams", "")),
-            str(front.get("requests", "")),
-            "",
-            "",
-            "",
-        )
+        # A row per front (``fronts``); the one that answered is marked with a star.
+        for f in header.get("fronts") or [front]:
+            answered = "*" if f.get("pid") == front.get("pid") and "fronts" in header else ""
+            table.add_row(
+                f"front{f.get('index', '')}{answered}",
+                str(f.get("pid")),
+                f"{f.get('cpu_user', 0):.2f}",
+                f"{f.get('cpu_system', 0):.2f}",
+                f"{f.get('rss', 0) / 2**20:.1f}",
+                str(f.get("streams", "")),
+                str(f.get("requests", "")),
+                "",
+                "",
+                "",
+            )
         for w in header.get("workers", []):
             raw, wire = w.get("bytes_raw", 0), w.get("bytes_wire", 0)
             table.add_row(

@@ -37,6 +37,8 @@ DEFAULT_STREAMS = 4
 #: the previous response travels.
 DEFAULT_WINDOW = 4
 DEFAULT_TIMEOUT_S = 60.0
+#: Usable cores per client process of the default ``--clients`` (see :func:`default_clients`).
+CORES_PER_CLIENT = 4
 
 
 class BenchError(Exception):
@@ -59,6 +61,8 @@ class BenchConfig:
     warmup_s: float = DEFAULT_WARMUP_S
     window: int = DEFAULT_WINDOW
     workers: int | None = None
+    fronts: int | None = None
+    clients: int | None = None
     connect: tuple[str, int] | None = None
     token: str | None = None
     limit_bytes: int | None = None
@@ -68,6 +72,7 @@ class BenchConfig:
     seed: int = 0
     max_error_rate: float = 0.0
     sweep_workers: tuple[int, ...] = ()
+    sweep_fronts: tuple[int, ...] = ()
     timeout_s: float = DEFAULT_TIMEOUT_S
     json_path: Path | None = None
     report_dir: Path | None = None
@@ -122,16 +127,36 @@ class BenchConfig:
             raise BenchError("--window must be at least 1")
         if self.workers is not None and self.workers < 1:
             raise BenchError("--workers must be at least 1")
-        if self.connect is not None and (self.workers is not None or self.sweep_workers):
-            raise BenchError("--workers and --sweep-workers need the server bench starts itself")
+        if self.fronts is not None and self.fronts < 1:
+            raise BenchError("--fronts must be at least 1")
+        if self.clients is not None and self.clients < 1:
+            raise BenchError("--clients must be at least 1")
+        if self.connect is not None and (
+            self.workers is not None
+            or self.fronts is not None
+            or self.sweep_workers
+            or self.sweep_fronts
+        ):
+            raise BenchError(
+                "--workers and --sweep-workers (and --fronts, --sweep-fronts) need the server "
+                "bench starts itself"
+            )
         if any(w < 1 for w in self.sweep_workers):
             raise BenchError("--sweep-workers takes worker counts >= 1")
+        if any(f < 1 for f in self.sweep_fronts):
+            raise BenchError("--sweep-fronts takes front counts >= 1")
         if not 0 <= self.max_error_rate <= 1:
             raise BenchError("--max-error-rate is a fraction in [0, 1]")
         if not self.timeout_s > 0:
             raise BenchError("--timeout must be positive")
         if self.repeat < 1:
             raise BenchError("--repeat must be at least 1")
+
+    @property
+    def client_processes(self) -> int:
+        """Client processes of a phase: ``--clients`` (default :func:`default_clients`), at
+        most one per connection."""
+        return max(1, min(self.clients or default_clients(), self.connections))
 
     @property
     def effective_duration_s(self) -> float | None:
@@ -155,10 +180,13 @@ class BenchConfig:
             "warmup_s": self.warmup_s,
             "window": self.window,
             "workers": self.workers,
+            "fronts": self.fronts,
+            "clients": self.client_processes,
             "connect": f"{self.connect[0]}:{self.connect[1]}" if self.connect else None,
             "limit_bytes": self.limit_bytes,
             "max_error_rate": self.max_error_rate,
             "sweep_workers": list(self.sweep_workers),
+            "sweep_fronts": list(self.sweep_fronts),
             "timeout_s": self.timeout_s,
             "digest": self.digest,
             "include_hidden": self.include_hidden,
@@ -173,6 +201,13 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def default_clients() -> int:
+    """One client process per :data:`CORES_PER_CLIENT` usable cores, at least one: a client
+    spends about 0.6 of the workers' CPU per GB (decoding and verifying every response), so on
+    a host that runs the server too a quarter of the cores keeps the rest busy."""
+    return max(1, default_workers() // CORES_PER_CLIENT)
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -258,6 +293,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         warmup_s=args.warmup,
         window=args.window,
         workers=args.workers,
+        fronts=args.fronts,
+        clients=args.clients,
         connect=parse_endpoint(args.connect) if args.connect else None,
         token=args.token,
         limit_bytes=parse_bytes(args.limit_bytes) if args.limit_bytes else None,
@@ -267,6 +304,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         seed=args.seed,
         max_error_rate=args.max_error_rate,
         sweep_workers=tuple(parse_sizes(args.sweep_workers)) if args.sweep_workers else (),
+        sweep_fronts=tuple(parse_sizes(args.sweep_fronts)) if args.sweep_fronts else (),
         timeout_s=args.timeout,
         json_path=args.json,
         report_dir=args.report,

@@ -37,7 +37,7 @@ class BenchOutcome:
 
     result: results.BenchResult
     sweep: list[SweepPoint]
-    skipped_sweep: list[int]
+    skipped_sweep: list[tuple[int, int]]
     warnings: list[str]
     thresholds: list[ThresholdCheck] = dataclasses.field(default_factory=list)
 
@@ -63,7 +63,7 @@ async def _bench(config: BenchConfig, runner: Runner) -> BenchOutcome:
     runner.build_workloads()
     try:
         if spawned:
-            endpoint = runner.start_server(workers)
+            endpoint = runner.start_server(workers, config.fronts)
         else:
             assert config.connect is not None
             endpoint = Endpoint(*config.connect)
@@ -84,7 +84,7 @@ def outcome_of(
     runs: list[results.RunResult],
     wall: float,
     sweep: list[SweepPoint] | None = None,
-    skipped: list[int] | None = None,
+    skipped: list[tuple[int, int]] | None = None,
 ) -> BenchOutcome:
     """The outcome of the phases in ``runs`` (all of them, or those an interrupted run
     finished): their ratios against ``request``, the projection, the metadata."""
@@ -93,6 +93,8 @@ def outcome_of(
     projection = results.project_runs(runs, projected)
     metadata = results.collect_metadata(config.describe())
     metadata["server"] = runner.server_info
+    metadata["clients"] = config.client_processes
+    metadata["fronts"] = runner.server_info.get("fronts")
     metadata["workloads"] = [
         {
             "name": corpus.name,

@@ -151,10 +151,19 @@ class PassDriver:
     """Replays the passes of one policy on fresh connections from ``connect``, within the
     server's ``limits``, counting what comes back in a :class:`Tally`."""
 
-    def __init__(self, config: BenchConfig, limits: dict[str, Any], connect: Connector) -> None:
+    def __init__(
+        self,
+        config: BenchConfig,
+        limits: dict[str, Any],
+        connect: Connector,
+        connections: frozenset[int] | None = None,
+    ) -> None:
         self.config = config
         self.limits = limits
         self.connect = connect
+        #: The connections (indexes) this driver replays; None: all of them. A client process
+        #: of ``--clients`` replays its share of every pass (:mod:`bench.client_processes`).
+        self.connections = connections
 
     async def run_pass(
         self,
@@ -166,6 +175,9 @@ class PassDriver:
         schedule: Schedule | None,
     ) -> None:
         context = POLICY_CONTEXT[policy]
+        if self.connections is not None:
+            mine = {k: v for k, v in plan.slots.items() if k[0] in self.connections}
+            plan = dataclasses.replace(plan, slots=mine)
         conn_ids = sorted({conn for conn, _stream in plan.slots})
         if schedule is not None:
             await sleep_until(schedule.due(plan.first))

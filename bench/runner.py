@@ -61,6 +61,7 @@ import psutil
 
 from bench import phase_checks, results, stats
 from bench.client import AsyncClient, ConnectionLost, ServerError
+from bench.client_processes import ClientProcesses
 from bench.config import POLICY_CONTEXT, BenchConfig, BenchError, describe_error
 from bench.corpus import Corpus, build_workload, corpus_from
 from bench.cpu import (
@@ -70,6 +71,7 @@ from bench.cpu import (
     Monitor,
     Samples,
     client_cpu_s,
+    connections_delta,
     cpu_delta,
     host_busy_s,
     is_loopback,
@@ -77,7 +79,7 @@ from bench.cpu import (
 )
 from bench.display import Display
 from bench.passes import PassDriver, Tally
-from bench.phase_outcome import PhaseOutcome, phase_summary
+from bench.phase_outcome import PhaseOutcome
 from bench.repeats import median_index, spread_of
 from bench.server_limits import check_limits
 from bench.server_process import Endpoint, ServerProcess
@@ -122,12 +124,13 @@ class Runner:
             if name not in self.workloads:
                 self.workloads[name] = build_workload(name, self.config)
 
-    def start_server(self, workers: int) -> Endpoint:
+    def start_server(self, workers: int, fronts: int | None = None) -> Endpoint:
         if self.token is None:
             self.token = secrets.token_urlsafe(24)
-        server = ServerProcess(workers, self.token)
+        server = ServerProcess(workers, self.token, fronts)
         self.servers.append(server)
-        self.display.info(f"starting a server with {workers} workers")
+        with_fronts = f" and {fronts} fronts" if fronts is not None else ""
+        self.display.info(f"starting a server with {workers} workers{with_fronts}")
         server.start()
         return server.endpoint
 
@@ -163,8 +166,10 @@ class Runner:
             "workers": len(header.get("workers") or []) or settings.workers,
             "limits": self.limits,
             "cpu_source": self.probe.source,
+            "fronts": len(header.get("fronts") or []) or 1,
             "pids": {
                 "front": front_pid,
+                "fronts": [int(f.get("pid", 0)) for f in header.get("fronts") or []],
                 "workers": [int(w.get("pid", 0)) for w in header.get("workers") or []],
             },
         }
@@ -290,9 +295,11 @@ class Runner:
         stop_at: float | None,
         total: float | None,
         samples: Samples | None = None,
+        clients: ClientProcesses | None = None,
     ) -> int:
         """:meth:`PassDriver.run_passes` with the display refreshed every :data:`REFRESH_S`
-        (and, with ``samples``, a ``stats`` snapshot every :data:`SAMPLE_PERIOD_S`)."""
+        (and, with ``samples``, a ``stats`` snapshot every :data:`SAMPLE_PERIOD_S`); with
+        ``clients``, the measured passes of :class:`ClientProcesses` instead."""
         c = self.config
         t0 = time.monotonic()
         passes = 0
@@ -321,10 +328,13 @@ class Runner:
 
         refresher = asyncio.create_task(refresh())
         try:
-            driver = PassDriver(c, self.limits, self._connect)
-            await driver.run_passes(
-                corpus, policy, tally, duration=duration, stop_at=stop_at, on_pass=on_pass
-            )
+            if clients is not None:
+                await clients.run(tally, on_pass)
+            else:
+                driver = PassDriver(c, self.limits, self._connect)
+                await driver.run_passes(
+                    corpus, policy, tally, duration=duration, stop_at=stop_at, on_pass=on_pass
+                )
         finally:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -334,13 +344,28 @@ class Runner:
     async def run_phase(
         self, corpus: Corpus, policy: str, *, record: bool = True, note: str = ""
     ) -> PhaseOutcome:
-        """Warm up, then measure one policy on one workload."""
+        """Warm up, then measure one policy on one workload (in ``--clients`` processes when
+        there are several)."""
+        count = self.config.client_processes
+        if count == 1:
+            return await self._run_phase(corpus, policy, record, note, None)
+        assert self.endpoint is not None
+        clients = ClientProcesses(self.config, self.limits, self.endpoint, count)
+        try:
+            return await self._run_phase(corpus, policy, record, note, clients)
+        finally:
+            await clients.close()
+
+    async def _warm_up(
+        self, corpus: Corpus, policy: str, label: str, clients: ClientProcesses | None
+    ) -> None:
         c = self.config
-        assert self.monitor is not None
-        label = f"{corpus.name} / {policy}{note}"
-        if c.warmup_s > 0:
+        warm = Tally()
+        if clients is not None:
+            self.display.start(f"{label}: {clients.count} client processes warm up", None)
+            warm.errors = await clients.start(corpus, policy)
+        elif c.warmup_s > 0:
             self.display.start(f"{label}: warm-up", c.warmup_s)
-            warm = Tally()
             await self._passes_with_progress(
                 corpus,
                 policy,
@@ -349,10 +374,23 @@ class Runner:
                 stop_at=time.monotonic() + c.warmup_s,
                 total=None if c.requests is not None else c.warmup_s,
             )
-            if warm.errors:
-                self.warnings.append(
-                    f"{label}: warm-up errors {dict(warm.errors)} (not counted in the results)"
-                )
+        if warm.errors:
+            self.warnings.append(
+                f"{label}: warm-up errors {dict(warm.errors)} (not counted in the results)"
+            )
+
+    async def _run_phase(
+        self,
+        corpus: Corpus,
+        policy: str,
+        record: bool,
+        note: str,
+        clients: ClientProcesses | None,
+    ) -> PhaseOutcome:
+        c = self.config
+        assert self.monitor is not None
+        label = f"{corpus.name} / {policy}{note}"
+        await self._warm_up(corpus, policy, label, clients)
         duration = c.effective_duration_s
         total = float(c.requests) if c.requests is not None else duration
         self.display.start(label, total)
@@ -365,10 +403,20 @@ class Runner:
         host_before = host_busy_s()
         t0 = time.monotonic()
         passes = await self._passes_with_progress(
-            corpus, policy, tally, duration=duration, stop_at=None, total=total, samples=samples
+            corpus,
+            policy,
+            tally,
+            duration=duration,
+            stop_at=None,
+            total=total,
+            samples=samples,
+            clients=clients,
         )
         elapsed = time.monotonic() - t0
         client_cpu = client_cpu_s() - client_before
+        if clients is not None:
+            client_cpu += clients.cpu_s
+            samples.client_rss = max(samples.client_rss or 0, clients.max_rss)
         host_cpu = host_busy_s() - host_before
         header = await self.monitor.stats()
         cpu_after = self.probe.snapshot(header)
@@ -392,8 +440,10 @@ class Runner:
         run = self._run_result(corpus, policy, tally, elapsed, cpu, samples)
         run.generation_cpu_s_per_gb = generation
         if corpus.workload.generated is not None and generation is None:
-            run.worker_efficiency = None  # the workers' CPU still includes making the data
-        utilisation = client_cpu / elapsed if elapsed > 0 else None
+            # The workers' CPU still includes making the data: no fair comparison.
+            run.worker_efficiency = run.server_efficiency = None
+        processes = clients.count if clients is not None else 1
+        utilisation = client_cpu / elapsed / processes if elapsed > 0 else None
         warnings = [
             short,
             # A phase too short for CPU figures has none to be noisy.
@@ -404,9 +454,17 @@ class Runner:
         self.warnings += [warning for warning in warnings if warning]
         run.target_rate = c.rate
         outcome = PhaseOutcome(
-            run, passes, tally.attempted, utilisation, same_workers, samples.max_rss, other
+            run,
+            passes,
+            tally.attempted,
+            utilisation,
+            same_workers,
+            samples.max_rss,
+            other,
+            connections_delta(cpu_before, cpu_after),
+            processes,
         )
-        self.display.finish(phase_summary(label, outcome))
+        self.display.finish(outcome.summary(label))
         if record:
             self.phases.append(outcome)
         return outcome

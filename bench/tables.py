@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from bench.projection import SplitRow
 from bench.results import POLICIES, BenchResult, Projection, RunResult
 
 MISSING = "-"
@@ -85,6 +86,10 @@ COLUMNS: tuple[Column, ...] = (
     ),
     Column("worker\neff.", lambda r: fmt(r.worker_efficiency, ".2f"), group="cpu"),
     Column("front\novh.", lambda r: fmt(r.front_overhead, ".3f"), group="cpu"),
+    Column("server\neff.", lambda r: fmt(r.server_efficiency, ".2f"), group="cpu"),
+    Column(
+        "client\n/workers", lambda r: fmt(r.client_worker_ratio, ".2f"), group="cpu", terminal=False
+    ),
     Column("p50\nms", lambda r: _fmt_ms(r.latency_ms.get("p50")), group="latency"),
     Column("p99\nms", lambda r: _fmt_ms(r.latency_ms.get("p99")), group="latency"),
     Column(
@@ -195,35 +200,56 @@ def workload_caption(runs: Sequence[RunResult]) -> str:
     return "\n".join(parts)
 
 
+def _split(row: SplitRow) -> str:
+    parts = [str(row["fronts"]), str(row["workers"])]
+    if row["clients"]:
+        parts.append(str(row["clients"]))
+    return "+".join(parts)
+
+
 def projection_table(projections: Sequence[Projection]) -> tuple[list[str], list[list[str]]]:
-    """Headers and cells of the scaling projection: one row per core count, a GB/s and a
-    bound column per projected workload."""
-    headers = ["cores", "workers"]
+    """Headers and cells of the scaling projection: one row per core count; per projected
+    workload the best split with the clients elsewhere (fronts+workers, GB/s, bound) and with
+    them on the same host (fronts+workers+clients, GB/s, bound)."""
+    headers = ["cores"]
     for projection in projections:
-        headers += [f"{projection.workload}\nGB/s", "bound\nby"]
-    cores: dict[int, int] = {}
-    for projection in projections:
-        for row in projection.rows:
-            cores.setdefault(row["cores"], row["workers"])
+        headers += [
+            f"{projection.workload}\nfronts+workers",
+            "GB/s",
+            "bound\nby",
+            "same host\nf+w+clients",
+            "GB/s",
+            "bound\nby",
+        ]
+    cores = sorted({row["cores"] for p in projections for row in p.rows})
     rows = []
-    for n, workers in sorted(cores.items()):
-        cells = [str(n), str(workers)]
+    for n in cores:
+        cells = [str(n)]
         for projection in projections:
-            found = [r for r in projection.rows if r["cores"] == n]
-            if not found:
-                cells += [MISSING, MISSING]
-            else:
-                cells += [fmt(found[0]["gb_per_s"], ".2f"), found[0]["bound"] or MISSING]
+            for found in (
+                [r for r in projection.rows if r["cores"] == n],
+                [r for r in projection.rows_with_clients if r["cores"] == n],
+            ):
+                if not found:
+                    cells += [MISSING, MISSING, MISSING]
+                else:
+                    row = found[0]
+                    cells += [_split(row), fmt(row["gb_per_s"], ".2f"), row["bound"] or MISSING]
         rows.append(cells)
     return headers, rows
 
 
 def projection_caption(projection: Projection) -> str:
     feed = projection.workers_one_front_can_feed
+    at8 = projection.gb_per_s_at(8)
+    at64 = projection.gb_per_s_at(64)
+    scale = fmt(at64 / at8, ".1f", "x") if at8 and at64 is not None else MISSING
     return (
         f"{projection.workload} ({projection.policy}): one front can feed "
         f"{fmt(feed, '.1f')} workers (front {fmt(projection.front_cpu_s_per_gb, '.2f')}, "
-        f"workers {fmt(projection.workers_cpu_s_per_gb, '.2f')} CPU s/GB)"
+        f"workers {fmt(projection.workers_cpu_s_per_gb, '.2f')}, client "
+        f"{fmt(projection.client_cpu_s_per_gb, '.2f')} CPU s/GB); 64 cores carry {scale} "
+        "what 8 do"
     )
 
 
@@ -307,7 +333,10 @@ def render_tables(result: BenchResult, console: Console) -> None:
         console.print(Text(workload_caption(runs), style="dim"))
         console.print()
     if result.projection:
-        title = "scaling projection (one front on one core, the other cores workers)"
+        title = (
+            "scaling projection (the cores split between fronts and workers, and clients on "
+            "the same host, for the most GB/s)"
+        )
         headers, rows = projection_table(result.projection)
         if _width(headers, rows) <= console.width:
             parts = [result.projection]

@@ -173,6 +173,12 @@ def test_bench_starts_servers_only_through_the_command_line() -> None:
     source = (ROOT / "bench" / "server_process.py").read_text()
     for word in ('"server.cli"', '"serve"', '"--ready-file"'):
         assert word in source
+    # --clients: the one other process the bench starts is its own client process.
+    clients = (ROOT / "bench" / "client_processes.py").read_text()
+    assert '"bench.load_process"' in clients and "server.cli" not in clients
+    for name, path in our_modules().items():
+        if name.startswith("bench") and name != "bench.client_processes":
+            assert "create_subprocess" not in path.read_text(), name
 
 
 def test_client_calls_do_no_io() -> None:
