@@ -364,6 +364,7 @@ async def serve(config: ServeConfig, layout: Layout) -> int:
             if config.stdio:
                 report = functools.partial(cluster.report, 0)
                 status = await layout.run_front_here(cluster.front_spec(0), report, stopping)
+                log.info("shutting down")
             else:
                 status = await _until_stopped(cluster, stopping.drain)
             await cluster.stop(stopping)

@@ -63,6 +63,9 @@ class ServeConfig:
     encodings: tuple[str, ...] = ENCODINGS
     #: Largest ``generate`` response, bytes.
     max_generate_bytes: int = 256 << 20
+    #: A local worker silent this long (it heartbeats every second when idle) is declared
+    #: lost, its requests get worker-lost, and it is killed and replaced.
+    worker_silence_s: float = 10.0
     #: Seconds to finish the requests in flight after a goaway before closing anyway.
     drain_timeout_s: float = 10.0
     #: Response bytes the front holds for a client that does not read them; past this the
@@ -73,9 +76,17 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
-        if self.workers < 0 or (self.workers == 0 and self.worker_listen is None):
+        if self.workers < 0:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.workers == 0 and self.worker_listen is None:
             raise ConfigError(
-                f"workers must be at least 1 (0 only with worker_listen), got {self.workers}"
+                "workers 0 (--workers 0) runs remote workers only and needs --worker-listen "
+                "tcp://HOST:PORT (worker_listen) and --worker-keys DIR"
+            )
+        if self.worker_silence_s < 2:
+            raise ConfigError(
+                f"worker_silence_s must be at least 2 (workers heartbeat every second), "
+                f"got {self.worker_silence_s}"
             )
         if not 1 <= self.fronts <= 256:
             raise ConfigError(f"fronts must be in [1, 256], got {self.fronts}")
@@ -122,6 +133,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "level": int,
     "max_generate_bytes": int,
     "drain_timeout_s": (int, float),
+    "worker_silence_s": (int, float),
     "max_output_buffer_bytes": int,
 }
 

@@ -8,7 +8,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ class RawClient:
             self.events += self.conn.receive_data(data)
         return self.events
 
-    def outcome(self, rid: int) -> Any:
+    def outcome(self, rid: int, limit: float = 20) -> Any:
         """The request's ResponseComplete or ResponseError, reading until it is there."""
 
         def find(events: list[Any]) -> Any:
@@ -70,7 +70,7 @@ class RawClient:
                 None,
             )
 
-        self.read_until(lambda events: find(events) is not None)
+        self.read_until(lambda events: find(events) is not None, limit)
         return find(self.events)
 
 
@@ -80,7 +80,8 @@ def stopped(pid: int) -> Iterator[None]:
     try:
         yield
     finally:
-        os.kill(pid, signal.SIGCONT)
+        with suppress(ProcessLookupError):  # killed meanwhile, and already reaped by the front
+            os.kill(pid, signal.SIGCONT)
 
 
 def test_loss_before_any_response_is_retryable_and_other_workers_carry_on(

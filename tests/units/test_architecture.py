@@ -183,6 +183,12 @@ def test_bench_starts_servers_only_through_the_command_line() -> None:
     source = (ROOT / "bench" / "server_process.py").read_text()
     for word in ('"server.cli"', '"serve"', '"--ready-file"'):
         assert word in source
+    # --clients: the one other process the bench starts is its own client process.
+    clients = (ROOT / "bench" / "client_processes.py").read_text()
+    assert '"bench.load_process"' in clients and "server.cli" not in clients
+    for name, path in our_modules().items():
+        if name.startswith("bench") and name != "bench.client_processes":
+            assert "create_subprocess" not in path.read_text(), name
 
 
 def test_client_calls_do_no_io() -> None:
@@ -199,3 +205,26 @@ def test_no_module_over_600_lines() -> None:
     for name, path in our_modules().items():
         lines = len(path.read_text().splitlines())
         assert lines <= 600, f"{name} has {lines} lines"
+
+
+def test_store_temp_files_module_is_a_leaf() -> None:
+    """workers/store_temp.py (the temp-file rule shared by put and the sweep) imports nothing
+    of ours, so the store and its sweep cannot drift apart through a third module."""
+    assert our_imports()["workers.store_temp"] == set()
+
+
+def test_http_request_parsing_is_sans_io() -> None:
+    """server/http_request.py parses bytes only: nothing of ours, no asyncio or sockets."""
+    path = our_modules()["server.http_request"]
+    assert our_imports()["server.http_request"] == set()
+    assert not {"asyncio", "socket"} & {m.split(".")[0] for m in imports_of(path)}
+
+
+def test_bench_judgements_do_no_io() -> None:
+    """What the bench concludes from figures (thresholds, repeats, phase warnings, the corpus
+    account) is arithmetic on results: no sockets, event loop, processes or server."""
+    for name in ("bench.thresholds", "bench.repeats", "bench.phase_checks", "bench.compare"):
+        imported = {m.split(".")[0] for m in imports_of(our_modules()[name])}
+        assert not imported & {"asyncio", "socket", "selectors", "subprocess", "zmq"}, name
+        assert not any(m.startswith(("bench.runner", "bench.main")) for m in our_imports()[name])
+    assert our_imports()["bench.corpus_selection"] == set()
