@@ -47,7 +47,7 @@ def _front() -> SimpleNamespace:
         config=config,
         server_settings=settings,
         new_connection=new_connection,
-        connection_count=lambda: 0,  # HTTP requests count against max_connections
+        connection_count=lambda: 0,
     )
 
 
