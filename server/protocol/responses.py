@@ -49,7 +49,7 @@ class ServerStreamWriter:
         self.encoder = Encoder(self.settings, self.max_frame_size)
         if not self.encoder.encoded:
             return b""
-        return encode_frame(
+        frame = encode_frame(
             0,
             self.stream_id,
             self._stream_flags(False, False),
@@ -57,6 +57,8 @@ class ServerStreamWriter:
             SettingsFlags.EOS,
             pack(self.settings.to_wire()),
         )
+        self.wire_bytes += len(frame)  # every byte the stream writes counts
+        return frame
 
     def iter_response(
         self,
