@@ -165,9 +165,10 @@ async def front_us_per_request(count: int) -> tuple[float, float]:
             assert answered == count and not conn.pending, (answered, len(conn.pending))
             return elapsed / count * 1e6, transport.writes / count
         finally:
-            worker.sock.close(linger=0)
             for conn in list(app.connections.values()):
                 conn.connection_lost(None)
+            await asyncio.sleep(0.01)  # the worker hears that the connection closed
+            worker.sock.close(linger=0)
             await app.shutdown()
 
 
