@@ -66,9 +66,19 @@ class Harness:
         self.sent.extend(new)
         return new
 
-    def send(self, front: int, env: Envelope, *parts: bytes) -> list[Sent]:
-        """One message from ``front``, as the loop hands it over; what the core sent."""
+    def send(self, front: int, env: Envelope, *parts: bytes, run: bool = True) -> list[Sent]:
+        """One message from ``front``, as the loop hands it over; what the core sent (with
+        ``run``, once the responses in progress went as far as their credit allows)."""
         assert self.core.receive(front, encode_message([env.pack(), *parts]))
+        new = self.collect()
+        return new + self.run() if run else new
+
+    def run(self, steps: int | None = None) -> list[Sent]:
+        """Steps of the responses in progress, as the loop takes them between polls: until
+        none can go on, or ``steps`` of them; what the core sent."""
+        while self.core.has_work() and steps != 0:
+            self.core.work()
+            steps = None if steps is None else steps - 1
         return self.collect()
 
     def open(self, stream: int, params: bytes = ZSTD, *, front: int = 0, conn: int = 1) -> None:
@@ -85,13 +95,15 @@ class Harness:
         flags: int = 0,
         front: int = 0,
         conn: int = 1,
+        run: bool = True,
     ) -> list[Sent]:
         chunks = None
         if data is not None:
             flags |= Flag.HAS_DATA
             chunks = [DataChunk(False, data)]
         parts = encode_request(pack({"name": name, "args": args or {}}), chunks)
-        return self.send(front, Envelope(Kind.REQUEST, flags, conn, rid, stream), *parts)
+        env = Envelope(Kind.REQUEST, flags, conn, rid, stream)
+        return self.send(front, env, *parts, run=run)
 
     def credit(self, stream: int, amount: int, *, front: int = 0, conn: int = 1) -> list[Sent]:
         env = Envelope(Kind.CREDIT, 0, conn, 0, stream)
@@ -396,20 +408,34 @@ def test_least_recently_used_contexts_are_evicted_by_bytes(tmp_path: Path) -> No
     assert w.core.table.context_bytes == 2 * one
 
 
-def test_a_context_being_sent_is_never_evicted(tmp_path: Path) -> None:
+def test_a_context_being_sent_is_never_evicted_and_counts_against_the_budget(
+    tmp_path: Path,
+) -> None:
+    """A response paused mid-way (a client that does not read) keeps its context and that
+    context counts: once such contexts fill the budget, a stream that needs a new context
+    gets a retryable ``overloaded`` until they complete."""
     w = Harness(make_core(tmp_path, Limits(max_contexts_per_worker=1)))
     w.open(1)
     w.request(1, 1, "echo", data=b"warm")  # the stream's context counts
     big = w.request(1, 3, "generate", {"size": 3 * STREAM_CREDIT_BYTES, "kind": "random"})
     assert not big[-1].env.flags & Flag.DONE  # paused mid-response
+    table = w.core.table
+    assert (table.context_count, table.sending_count) == (1, 1)
+    assert table.context_bytes == table.sending_bytes == w.core.table.memory() > 0
     for stream in (3, 5):
         w.open(stream)
-        w.request(stream, stream, "echo", data=b"small")
-    assert live_contexts(w.core) == [(0, 1, 1), (0, 1, 5)]  # kept though the budget is 1
-    assert w.core.table.context_count == 1  # a context being sent does not count
+        refused = w.request(stream, stream, "echo", data=b"small")
+        events = client_events(frames(refused), (stream, stream))
+        assert [(e.error.code, e.error.retryable) for e in events] == [("overloaded", True)]
+    assert live_contexts(w.core) == [(0, 1, 1)]  # kept though the budget is full
     w.credit(1, 1 << 30)
     events = client_events(frames(w.sent, stream=1), (1, 1), (1, 3))
     assert completed(events) == [1, 3]  # and its response decodes whole
+    assert (table.context_count, table.sending_count, table.sending_bytes) == (1, 0, 0)
+    # Complete, it is an idle context again: evicted for the next stream that needs one.
+    w.request(3, 7, "echo", data=b"small")
+    assert completed(client_events(frames(w.sent, stream=3), (3, 3), (3, 7))) == [7]
+    assert live_contexts(w.core) == [(0, 1, 3)]
 
 
 def test_the_budget_holds_and_the_running_totals_match_the_contexts(tmp_path: Path) -> None:
