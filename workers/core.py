@@ -363,21 +363,21 @@ class WorkerCore:
         if response is None:
             body = sending.body
             assert body is not None
-            try:
-                body.digest_step()
-            except Exception:
-                log.exception("the body of request %d failed", env.request)
-                ctx.sending = None
-                sending.close()
-                message = "the response failed"
-                self._answer_error(key, env, ctx, ErrorCode.INTERNAL, message, False, sending.end)
-                self._finished(key, ctx, sending.end)
+            if not body.ready:
+                try:
+                    body.digest_step()
+                except Exception:
+                    log.exception("the body of request %d failed", env.request)
+                    ctx.sending = None
+                    sending.close()
+                    message = "the response failed"
+                    end = sending.end
+                    self._answer_error(key, env, ctx, ErrorCode.INTERNAL, message, False, end)
+                    self._finished(key, ctx, end)
                 return
-            if body.ready:
-                sending.response = ctx.writer.begin_response(
-                    env.request, body.header, body.chunks(), end_stream=sending.end
-                )
-            return
+            response = sending.response = ctx.writer.begin_response(
+                env.request, body.header, body.chunks(), end_stream=sending.end
+            )
         data = response.step()
         if data or response.done:
             self._send_frames(key, env, ctx, data, done=response.done)

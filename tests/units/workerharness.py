@@ -89,9 +89,11 @@ class Harness:
         env = Envelope(Kind.REQUEST, flags, conn, rid, stream)
         return self.send(front, env, *parts, run=run)
 
-    def credit(self, stream: int, amount: int, *, front: int = 0, conn: int = 1) -> list[Sent]:
+    def credit(
+        self, stream: int, amount: int, *, front: int = 0, conn: int = 1, run: bool = True
+    ) -> list[Sent]:
         env = Envelope(Kind.CREDIT, 0, conn, 0, stream)
-        return self.send(front, env, encode_credit(amount))
+        return self.send(front, env, encode_credit(amount), run=run)
 
 
 def make_core(tmp_path: Path, limits: Limits | None = None, **kwargs: object) -> WorkerCore:
