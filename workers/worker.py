@@ -290,7 +290,13 @@ def main(config: dict[str, Any]) -> None:
     log.info("worker %d exits after %.1f s", cfg.index, time.monotonic() - started)
 
 
-def run_remote(endpoint: str, keys: str, store: str, log_level: str = "WARNING") -> int:
+def run_remote(
+    endpoint: str,
+    keys: str,
+    store: str,
+    log_level: str = "WARNING",
+    max_generate_bytes: int = 256 << 20,
+) -> int:
     """``zplex worker``: serve a front on another host until it says SHUTDOWN (or SIGTERM,
     Ctrl-C). Index, server name and limits come from the front's WELCOME."""
     logging.basicConfig(level=log_level, format="%(asctime)s worker %(levelname)s %(message)s")
@@ -300,6 +306,7 @@ def run_remote(endpoint: str, keys: str, store: str, log_level: str = "WARNING")
         store=store,
         server="zplex",
         limits=Limits(),
+        max_generate_bytes=max_generate_bytes,
         log_level=log_level,
         keys=keys,
     )
