@@ -15,6 +15,8 @@ import logging
 from typing import Any, Protocol
 
 from server.config import ServeConfig
+from server.http_request import HttpError, RequestHead, content_length, parse_head
+from server.http_request import http_error as _error
 from server.protocol.frames import decode_frames
 from server.protocol.notation import format_frame
 from server.protocol.payloads import ServerSettings
@@ -41,18 +43,6 @@ class HttpScope:
 
     command: str
     write: bool
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, reason: str, message: str, headers: dict[str, str]) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-
-
-def _error(status: int, reason: str, message: str, **headers: str) -> HttpError:
-    return HttpError(status, reason, message, headers)
 
 
 class _BufferTransport(asyncio.Transport):
@@ -96,14 +86,25 @@ class _Front(Protocol):
     server_settings: ServerSettings
 
     def new_connection(self, http: HttpScope | None = None) -> _Connection: ...
+    def connection_count(self) -> int: ...
 
 
 class HttpServer:
     def __init__(self, front: _Front, *, debugreflect: bool = False) -> None:
         self.front = front
         self.debugreflect = debugreflect
+        #: HTTP connections accepted that do not run a zplex connection (yet): with the
+        #: front's connections, they count against max_connections.
+        self.pending = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.pending += 1
+        try:
+            await self._answer(reader, writer)
+        finally:
+            self.pending -= 1
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             status, reason, headers, body = await asyncio.wait_for(
                 self._respond(reader), READ_TIMEOUT_S + ANSWER_TIMEOUT_S
@@ -125,29 +126,21 @@ class HttpServer:
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
 
-    async def _read_request(
-        self, reader: asyncio.StreamReader
-    ) -> tuple[str, str, dict[str, str], asyncio.StreamReader]:
+    async def _read_request(self, reader: asyncio.StreamReader) -> RequestHead:
         try:
             raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
         except asyncio.LimitOverrunError:
             raise _error(431, "Request Header Fields Too Large", "headers too large") from None
         if len(raw) > MAX_HEADER_BYTES:
             raise _error(431, "Request Header Fields Too Large", "headers too large")
-        lines = raw.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise _error(400, "Bad Request", "malformed request line")
-        method, target = parts[0], parts[1]
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if not line:
-                continue
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise _error(400, "Bad Request", "malformed header line")
-            headers[name.strip().lower()] = value.strip()
-        return method, target, headers, reader
+        return parse_head(raw)
+
+    def _check_capacity(self) -> None:
+        """Over max_connections (the front's connections and the HTTP ones not yet running),
+        the request is refused before its body is read."""
+        if self.front.connection_count() + self.pending > self.front.config.limits.max_connections:
+            message = "too many connections; try again later"
+            raise HttpError(503, "Service Unavailable", message, {"Retry-After": "1"})
 
     def _route(self, method: str, target: str, headers: dict[str, str]) -> HttpScope | str:
         """Apply the checks of docs/protocol.md section 7 in their order. Returns the scope of a
@@ -182,13 +175,10 @@ class HttpServer:
             return False
         return hmac.compare_digest(value.strip().encode(), token.encode())
 
-    async def _read_body(self, reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-        if "transfer-encoding" in headers:
+    async def _read_body(self, reader: asyncio.StreamReader, head: RequestHead) -> bytes:
+        if "transfer-encoding" in head.headers:
             raise _error(411, "Length Required", "send the body with a Content-Length")
-        length_text = headers.get("content-length", "0")
-        if not length_text.isdigit():
-            raise _error(400, "Bad Request", "bad Content-Length")
-        length = int(length_text)
+        length = content_length(head.content_lengths)
         limits = self.front.config.limits
         if length > limits.max_request_data_bytes + limits.max_request_map_bytes:
             raise _error(413, "Content Too Large", "request body too large")
@@ -197,14 +187,19 @@ class HttpServer:
     async def _respond(
         self, reader: asyncio.StreamReader
     ) -> tuple[int, str, dict[str, str], bytes]:
-        method, target, headers, reader = await self._read_request(reader)
-        scope = self._route(method, target, headers)
+        head = await self._read_request(reader)
+        self._check_capacity()
+        scope = self._route(head.method, head.target, head.headers)
         if isinstance(scope, str):
             return 200, "OK", {"Content-Type": "text/plain; charset=utf-8"}, scope.encode()
-        body = await self._read_body(reader, headers)
+        body = await self._read_body(reader, head)
         if scope.command == "debugreflect":
             return 200, "OK", {"Content-Type": "text/plain; charset=utf-8"}, self._reflect(body)
-        return 200, "OK", {"Content-Type": MEDIA_TYPE}, await self._run(scope, body)
+        self.pending -= 1  # from here on, its zplex connection counts
+        try:
+            return 200, "OK", {"Content-Type": MEDIA_TYPE}, await self._run(scope, body)
+        finally:
+            self.pending += 1
 
     async def _run(self, scope: HttpScope, body: bytes) -> bytes:
         """Run the body as one zplex connection and return everything it sent."""

@@ -73,6 +73,15 @@ def _opt_str(args: dict[str, Any], name: str) -> str | None:
     return value
 
 
+def _opt_bool(args: dict[str, Any], name: str, default: bool) -> bool:
+    value = args.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _bad(f"argument {name!r} must be true or false")
+    return value
+
+
 def _key(args: dict[str, Any]) -> str:
     key = args.get("key")
     if not isinstance(key, str):
@@ -119,6 +128,7 @@ class Commands:
         key = _key(call.args)
         offset = _opt_int(call.args, "offset")
         length = _opt_int(call.args, "length")
+        with_digest = _opt_bool(call.args, "digest", True)
         reader = self.store.reader(key, offset or 0, length)
         header: dict[str, Any] = {"status": "ok", "size": reader.size}
         if offset is not None or length is not None:
@@ -129,17 +139,19 @@ class Commands:
                 reader.size,
                 functools.partial(reader.chunks, BODY_CHUNK_BYTES),
                 digest=reader.digest,
+                want_digest=with_digest,
                 on_digest=reader.remember,
                 close=reader.close,
             )
         try:
             body = b"".join(reader.chunks())
-            if len(body) == reader.size:
-                header["digest"] = reader.digest or digest(body)
-                reader.remember(header["digest"])
-            else:  # truncated while it was read: what was read
+            whole = len(body) == reader.size
+            if not whole:  # truncated while it was read: what was read
                 header["size"] = len(body)
-                header["digest"] = digest(body)
+            if with_digest:  # (else the client checks the body its own way: no hashing)
+                header["digest"] = (whole and reader.digest) or digest(body)
+                if whole:
+                    reader.remember(header["digest"])
         finally:
             reader.close()
         return header, body
@@ -154,11 +166,15 @@ class Commands:
         size = call.args.get("size")
         kind = call.args.get("kind", "text")
         seed = call.args.get("seed", 0)
+        with_digest = _opt_bool(call.args, "digest", True)
         max_size = self.info.max_generate_bytes
         try:
             if not isinstance(size, int) or size <= CHUNKED_ABOVE_BYTES:
                 body = generate(size, kind, seed, max_size=max_size)  # type: ignore[arg-type]
-                return {"status": "ok", "size": len(body), "digest": digest(body)}, body
+                header: dict[str, Any] = {"status": "ok", "size": len(body)}
+                if with_digest:
+                    header["digest"] = digest(body)
+                return header, body
             source = functools.partial(
                 iter_generate, size, kind, seed, max_size=max_size, chunk_bytes=BODY_CHUNK_BYTES
             )
@@ -167,8 +183,8 @@ class Commands:
             raise _bad(str(exc)) from None
         # The digest goes in the header, before the body: a first pass makes the bytes to
         # hash them, a chunk at a time, and the second sends them (the output is the same).
-        header: dict[str, Any] = {"status": "ok", "size": size}
-        return header, ChunkedBody(header, size, source)
+        header = {"status": "ok", "size": size}
+        return header, ChunkedBody(header, size, source, want_digest=with_digest)
 
     def echo(self, call: Call) -> Result:
         body = call.data or b""
@@ -188,9 +204,9 @@ class Commands:
 
 TABLE: dict[str, Command] = {
     "capabilities": Command((), "read", Commands.capabilities),
-    "get": Command(("key", "offset", "length"), "read", Commands.get),
+    "get": Command(("key", "offset", "length", "digest"), "read", Commands.get),
     "list": Command(("prefix", "limit"), "read", Commands.list),
-    "generate": Command(("size", "kind", "seed"), "read", Commands.generate),
+    "generate": Command(("size", "kind", "seed", "digest"), "read", Commands.generate),
     "echo": Command((), "read", Commands.echo),
     "put": Command(("key",), "write", Commands.put),
     "stats": Command((), "read", Commands.stats),

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import functools
 import hashlib
+import itertools
 import os
 import re
 import secrets
@@ -18,6 +19,9 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ParamSpec, TypeVar
+
+from workers.store_temp import TMP_PREFIX, put_lock
+from workers.store_temp import sweep as sweep_temp_files
 
 __all__ = [
     "DIGEST_PREFIX",
@@ -36,7 +40,6 @@ __all__ = [
 DIGEST_PREFIX = "blake2b-256:"
 MAX_KEY_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
-TMP_PREFIX = ".zplex-tmp-"
 
 _READ_CHUNK = 1 << 20
 #: Unicode category Cc: C0 controls, DEL and C1 controls.
@@ -129,7 +132,11 @@ def _fsync_dir(path: Path) -> None:
 class ObjectStore:
     """Objects stored as files under a root directory."""
 
-    def __init__(self, root: str | Path, *, digest_cache: int = DIGEST_CACHE_ENTRIES) -> None:
+    def __init__(
+        self, root: str | Path, *, digest_cache: int = DIGEST_CACHE_ENTRIES, sweep: bool = True
+    ) -> None:
+        """Open (and create) the store; with ``sweep``, remove the temp files of puts that
+        were killed mid-way (:meth:`sweep_temp_files`)."""
         path = Path(root)
         path.mkdir(parents=True, exist_ok=True)
         self.root: Path = path.resolve(strict=True)
@@ -139,6 +146,8 @@ class ObjectStore:
         # rewritten or replaced file never matches an old entry.
         self._digests: collections.OrderedDict[tuple[int, ...], str] = collections.OrderedDict()
         self._digest_cache = digest_cache
+        if sweep:
+            self.sweep_temp_files()
 
     def path_for(self, key: object) -> Path:
         """Return the file path of ``key``; BadKey if invalid or it resolves outside the root."""
@@ -310,20 +319,34 @@ class ObjectStore:
         # Re-check: a directory created concurrently could have changed where the path resolves.
         path = self.path_for(key)
         view = memoryview(data).cast("B")
+        object_digest = DIGEST_PREFIX + hashlib.blake2b(view, digest_size=32).hexdigest()
+        with put_lock(self._root_str):
+            fd, tmp = self._create_temp(parent)
+            try:
+                self._write_temp(fd, tmp, view, path)
+                _fsync_dir(parent)
+                self._remember_if_in_place(fd, path, object_digest)
+            finally:
+                os.close(fd)
+        return len(view), object_digest
+
+    @staticmethod
+    def _create_temp(parent: Path) -> tuple[int, Path]:
         tmp = parent / f"{TMP_PREFIX}{secrets.token_hex(8)}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(tmp, flags, 0o666)
+            return os.open(tmp, flags, 0o666), tmp
         except NotADirectoryError:
             raise BadKey("a parent of the key is an object") from None
+
+    @staticmethod
+    def _write_temp(fd: int, tmp: Path, view: memoryview, path: Path) -> None:
+        """Write, fsync and rename the temp file into place (removed if any step fails)."""
         try:
-            try:
-                written = 0
-                while written < len(view):
-                    written += os.write(fd, view[written:])
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            written = 0
+            while written < len(view):
+                written += os.write(fd, view[written:])
+            os.fsync(fd)
             try:
                 os.replace(tmp, path)
             except IsADirectoryError:
@@ -336,53 +359,77 @@ class ObjectStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(parent)
-        object_digest = digest(data)
-        self._remember(self._identity(os.stat(path)), object_digest)
-        return len(view), object_digest
+
+    def _remember_if_in_place(self, fd: int, path: Path, object_digest: str) -> None:
+        """Cache the digest under the identity of the file this put wrote (its descriptor),
+        and only if that file is still the one under the key: a concurrent put of the same
+        key may have replaced it since the rename."""
+        mine = os.fstat(fd)  # after the rename, which changes the file's ctime
+        try:
+            there = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
+            self._remember(self._identity(mine), object_digest)
+
+    @_os_errors
+    def sweep_temp_files(self) -> int:
+        """Remove the temp files of puts killed mid-way (the rule of workers/store_temp.py);
+        return how many were removed."""
+        return sweep_temp_files(self._root_str)
 
     @_os_errors
     def list(self, prefix: str = "", limit: int | None = None) -> list[tuple[str, int]]:
         """Return (key, size) of the objects whose key starts with ``prefix``, sorted by key.
 
         Only regular files with valid keys are listed; symlinks and temporary files are not.
+        The walk yields keys in order and stops at ``limit``: it holds one directory's
+        entries per level, never the whole listing.
         """
         if not isinstance(prefix, str):
             raise BadRange("prefix must be a string")
         if limit is not None and (not _is_int(limit) or limit < 0):
             raise BadRange("limit must be an integer >= 0")
-        found: list[tuple[str, int]] = []
-        if limit == 0:
-            return found
-        self._walk(self.root, "", prefix, found)
-        found.sort()
-        return found if limit is None else found[:limit]
+        return list(itertools.islice(self._walk(self._root_str, "", prefix), limit))
 
-    def _walk(
-        self, directory: Path, rel: str, prefix: str, found: builtins.list[tuple[str, int]]
-    ) -> None:
+    def _scan(self, directory: str) -> builtins.list[tuple[str, os.DirEntry[str]]]:
+        """The entries of one directory as (sort name, entry), in key order: a directory
+        sorts as its name plus "/", so that the keys under it come in order among its
+        siblings (``a.txt`` < ``a/b`` < ``aa``)."""
         try:
-            entries = list(os.scandir(directory))
+            with os.scandir(directory) as it:
+                entries = [e for e in it if not e.name.startswith(TMP_PREFIX)]
         except (FileNotFoundError, NotADirectoryError, PermissionError):
-            return
+            return []
+        named: builtins.list[tuple[str, os.DirEntry[str]]] = []
         for entry in entries:
-            name = entry.name
-            if name.startswith(TMP_PREFIX):
-                continue
-            key = rel + name
             try:
-                if entry.is_dir(follow_symlinks=False):
-                    sub = key + "/"
-                    if sub.startswith(prefix) or prefix.startswith(sub):
-                        self._walk(Path(entry.path), sub, prefix, found)
-                elif entry.is_file(follow_symlinks=False) and key.startswith(prefix):
-                    try:
-                        validate_key(key)
-                    except BadKey:
-                        continue
-                    found.append((key, entry.stat(follow_symlinks=False).st_size))
+                is_dir = entry.is_dir(follow_symlinks=False)
             except FileNotFoundError:
                 continue
+            named.append((entry.name + "/" if is_dir else entry.name, entry))
+        named.sort(key=lambda pair: pair[0])
+        return named
+
+    def _walk(self, directory: str, rel: str, prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, size) of the objects under ``directory`` whose key starts with ``prefix``,
+        in key order, one directory read at a time."""
+        for name, entry in self._scan(directory):
+            key = rel + name
+            if name.endswith("/"):
+                if key.startswith(prefix) or prefix.startswith(key):
+                    yield from self._walk(entry.path, key, prefix)
+                continue
+            if not key.startswith(prefix):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                validate_key(key)
+                size = entry.stat(follow_symlinks=False).st_size
+            except (BadKey, FileNotFoundError):
+                continue
+            yield key, size
 
 
 class ObjectReader:

@@ -88,7 +88,8 @@ class Worker:
         self.config = config
         self.remote = config.keys is not None
         commands = Commands(
-            ObjectStore(config.store),
+            # The server swept the local store at start; a remote worker sweeps its own.
+            ObjectStore(config.store, sweep=config.keys is not None),
             ServerInfo(config.server, config.limits, config.max_generate_bytes),
         )
         self.core = WorkerCore(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from serverproc import TOKEN, ServerProcess, running_server
@@ -134,3 +136,91 @@ def test_truncated_body_is_a_protocol_error(server: ServerProcess) -> None:
     events = conn.receive_data(body)
     errors = [e.error.code for e in events if isinstance(e, ConnectionErrorReceived)]
     assert errors == ["protocol"]
+
+
+def raw_request(address: tuple[str, int], head: bytes, body: bytes = b"") -> bytes:
+    """Send ``head`` and ``body`` as they are; return everything the server answers."""
+    with socket.create_connection(address, timeout=20) as sock:
+        sock.sendall(head + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+def request_head(*fields: bytes, path: bytes = b"/api/zplex-v1/ro/echo") -> bytes:
+    lines = [b"POST " + path + b" HTTP/1.1", b"Host: 127.0.0.1", b"Content-Type: " + MEDIA.encode()]
+    lines += [b"Accept: " + MEDIA.encode(), *fields]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [b"Content-Length: \xb2"],  # superscript two (latin-1): isdigit() true, int() fails
+        ["Content-Length: \u0661\u0662".encode()],  # Arabic-Indic digits, as UTF-8
+        [b"Content-Length: +12"],
+        [b"Content-Length: -1"],
+        [b"Content-Length: 1 2"],
+        [b"Content-Length: 12", b"Content-Length: 13"],
+        [b"Content-Length: 12, 13"],
+        [b"Content-Length : 12"],
+        [b"Content-Length: " + b"9" * 5000],  # too many digits for int(): still an answer
+    ],
+)
+def test_malformed_content_length(server: ServerProcess, fields: list[bytes]) -> None:
+    address = tuple(server.info["http"])
+    answer = raw_request(address, request_head(*fields), b"x" * 12)
+    status_line = answer.split(b"\r\n", 1)[0]
+    expected = b"413" if len(fields[0]) > 1000 else b"400"
+    assert status_line.startswith(b"HTTP/1.1 " + expected), answer[:200]
+    # the server is still there and answers a well-formed request
+    conn, data = frames_for(("echo", {}, b"still here"))
+    status, _, body = post(server, "/api/zplex-v1/ro/echo", data)
+    assert status == 200 and outcomes(conn, body) == {1: b"still here"}
+
+
+def test_the_same_content_length_twice_is_accepted(server: ServerProcess) -> None:
+    conn, data = frames_for(("echo", {}, b"twice"))
+    n = str(len(data)).encode()
+    answer = raw_request(
+        tuple(server.info["http"]),
+        request_head(b"Content-Length: " + n, b"Content-Length: " + n),
+        data,
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert outcomes(conn, body) == {1: b"twice"}
+
+
+def test_http_connections_are_capped_before_the_body(tmp_path: Path) -> None:
+    args = ("--http-port", "0", "--limit", "max_connections=2")
+    with running_server(tmp_path, *args, workers=1) as srv:
+        srv.wait_for(lambda: "http" in srv.info)
+        http_address = tuple(srv.info["http"])
+        # Two HTTP connections that have not sent their request yet count against the cap
+        held = [socket.create_connection(http_address, timeout=20) for _ in range(2)]
+        try:
+            # A third one announces a large body it never sends: it is refused at once,
+            # without waiting for the body (the server would wait 30 s for it).
+            head = request_head(b"Content-Length: 1000000")
+            answer = raw_request(http_address, head)
+            assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+            assert b"\r\nRetry-After: 1\r\n" in answer
+        finally:
+            for sock in held:
+                sock.close()
+        # TCP connections count too
+        held = [socket.create_connection(("127.0.0.1", srv.port), timeout=20) for _ in range(2)]
+        try:
+            srv.wait_for(lambda: _served_http(http_address).startswith(b"HTTP/1.1 503"))
+        finally:
+            for sock in held:
+                sock.close()
+        srv.wait_for(lambda: _served_http(http_address).startswith(b"HTTP/1.1 200"))
+
+
+def _served_http(address: tuple[str, int]) -> bytes:
+    _conn, data = frames_for(("echo", {}, b"x"))
+    head = request_head(b"Content-Length: " + str(len(data)).encode())
+    return raw_request(address, head, data)

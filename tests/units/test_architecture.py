@@ -189,3 +189,16 @@ def test_no_module_over_600_lines() -> None:
     for name, path in our_modules().items():
         lines = len(path.read_text().splitlines())
         assert lines <= 600, f"{name} has {lines} lines"
+
+
+def test_store_temp_files_module_is_a_leaf() -> None:
+    """workers/store_temp.py (the temp-file rule shared by put and the sweep) imports nothing
+    of ours, so the store and its sweep cannot drift apart through a third module."""
+    assert our_imports()["workers.store_temp"] == set()
+
+
+def test_http_request_parsing_is_sans_io() -> None:
+    """server/http_request.py parses bytes only: nothing of ours, no asyncio or sockets."""
+    path = our_modules()["server.http_request"]
+    assert our_imports()["server.http_request"] == set()
+    assert not {"asyncio", "socket"} & {m.split(".")[0] for m in imports_of(path)}

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +24,7 @@ from workers.store import (
     digest,
     validate_key,
 )
+from workers.store_temp import LOCK_NAME, SWEEP_MIN_AGE_S, TEMP_NAME, put_lock
 
 
 @pytest.fixture
@@ -27,7 +33,9 @@ def store(tmp_path: Path) -> ObjectStore:
 
 
 def _all_files(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+    """The files under ``root``, the store's lock file (which puts share) aside."""
+    files = (p for p in root.rglob("*") if not p.is_dir() and p.name != LOCK_NAME)
+    return sorted(str(p.relative_to(root)) for p in files)
 
 
 # --- digest ---------------------------------------------------------------------------------
@@ -341,7 +349,8 @@ def test_no_temp_files_left(store: ObjectStore) -> None:
     for i in range(20):
         store.put(f"d{i % 3}/obj{i}", b"x" * i)
     store.put("d0/obj0", b"again")
-    assert not [p for p in store.root.rglob("*") if p.name.startswith(TMP_PREFIX)]
+    left = [p for p in store.root.rglob("*") if p.name.startswith(TMP_PREFIX)]
+    assert [p.name for p in left] == [LOCK_NAME]
 
 
 def test_temp_file_removed_on_failure(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -438,3 +447,242 @@ def test_digest_cache_follows_the_file(tmp_path: Path) -> None:
     small.put("x", b"1")
     small.put("y", b"2")
     assert len(small._digests) == 1
+
+
+def test_list_walk_stops_at_the_limit(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    for d in range(10):
+        for f in range(10):
+            store.put(f"d{d:02d}/f{f:02d}", b"x" * f)
+    scanned: list[str] = []
+    real_scan = store._scan
+
+    def counting_scan(directory: str) -> list[tuple[str, os.DirEntry[str]]]:
+        scanned.append(os.path.relpath(directory, store.root))
+        return real_scan(directory)
+
+    monkeypatch.setattr(store, "_scan", counting_scan)
+    assert store.list(limit=5) == [(f"d00/f{f:02d}", f) for f in range(5)]
+    assert scanned == [".", "d00"]  # the root and the first directory: nothing else read
+    scanned.clear()
+    assert [k for k, _ in store.list(limit=12)] == [
+        *(f"d00/f{f:02d}" for f in range(10)),
+        "d01/f00",
+        "d01/f01",
+    ]
+    assert scanned == [".", "d00", "d01"]
+    scanned.clear()
+    assert [k for k, _ in store.list("d07/", limit=3)] == ["d07/f00", "d07/f01", "d07/f02"]
+    assert scanned == [".", "d07"]  # other directories are pruned by the prefix
+    scanned.clear()
+    assert len(store.list()) == 100
+    assert len(scanned) == 11
+
+
+def test_list_walk_order_is_key_order(store: ObjectStore) -> None:
+    # Names with characters that sort before and after "/" (and beyond ASCII): the walk
+    # must yield exactly the sorted order of the keys, so that a limit cuts the right ones.
+    names = ["a", "a-b", "a.txt", "a!", "a b", "aa", "é", "z", "a\u00e9", "~"]
+    keys = [f"{d}/{n}" for d in ("a", "a-", "a.b", "ab", "é") for n in names[:4]]
+    keys += [n for n in names if n not in ("a", "é")]
+    keys += ["a/x/y", "a/x-/y", "a/x.y"]
+    for key in keys:
+        store.put(key, key.encode())
+    expected = sorted((k, len(k.encode())) for k in keys)
+    assert store.list() == expected
+    for limit in range(len(expected) + 2):
+        assert store.list(limit=limit) == expected[:limit]
+    assert store.list("a", limit=7) == [kv for kv in expected if kv[0].startswith("a")][:7]
+
+
+# --- concurrent puts of one key -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("other_put_runs", ["after the rename", "before the rename"])
+def test_concurrent_puts_digest_matches_the_bytes_in_place(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch, other_put_runs: str
+) -> None:
+    """Writer A's rename, interleaved with all of writer B's put of the same key: whatever
+    ends under the key, its digest (cached or not) must be that of its bytes."""
+    real_replace = os.replace
+    calls = 0
+
+    def interleaved_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:  # writer B's own rename
+            real_replace(src, dst)
+            return
+        if other_put_runs == "before the rename":
+            assert store.put("k", b"writer B") == (8, digest(b"writer B"))
+            real_replace(src, dst)
+        else:
+            real_replace(src, dst)
+            assert store.put("k", b"writer B") == (8, digest(b"writer B"))
+
+    store.put("k", b"old bytes")
+    monkeypatch.setattr(os, "replace", interleaved_replace)
+    assert store.put("k", b"writer A!") == (9, digest(b"writer A!"))
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert calls == 2
+    winner = b"writer B" if other_put_runs == "after the rename" else b"writer A!"
+    assert (store.root / "k").read_bytes() == winner
+    for _ in range(2):  # a miss, then the cache
+        assert store.get_with_digest("k") == (winner, len(winner), digest(winner))
+    assert ObjectStore(store.root).get_with_digest("k")[2] == digest(winner)
+
+
+def test_concurrent_puts_from_threads(store: ObjectStore) -> None:
+    payloads = [bytes([i]) * (1000 + i) for i in range(8)]
+    start = threading.Barrier(len(payloads))
+    failures: list[str] = []
+
+    def writer(data: bytes) -> None:
+        start.wait(10)
+        for _ in range(20):
+            if store.put("shared/k", data) != (len(data), digest(data)):
+                failures.append("put answered another digest")
+            body, size, body_digest = store.get_with_digest("shared/k")
+            if body_digest != digest(body) or size != len(body):
+                failures.append("get answered bytes and a digest that do not match")
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert failures == []
+    body, _, body_digest = store.get_with_digest("shared/k")
+    assert body in payloads and body_digest == digest(body)
+    assert _all_files(store.root) == ["shared/k"]
+
+
+# --- temp files of puts killed mid-way ------------------------------------------------------
+
+KILLED_PUT = """
+import os, signal, sys
+from workers.store import ObjectStore
+store = ObjectStore(sys.argv[1])
+os.replace = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)  # killed before the rename
+store.put("a/b/c", b"partial" * 1000)
+"""
+
+
+def test_temp_file_of_a_killed_put_is_swept_at_open(tmp_path: Path) -> None:
+    root = tmp_path / "objects"
+    ObjectStore(root).put("a/keep", b"kept")
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_PUT, str(root)], timeout=60, capture_output=True
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    left = [p for p in root.rglob("*") if TEMP_NAME.fullmatch(p.name)]
+    assert len(left) == 1 and left[0].parent == root / "a" / "b"
+    store = ObjectStore(root)  # what the server does at start
+    assert not left[0].exists()
+    assert _all_files(root) == ["a/keep"]
+    assert store.get("a/keep") == (b"kept", 4)
+
+
+def test_sweep_removes_only_this_stores_temp_files(tmp_path: Path) -> None:
+    root = tmp_path / "objects"
+    store = ObjectStore(root)
+    store.put("d/obj", b"x")
+    abandoned = [root / f"{TMP_PREFIX}0123456789abcdef", root / "d" / f"{TMP_PREFIX}{'f' * 16}"]
+    for path in abandoned:
+        path.write_bytes(b"partial")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not ours")
+    kept = {
+        "d/obj": b"x",
+        f"{TMP_PREFIX}notours": b"1",  # not the temp name pattern
+        f"d/{TMP_PREFIX}0123456789ABCDEF": b"2",  # upper case: not ours
+        f"d/{TMP_PREFIX}0123456789abcdef0": b"3",  # 17 digits
+        f"x{TMP_PREFIX}0123456789abcdef": b"4",
+    }
+    for rel, data in kept.items():
+        (root / rel).write_bytes(data)
+    (root / f"{TMP_PREFIX}aaaaaaaaaaaaaaaa").symlink_to(outside)  # a symlink: not a temp file
+    (root / f"{TMP_PREFIX}bbbbbbbbbbbbbbbb").mkdir()  # a directory: neither
+    (root / "link").symlink_to(tmp_path)  # not followed
+    (tmp_path / f"{TMP_PREFIX}cccccccccccccccc").write_bytes(b"outside the store")
+    assert store.sweep_temp_files() == 2
+    assert not any(p.exists() for p in abandoned)
+    for rel, data in kept.items():
+        assert (root / rel).read_bytes() == data
+    assert (root / f"{TMP_PREFIX}aaaaaaaaaaaaaaaa").is_symlink()
+    assert (root / f"{TMP_PREFIX}bbbbbbbbbbbbbbbb").is_dir()
+    assert outside.read_bytes() == b"not ours"
+    assert (tmp_path / f"{TMP_PREFIX}cccccccccccccccc").exists()
+    assert store.sweep_temp_files() == 0
+
+
+def test_sweep_spares_the_temp_files_of_running_puts(tmp_path: Path) -> None:
+    root = tmp_path / "objects"
+    store = ObjectStore(root)
+    live = root / f"{TMP_PREFIX}{'1' * 16}"
+    old = root / f"{TMP_PREFIX}{'2' * 16}"
+    live.write_bytes(b"being written")
+    old.write_bytes(b"left long ago")
+    long_ago = time.time() - SWEEP_MIN_AGE_S - 5
+    os.utime(old, (long_ago, long_ago))
+    # A put in progress (here, or in another worker) holds the store's shared lock: the
+    # sweep cannot prove the fresh temp file abandoned, only the old one.
+    with put_lock(str(root)):
+        assert ObjectStore(root, sweep=False).sweep_temp_files() == 1
+        assert live.exists() and not old.exists()
+    assert store.sweep_temp_files() == 1  # no put running now: it is abandoned
+    assert not live.exists()
+
+
+def test_sweep_waits_for_no_put(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A put holds the shared lock from before its temp file exists until after the rename:
+    a sweep run at any point inside a put never removes that put's temp file."""
+    store = ObjectStore(tmp_path / "objects")
+    real_open, real_replace = os.open, os.replace
+    removed: list[int] = []
+
+    def sweeping_open(path: str, flags: int, mode: int = 0o777) -> int:
+        fd = real_open(path, flags, mode)
+        if os.path.basename(path).startswith(TMP_PREFIX) and flags & os.O_EXCL:
+            removed.append(ObjectStore(store.root, sweep=False).sweep_temp_files())
+        return fd
+
+    def sweeping_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        removed.append(ObjectStore(store.root, sweep=False).sweep_temp_files())
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "open", sweeping_open)
+    monkeypatch.setattr(os, "replace", sweeping_replace)
+    assert store.put("a/b", b"data") == (4, digest(b"data"))
+    assert removed == [0, 0]
+    monkeypatch.undo()
+    assert store.get("a/b") == (b"data", 4)
+
+
+def test_a_store_whose_sweep_cannot_run_still_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "objects"
+    ObjectStore(root).put("d/obj", b"x")
+    stale = root / "d" / f"{TMP_PREFIX}{'3' * 16}"
+    stale.write_bytes(b"partial")
+    real_open, real_unlink = os.open, os.unlink
+
+    def read_only_open(path: str, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, mode)
+
+    def read_only_unlink(path: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "open", read_only_open)
+    store = ObjectStore(root)  # a read-only store: no lock file, the sweep removes nothing
+    assert store.get("d/obj") == (b"x", 1)
+    assert stale.exists()
+    monkeypatch.setattr(os, "open", real_open)
+    monkeypatch.setattr(os, "unlink", read_only_unlink)
+    assert store.sweep_temp_files() == 0  # not ours to remove: left for the next sweep
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    assert store.sweep_temp_files() == 1
+    assert not stale.exists()

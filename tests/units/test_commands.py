@@ -1,0 +1,82 @@
+"""The commands of docs/protocol.md section 4, called directly (no worker loop, no sockets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.protocol.errors import ErrorCode, RequestError
+from server.protocol.limits import Limits
+from workers.commands import Call, Commands, ServerInfo
+from workers.generate import generate
+from workers.store import ObjectStore, digest
+
+BODY = bytes(range(256)) * 40
+
+
+@pytest.fixture
+def commands(tmp_path: Path) -> Commands:
+    store = ObjectStore(tmp_path / "store")
+    store.put("obj", BODY)
+    return Commands(store, ServerInfo("zplex/test", Limits(), 1 << 20))
+
+
+def run(commands: Commands, name: str, **args: Any) -> tuple[dict[str, Any], bytes]:
+    return commands.run(name, Call(args, None, False))
+
+
+@pytest.mark.parametrize("digest_arg", [{}, {"digest": True}, {"digest": None}])
+def test_get_sends_the_digest_by_default(commands: Commands, digest_arg: dict[str, Any]) -> None:
+    header, body = run(commands, "get", key="obj", **digest_arg)
+    assert body == BODY
+    assert header == {"status": "ok", "size": len(BODY), "digest": digest(BODY)}
+
+
+def test_get_without_digest(commands: Commands, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_hashing(*args: object) -> None:
+        raise AssertionError("the body was hashed although the client asked for no digest")
+
+    monkeypatch.setattr(commands.store, "get_with_digest", no_hashing)
+    header, body = run(commands, "get", key="obj", digest=False)
+    assert body == BODY
+    assert header == {"status": "ok", "size": len(BODY)}
+    header, body = run(commands, "get", key="obj", offset=10, length=5, digest=False)
+    assert body == BODY[10:15]
+    assert header == {"status": "ok", "size": 5, "object_size": len(BODY)}
+
+
+def test_ranged_get_with_digest(commands: Commands) -> None:
+    header, body = run(commands, "get", key="obj", offset=10, length=5)
+    assert header == {"status": "ok", "size": 5, "digest": digest(body), "object_size": len(BODY)}
+
+
+def test_generate_with_and_without_digest(commands: Commands) -> None:
+    expected = generate(5000, "json", 7)
+    header, body = run(commands, "generate", size=5000, kind="json", seed=7)
+    assert body == expected
+    assert header == {"status": "ok", "size": 5000, "digest": digest(expected)}
+    header, body = run(commands, "generate", size=5000, kind="json", seed=7, digest=False)
+    assert body == expected
+    assert header == {"status": "ok", "size": 5000}
+
+
+@pytest.mark.parametrize("bad", [0, 1, "false", "no", b"", [], {}, 0.0])
+@pytest.mark.parametrize(("name", "args"), [("get", {"key": "obj"}), ("generate", {"size": 10})])
+def test_digest_must_be_a_boolean(
+    commands: Commands, name: str, args: dict[str, Any], bad: object
+) -> None:
+    with pytest.raises(RequestError) as info:
+        run(commands, name, **args, digest=bad)
+    assert info.value.code == ErrorCode.BAD_REQUEST
+    assert not info.value.retryable
+    assert "digest" in str(info.value)
+
+
+def test_capabilities_list_the_digest_argument(commands: Commands) -> None:
+    header, body = run(commands, "capabilities")
+    assert body == b""
+    assert header["commands"]["get"]["args"] == ["key", "offset", "length", "digest"]
+    assert header["commands"]["generate"]["args"] == ["size", "kind", "seed", "digest"]
+    assert header["commands"]["put"] == {"args": ["key"], "permission": "write"}
