@@ -12,9 +12,11 @@ the connection's core -> the transport.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
+import signal
 import time
 from typing import Any
 
@@ -86,13 +88,15 @@ class FrontApp:
         remote_fronts = tuple(remote_endpoint_for(listen, k) for k in others) if listen else ()
         self.fleet = Fleet(
             config.workers, self.server_settings.server, limits, self, time.monotonic,
-            remote_fronts,
+            remote_fronts, config.worker_silence_s,
         )  # fmt: skip
         self.peers = FrontPeers(spec["ipc_dir"], self.index, spec["fronts"], self.front_stats)
         self.zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         local = router_socket(self.zctx)
         local.bind(self.endpoint)
-        self.fleet.local = WorkerLink(self.loop, local, self.fleet.from_local)
+        self.fleet.local = WorkerLink(
+            self.loop, local, self.fleet.from_local, self.fleet.backlogged
+        )
         self.remote_endpoint: str | None = None
         self._auth: ThreadAuthenticator | None = None
         self._heartbeat: asyncio.TimerHandle | None = None
@@ -185,6 +189,30 @@ class FrontApp:
     def fatal(self, worker: int, env: Envelope, fatal: Fatal) -> None:
         self.apply(self.router.fatal(worker, env, fatal))
 
+    def worker_backlogged(self, index: int, backlogged: bool) -> None:
+        """A worker whose queue is full stops the connections that feed it from being read
+        (no new work for it); the other workers' traffic goes on."""
+        reason = f"worker {index}"
+        for conn_id in self.router.connections_using(index):
+            conn = self.connections.get(conn_id)
+            if conn is None:
+                continue
+            if backlogged:
+                conn.hold_reading(reason)
+            else:
+                conn.release_reading(reason)
+        if backlogged:
+            log.info("worker %d is not keeping up: its connections wait", index)
+
+    def worker_silent(self, index: int) -> None:
+        """A local worker that stopped answering (hung, or stopped) is lost: its requests get
+        worker-lost now, and it is killed so that the supervisor replaces it."""
+        pid = self.fleet.slots[index].pid
+        self.fleet.worker_exited(index)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
     def _watch(self, index: int, pid: int) -> None:
         """Learn of a local worker's death at once: a pidfd becomes readable when the
         process exits (the supervisor, another process, replaces it)."""
@@ -220,8 +248,9 @@ class FrontApp:
         endpoint = remote_endpoint_for(self.config.worker_listen, self.index)
         sock, self._auth = curve_router_socket(self.zctx, self.config.worker_keys, endpoint)
         self.remote_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.fleet.remote = WorkerLink(self.loop, sock, self.fleet.from_remote)
-        self._heartbeat = self.loop.call_later(HEARTBEAT_INTERVAL_S, self._heartbeats)
+        self.fleet.remote = WorkerLink(
+            self.loop, sock, self.fleet.from_remote, self.fleet.backlogged
+        )
         log.warning("front %d accepts remote workers on %s", self.index, self.remote_endpoint)
 
     # -- stats ----------------------------------------------------------------------------
@@ -267,6 +296,7 @@ class FrontApp:
         if self.config.worker_listen is not None:
             self._listen_remote()
         self.peers.start()
+        self._heartbeat = self.loop.call_later(HEARTBEAT_INTERVAL_S, self._heartbeats)
         if self.fleet.local_ready:
             self._ready.set()
         await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT_S)

@@ -73,6 +73,13 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument(
         "--worker-keys", metavar="DIR", help="CURVE keys for remote workers (zplex keys DIR)"
     )
+    p.add_argument(
+        "--worker-silence",
+        type=float,
+        metavar="SECONDS",
+        help="a local worker silent this long is declared lost, killed and replaced "
+        "(default 10; workers heartbeat every second when idle)",
+    )
     p.add_argument("--level", type=int, help="compression level when a client states none")
     p.add_argument(
         "--max-generate-bytes",
@@ -182,6 +189,7 @@ def _serve(args: argparse.Namespace) -> int:
             "http_debugreflect": args.http_debugreflect,
             "worker_listen": args.worker_listen,
             "worker_keys": args.worker_keys,
+            "worker_silence_s": args.worker_silence,
             "log_level": args.log_level.upper() if args.log_level else None,
         }
         for item in args.limit:

@@ -335,6 +335,7 @@ async def serve(config: ServeConfig, layout: Layout) -> int:
         if config.stdio:
             report = functools.partial(cluster.report, 0)
             status = await layout.run_front_here(cluster.front_spec(0), report, stopping)
+            log.warning("shutting down")
         else:
             status = await _until_stopped(cluster, stopping.drain)
         await cluster.stop(stopping)

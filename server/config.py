@@ -59,6 +59,9 @@ class ServeConfig:
     #: Largest ``generate`` response, bytes. Its bytes are made, compressed and sent a chunk
     #: at a time, so the cap bounds the CPU one request may take, not memory.
     max_generate_bytes: int = DEFAULT_MAX_GENERATE_BYTES
+    #: A local worker silent this long (it heartbeats every second when idle) is declared
+    #: lost, its requests get worker-lost, and it is killed and replaced.
+    worker_silence_s: float = 10.0
     #: Seconds to finish the requests in flight after a goaway before closing anyway.
     drain_timeout_s: float = 10.0
     #: Response bytes the front holds for a client that does not read them; past this the
@@ -72,6 +75,11 @@ class ServeConfig:
         if self.workers < 0 or (self.workers == 0 and self.worker_listen is None):
             raise ConfigError(
                 f"workers must be at least 1 (0 only with worker_listen), got {self.workers}"
+            )
+        if self.worker_silence_s < 2:
+            raise ConfigError(
+                f"worker_silence_s must be at least 2 (workers heartbeat every second), "
+                f"got {self.worker_silence_s}"
             )
         if not 1 <= self.fronts <= 256:
             raise ConfigError(f"fronts must be in [1, 256], got {self.fronts}")
@@ -110,6 +118,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "level": int,
     "max_generate_bytes": int,
     "drain_timeout_s": (int, float),
+    "worker_silence_s": (int, float),
     "max_output_buffer_bytes": int,
 }
 

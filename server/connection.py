@@ -37,6 +37,8 @@ from server.router import Action, Router
 
 log = logging.getLogger("zplex.front")
 
+#: The hold on reading while the client does not read its responses.
+WRITE_HOLD = "write"
 #: How often each connection checks its idle and frame timeouts.
 TIMER_PERIOD_S = 1.0
 
@@ -86,9 +88,12 @@ class FrontConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.last_activity = time.monotonic()
         self.partial_since: float | None = None
+        #: Unfinished requests: the frame count last seen and since when it has not moved.
+        self._progress: dict[int, tuple[int, float]] = {}
         self.closing = False
         self.eof = False
         self.write_paused_since: float | None = None
+        self._read_holds: set[str] = set()
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         write = http is not None and http.write
@@ -144,14 +149,27 @@ class FrontConnection(asyncio.Protocol):
         # and gets no more credit (its streams stop sending on the workers).
         self.write_paused_since = time.monotonic()
         self.host.router.pause(self.id)
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self.hold_reading(WRITE_HOLD)
 
     def resume_writing(self) -> None:
         self.write_paused_since = None
-        if self.transport is not None and not self.closing:
-            self.transport.resume_reading()
+        self.release_reading(WRITE_HOLD)
         self.host.apply(self.host.router.resume(self.id))
+
+    def hold_reading(self, reason: str) -> None:
+        """Stop reading from the client (no new work) for ``reason``: its own writes are
+        stuck, or a worker it feeds has a full queue. Reading resumes once every reason is
+        released."""
+        if not self._read_holds and self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+        self._read_holds.add(reason)
+
+    def release_reading(self, reason: str) -> None:
+        if reason not in self._read_holds:
+            return
+        self._read_holds.discard(reason)
+        if not self._read_holds and self.transport is not None and not self.closing:
+            self.transport.resume_reading()
 
     # -- events from the core -------------------------------------------------------------
 
@@ -162,6 +180,8 @@ class FrontConnection(asyncio.Protocol):
                 if self.http is not None:  # over HTTP, only the URL grants write permission
                     params = dataclasses.replace(params, write=self.http.write)
                 self.host.router.set_params(self.id, params)
+                for refused in self.sc.permit_writes(params.write):
+                    self.host.apply(self.host.router.event(self.id, refused))
             case ConnectionFailed(code=code, message=message):
                 log.info("connection %d: %s error: %s", self.id, code, message)
                 self.close()  # the core queued the error frame
@@ -266,6 +286,24 @@ class FrontConnection(asyncio.Protocol):
         self.sc.send_goaway("the server is shutting down")
         self._after_output()
 
+    def _stalled_request(self, now: float) -> bool:
+        """A request whose frames stopped coming for frame_timeout_s ends the connection (it
+        holds an in-flight place and maybe data, and can never complete)."""
+        progress = self.sc.incomplete_progress()
+        seen = self._progress
+        self._progress = {}
+        for rid, frames in progress.items():
+            last = seen.get(rid)
+            since = last[1] if last is not None and last[0] == frames else now
+            if now - since > self.limits.frame_timeout_s:
+                self.fail(
+                    ErrorCode.PROTOCOL,
+                    f"request {rid} made no progress within frame_timeout_s",
+                )
+                return True
+            self._progress[rid] = (frames, since)
+        return False
+
     def _check_timers(self) -> None:
         if self.closing:
             return
@@ -275,6 +313,8 @@ class FrontConnection(asyncio.Protocol):
             and now - self.partial_since > self.limits.frame_timeout_s
         ):
             self.fail(ErrorCode.PROTOCOL, "a frame was not completed within frame_timeout_s")
+            return
+        if self._stalled_request(now):
             return
         paused = self.write_paused_since
         if paused is not None and now - paused > self.limits.idle_timeout_s:

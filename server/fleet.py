@@ -25,11 +25,14 @@ from server.protocol.limits import Limits
 log = logging.getLogger("zplex.fleet")
 
 STATS_TIMEOUT_S = 2.0
+#: Default for how long a local worker may stay silent before it is declared lost.
+LOCAL_SILENCE_S = 10.0
 
 
 class Link(Protocol):
     def send(self, identity: bytes, message: list[bytes]) -> None: ...
     def flush(self) -> None: ...
+    def drop(self, identity: bytes) -> None: ...
     def close(self) -> None: ...
 
 
@@ -40,6 +43,8 @@ class FleetEvents(Protocol):
     def worker_lost(self, index: int) -> None: ...
     def frames(self, worker: int, env: Envelope, data: bytes) -> None: ...
     def fatal(self, worker: int, env: Envelope, fatal: Fatal) -> None: ...
+    def worker_backlogged(self, index: int, backlogged: bool) -> None: ...
+    def worker_silent(self, index: int) -> None: ...
 
 
 @dataclasses.dataclass
@@ -62,10 +67,14 @@ class Fleet:
         events: FleetEvents,
         clock: Callable[[], float],
         remote_fronts: tuple[str, ...] = (),
+        local_silence_s: float = LOCAL_SILENCE_S,
     ) -> None:
         self.server_name = server_name
         #: The endpoints where the other fronts accept remote workers (named in WELCOME).
         self.remote_fronts = remote_fronts
+        #: A local worker heard from for this long is declared lost (it heartbeats every
+        #: HEARTBEAT_INTERVAL_S when it has nothing else to say).
+        self.local_silence_s = local_silence_s
         self.limits = limits
         self.events = events
         self.clock = clock
@@ -122,13 +131,34 @@ class Fleet:
         slot.ready = False
         slot.pid = None
         self.losses += 1
+        link = self.remote if slot.remote else self.local
+        if link is not None:
+            link.drop(slot.identity)
         self.events.worker_lost(index)
 
+    def backlogged(self, identity: bytes, backlogged: bool) -> None:
+        """A worker's queue is full (True), or takes messages again (False)."""
+        slot = self._remote_slots.get(identity)
+        if slot is None and identity[:1] == b"w" and identity[1:].isdigit():
+            index = int(identity[1:])
+            slot = self.slots[index] if index < len(self.slots) else None
+        if slot is not None:
+            self.events.worker_backlogged(slot.index, backlogged)
+
     def heartbeat(self) -> None:
-        """Every HEARTBEAT_INTERVAL_S: declare silent remote workers lost, greet the rest."""
+        """Every HEARTBEAT_INTERVAL_S: declare silent workers lost (a local one is also
+        stopped: it may be hung rather than gone), greet the remote ones."""
         now = self.clock()
         for slot in self.slots:
-            if not (slot.remote and slot.ready):
+            if not slot.ready:
+                continue
+            if not slot.remote:
+                if now - slot.last_seen > self.local_silence_s:
+                    log.warning(
+                        "worker %d (pid %s) silent for %.0f s: lost",
+                        slot.index, slot.pid, now - slot.last_seen,
+                    )  # fmt: skip
+                    self.events.worker_silent(slot.index)
                 continue
             if now - slot.last_seen > REMOTE_SILENCE_S:
                 log.warning(

@@ -1,10 +1,13 @@
 """The front's side of the ZeroMQ link to workers: a ROUTER socket driven by the event loop.
 
 A plain (non-asyncio) socket: its FD wakes the loop (edge-triggered, so every wake-up drains
-what is ready), sends never block, and what a full worker queue refuses waits in order in an
-outbox. Messages for a worker queued during one turn of the loop go as one batch
-(:class:`server.ipc.Batch`). This costs a few microseconds per message where pyzmq's asyncio
-wrapper costs a future each way.
+what is ready), sends never block, and what a full worker queue refuses waits in order in that
+worker's own backlog: a stalled worker never delays messages to the others. A worker with a
+backlog is retried on a timer that backs off (1 ms doubling to 100 ms), and the link says when
+a worker's backlog starts and ends (``on_backlog``) so that the front can stop reading from
+the connections that feed it. Messages for a worker queued during one turn of the loop go as
+one batch (:class:`server.ipc.Batch`). This costs a few microseconds per message where pyzmq's
+asyncio wrapper costs a future each way.
 """
 
 from __future__ import annotations
@@ -28,8 +31,14 @@ HIGH_WATER_MARK = 1000
 #: Batches handled per wake-up before connections get a turn.
 ZMQ_BATCH = 256
 
+#: First and longest wait before a worker with a backlog is tried again.
+RETRY_FIRST_S = 0.001
+RETRY_MAX_S = 0.1
+
 #: Called with the sender's identity and each message of a batch it sent.
 OnMessage = Callable[[bytes, list[bytes]], None]
+#: Called with a worker's identity when its backlog starts (True) and when it is gone (False).
+OnBacklog = Callable[[bytes, bool], None]
 
 
 def router_socket(ctx: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
@@ -69,14 +78,21 @@ def curve_router_socket(
 
 class WorkerLink:
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes], on_message: OnMessage
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: zmq.Socket[bytes],
+        on_message: OnMessage,
+        on_backlog: OnBacklog | None = None,
     ) -> None:
         self.loop = loop
         self.sock = sock
         self.on_message = on_message
+        self.on_backlog = on_backlog
         self._fd = int(sock.getsockopt(zmq.FD))
-        self._outbox: collections.deque[list[bytes]] = collections.deque()
         self._batches: dict[bytes, Batch] = collections.defaultdict(Batch)
+        #: Per worker: batches its full queue refused, in order, and the retry's next wait.
+        self._backlogs: dict[bytes, collections.deque[bytes]] = {}
+        self._retry_wait: dict[bytes, float] = {}
         self._flush_scheduled = False
         self._kicked = False
         loop.add_reader(self._fd, self._on_events)
@@ -89,44 +105,79 @@ class WorkerLink:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)
 
+    def backlog(self, identity: bytes) -> int:
+        """Batches waiting for the worker's queue to have room."""
+        waiting = self._backlogs.get(identity)
+        return len(waiting) if waiting else 0
+
     def flush(self) -> None:
         self._flush_scheduled = False
         for identity, batch in self._batches.items():
             if not batch.records:
                 continue
-            parts = [identity, batch.take()]
-            if self._outbox or not self._send_now(parts):
-                self._outbox.append(parts)
-                self._kick(delay=0.001)
+            blob = batch.take()
+            waiting = self._backlogs.get(identity)
+            if waiting is not None:
+                waiting.append(blob)
+            elif not self._send_now(identity, blob):
+                self._start_backlog(identity, blob)
         self._kick()
 
-    def _send_now(self, parts: list[bytes]) -> bool:
-        """False when the worker's queue is full (the message must wait)."""
+    def _send_now(self, identity: bytes, blob: bytes) -> bool:
+        """False when the worker's queue is full (the batch must wait)."""
         try:
-            self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=len(parts[-1]) < 65536)
+            self.sock.send_multipart([identity, blob], flags=zmq.NOBLOCK, copy=len(blob) < 65536)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker is gone; its loss is handled
-            log.warning("cannot reach worker %r: %s", parts[0], exc)
+            log.warning("cannot reach worker %r: %s", identity, exc)
         return True
 
-    def _kick(self, delay: float = 0.0) -> None:
+    def _start_backlog(self, identity: bytes, blob: bytes) -> None:
+        self._backlogs[identity] = collections.deque([blob])
+        self._retry_wait[identity] = RETRY_FIRST_S
+        self.loop.call_later(RETRY_FIRST_S, self._retry, identity)
+        if self.on_backlog is not None:
+            self.on_backlog(identity, True)
+
+    def _retry(self, identity: bytes) -> None:
+        """Send what the worker's queue now takes; back off while it takes nothing."""
+        waiting = self._backlogs.get(identity)
+        if waiting is None or self.sock.closed:
+            return
+        sent = False
+        while waiting and self._send_now(identity, waiting[0]):
+            waiting.popleft()
+            sent = True
+        if not waiting:
+            del self._backlogs[identity], self._retry_wait[identity]
+            if self.on_backlog is not None:
+                self.on_backlog(identity, False)
+            self._kick()
+            return
+        wait = RETRY_FIRST_S if sent else min(RETRY_MAX_S, self._retry_wait[identity] * 2)
+        self._retry_wait[identity] = wait
+        self.loop.call_later(wait, self._retry, identity)
+
+    def drop(self, identity: bytes) -> None:
+        """Forget what waits for a worker that is gone (its loss is being handled)."""
+        if self._backlogs.pop(identity, None) is not None:
+            del self._retry_wait[identity]
+            if self.on_backlog is not None:
+                self.on_backlog(identity, False)
+
+    def _kick(self) -> None:
         """Look at the socket again soon: after any send or receive the FD may not signal
         what became ready."""
         if self._kicked:
             return
         self._kicked = True
-        if delay:
-            self.loop.call_later(delay, self._on_events)
-        else:
-            self.loop.call_soon(self._on_events)
+        self.loop.call_soon(self._on_events)
 
     def _on_events(self) -> None:
         self._kicked = False
         if self.sock.closed:
             return
-        while self._outbox and self._send_now(self._outbox[0]):
-            self._outbox.popleft()
         for _ in range(ZMQ_BATCH):
             try:
                 identity, blob = self.sock.recv_multipart(zmq.NOBLOCK)
@@ -142,9 +193,6 @@ class WorkerLink:
                 log.exception("bad message from worker %r", identity)
         else:
             self._kick()  # more may be waiting: let connections run first
-            return
-        if self._outbox:
-            self._kick(delay=0.001)
 
     def close(self) -> None:
         self.loop.remove_reader(self._fd)

@@ -150,6 +150,14 @@ class Router:
         self.ready[index] = True
         self.loads[index] = 0
 
+    def connections_using(self, worker: int) -> list[int]:
+        """The connections with a stream on ``worker``."""
+        return [
+            conn_id
+            for conn_id, conn in self.connections.items()
+            if any(route.worker == worker for route in conn.routes.values())
+        ]
+
     def pick_worker(self) -> int | None:
         """The least loaded ready worker (the lowest index among equals)."""
         best: int | None = None
@@ -372,9 +380,14 @@ class Router:
 
     def frames(self, worker: int, env: Envelope, data: bytes) -> list[Action]:
         """FRAMES from a worker. Frames from a worker that no longer serves the stream
-        (it was declared lost) are dropped: their requests were answered already."""
+        (it was declared lost), or for a request the stream no longer waits for (answered
+        with worker-lost), are dropped: nothing stale reaches a client, and a worker cannot
+        write into streams it does not serve."""
         conn = self.connections.get(env.conn)
         if conn is None or conn.assigned.get(env.stream) != worker:
+            return []
+        route = conn.routes.get(env.stream)
+        if env.request and (route is None or env.request not in route.inflight):
             return []
         done = bool(env.flags & Flag.DONE)
         actions: list[Action] = [
@@ -382,7 +395,6 @@ class Router:
                 env.conn, env.stream, env.request, data, done, bool(env.flags & Flag.STREAM_OPEN)
             )
         ]
-        route = conn.routes.get(env.stream)
         if route is not None:
             self._grant(
                 conn, env.stream, route, route.credit.wrote(len(data), conn.reading), actions

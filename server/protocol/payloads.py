@@ -17,6 +17,8 @@ from .limits import DEFAULT_MAX_FRAME_SIZE, MAX_FRAME_SIZE_LIMIT, MIN_CLIENT_FRA
 PROTOCOL_VERSION = 1
 ENCODINGS = ("zstd-8mb", "zlib", "identity")
 CONTEXTS = ("stream", "request", "frame")
+#: Commands that need write permission (docs/protocol.md section 4).
+WRITE_COMMANDS = frozenset({"put"})
 
 T = TypeVar("T")
 

@@ -10,13 +10,10 @@ its own answers (errors, goaway).
 
 from __future__ import annotations
 
-import dataclasses
-
 from .error_frames import CONTROL_STREAM, connection_error_frame, error_frame
 from .errors import ErrorCode, PayloadError, ProtocolError, RemoteError
 from .events import (
     ConnectionFailed,
-    DataChunk,
     RequestReady,
     RequestRejected,
     ServerEvent,
@@ -27,7 +24,6 @@ from .events import (
 )
 from .frames import (
     CommandDataFlags,
-    CommandRequestFlags,
     Frame,
     FrameDecoder,
     FrameType,
@@ -39,22 +35,19 @@ from .frames import (
 from .limits import MAX_WINDOW_LOG, Limits
 from .payloads import (
     ClientSettings,
-    CommandRequest,
     ServerSettings,
     StreamSettings,
     pack,
     unpack_map,
 )
+from .server_requests import ConnectionRequests, StreamEntry
 from .server_states import (
     CONN_ERRORS,
     CONN_TABLE,
-    REQUEST_ERRORS,
-    REQUEST_TABLE,
     STREAM_ERRORS,
     STREAM_TABLE,
     ConnInput,
     ConnState,
-    ReqInput,
     ReqState,
     StreamInput,
     StreamState,
@@ -66,38 +59,8 @@ _STREAM_SETTINGS = int(FrameType.STREAM_SETTINGS)
 _REQUEST = int(FrameType.COMMAND_REQUEST)
 _BEGIN = int(StreamFlags.BEGIN)
 _END = int(StreamFlags.END)
-_ENCODED = int(StreamFlags.ENCODED)
 _EOS = int(SettingsFlags.EOS)  # also command-data's eos (0x2)
-_NEW = int(CommandRequestFlags.NEW)
-_MORE = int(CommandRequestFlags.MORE)
-_HAVE_DATA = int(CommandRequestFlags.HAVE_DATA)
 assert int(CommandDataFlags.EOS) == _EOS
-
-
-@dataclasses.dataclass(slots=True)
-class _Request:
-    request_id: int
-    stream_id: int
-    have_data: bool
-    state: ReqState = ReqState.MAP
-    map_parts: list[bytes] = dataclasses.field(default_factory=list)
-    map_size: int = 0
-    data: list[DataChunk] = dataclasses.field(default_factory=list)
-    data_size: int = 0
-    rejection: tuple[ErrorCode, str] | None = None
-    counted: bool = True  # counts against the in-flight limits
-    answered: bool = False
-    partial: bool = False  # some of its response was sent (a retry could repeat it)
-
-
-@dataclasses.dataclass(slots=True)
-class _Stream:
-    state: StreamState = StreamState.CLOSED
-    inflight: int = 0
-    encoded_data: bool = False  # a non-identity stream-settings is in effect
-    settings_parts: list[bytes] = dataclasses.field(default_factory=list)
-    incomplete: set[int] = dataclasses.field(default_factory=set)  # requests still arriving
-    server_open: bool = False  # the server stream c + 1 has begun and not ended
 
 
 class ServerConnection:
@@ -118,10 +81,9 @@ class ServerConnection:
         self.client_settings = ClientSettings()
         self._decoder = FrameDecoder(limits.max_frame_size)
         self._settings_parts: list[bytes] = []
-        self._streams: dict[int, _Stream] = {}
-        self._requests: dict[int, _Request] = {}
-        self.inflight = 0
-        self.goaway = False
+        self._streams: dict[int, StreamEntry] = {}
+        self.requests = ConnectionRequests(limits, self._streams)
+        self._requests = self.requests.by_id
         self._out: list[bytes] = [self.initial_bytes()]
 
     # -- helpers for the I/O layer ---------------------------------------------------
@@ -164,6 +126,11 @@ class ServerConnection:
         """Requests whose frames are still arriving."""
         return sorted(rid for rid, r in self._requests.items() if r.state is not ReqState.DONE)
 
+    def incomplete_progress(self) -> dict[int, int]:
+        """For each request whose frames are still arriving, how many have arrived: a count
+        that stops moving is a request that makes no progress."""
+        return {rid: r.frames for rid, r in self._requests.items() if r.state is not ReqState.DONE}
+
     def start_goaway(self) -> list[int]:
         """Refuse new requests from now on (``shutting-down``); returns the ids still to
         be answered."""
@@ -172,18 +139,31 @@ class ServerConnection:
 
     def response_sent(self, request_id: int) -> None:
         """The request's last frame (eos or error) was sent."""
-        request = self._requests.get(request_id)
-        if request is None or request.answered:
-            return
-        request.answered = True
-        if request.counted:
-            request.counted = False
-            self.inflight -= 1
-            stream = self._streams.get(request.stream_id)
-            if stream is not None:
-                stream.inflight -= 1
-        if request.state is ReqState.DONE:
-            del self._requests[request_id]
+        self.requests.response_sent(request_id)
+
+    @property
+    def inflight(self) -> int:
+        return self.requests.inflight
+
+    @property
+    def goaway(self) -> bool:
+        return self.requests.goaway
+
+    @goaway.setter
+    def goaway(self, value: bool) -> None:
+        self.requests.goaway = value
+
+    @property
+    def write_allowed(self) -> bool | None:
+        """Whether this connection may run write commands; None until the front says
+        (:meth:`permit_writes`)."""
+        return self.requests.write_allowed
+
+    def permit_writes(self, allowed: bool) -> list[ServerEvent]:
+        """The front's verdict on write permission (from the client's settings): from now
+        on a write command without it is refused as soon as its map is complete, before its
+        data is held. Returns the refusals of such requests already arriving."""
+        return self.requests.permit_writes(allowed)
 
     # -- output --------------------------------------------------------------------------
 
@@ -331,9 +311,9 @@ class ServerConnection:
         elif ftype == _STREAM_SETTINGS:
             self._stream_settings_frame(frame, stream, events)
         elif ftype == _REQUEST:
-            self._request_frame(frame, stream, events)
+            self.requests.request_frame(frame, stream, events)
         else:
-            self._data_frame(frame, stream, events)
+            self.requests.data_frame(frame, stream, events)
         if frame.stream_flags & _END:
             last = events[-1] if len(events) > before else None
             if isinstance(last, RequestReady | RequestRejected):
@@ -351,10 +331,10 @@ class ServerConnection:
             stream.encoded_data = False
             stream.settings_parts.clear()
 
-    def _enter_stream(self, frame: Frame, events: list[ServerEvent]) -> _Stream:
+    def _enter_stream(self, frame: Frame, events: list[ServerEvent]) -> StreamEntry:
         stream = self._streams.get(frame.stream_id)
         if stream is None:
-            stream = self._streams[frame.stream_id] = _Stream()
+            stream = self._streams[frame.stream_id] = StreamEntry()
         if frame.stream_flags & _BEGIN:
             over = (
                 stream.state is not StreamState.OPEN
@@ -395,7 +375,7 @@ class ServerConnection:
         events.append(SettingsReceived(self.client_settings))
 
     def _stream_settings_frame(
-        self, frame: Frame, stream: _Stream, events: list[ServerEvent]
+        self, frame: Frame, stream: StreamEntry, events: list[ServerEvent]
     ) -> None:
         stream.settings_parts.append(frame.payload)
         if sum(map(len, stream.settings_parts)) > self.limits.max_request_map_bytes:
@@ -417,151 +397,3 @@ class ServerConnection:
                 )
         stream.encoded_data = settings.encoding != "identity"
         events.append(StreamSettingsReceived(frame.stream_id, settings))
-
-    def _request_frame(self, frame: Frame, stream: _Stream, events: list[ServerEvent]) -> None:
-        flags = frame.flags
-        have_data = bool(flags & _HAVE_DATA)
-        more = bool(flags & _MORE)
-        rid = frame.request_id
-        if flags & _NEW:
-            if rid == 0 or rid % 2 == 0:
-                raise ProtocolError(f"request id {rid} is not odd")
-            if rid in self._requests:
-                raise ProtocolError(f"request id {rid} is already in flight")
-            request = self._requests[rid] = _Request(rid, frame.stream_id, have_data)
-            stream.incomplete.add(rid)
-            if stream.state is StreamState.REJECTED:
-                request.rejection = (
-                    ErrorCode.TOO_MANY_STREAMS,
-                    f"stream {frame.stream_id} could not be opened: max_streams is "
-                    f"{self.limits.max_streams}",
-                )
-            elif self.goaway:
-                request.rejection = (ErrorCode.SHUTTING_DOWN, "the server is shutting down")
-            elif self.inflight >= self.limits.max_inflight:
-                request.rejection = (
-                    ErrorCode.OVERLOADED,
-                    f"max_inflight ({self.limits.max_inflight}) requests already in flight",
-                )
-            elif stream.inflight >= self.limits.max_inflight_per_stream:
-                request.rejection = (
-                    ErrorCode.OVERLOADED,
-                    f"max_inflight_per_stream ({self.limits.max_inflight_per_stream}) "
-                    "requests already in flight on this stream",
-                )
-            if request.rejection is None:
-                self.inflight += 1
-                stream.inflight += 1
-            else:
-                request.counted = False
-                self._advance(request, ReqInput.REJECT)
-        else:
-            request = self._known_request(rid, frame)
-            if request.have_data != have_data:
-                raise ProtocolError(f"have-data changed between frames of request {rid}")
-        if more:
-            req_input = ReqInput.MAP_MORE
-        else:
-            req_input = ReqInput.MAP_LAST_DATA if have_data else ReqInput.MAP_LAST
-        if request.state is ReqState.MAP:
-            request.map_parts.append(frame.payload)
-            request.map_size += len(frame.payload)
-            if request.map_size > self.limits.max_request_map_bytes:
-                self._reject(
-                    request,
-                    ErrorCode.TOO_LARGE,
-                    f"command-request map over max_request_map_bytes "
-                    f"({self.limits.max_request_map_bytes})",
-                )
-        self._advance(request, req_input)
-        if request.state is ReqState.DONE:
-            self._complete(request, events)
-
-    def _data_frame(self, frame: Frame, stream: _Stream, events: list[ServerEvent]) -> None:
-        request = self._known_request(frame.request_id, frame)
-        eos = bool(frame.flags & _EOS)
-        req_input = ReqInput.DATA_EOS if eos else ReqInput.DATA_MORE
-        if not request.have_data:
-            raise ProtocolError(f"command-data for request {request.request_id} without have-data")
-        encoded = bool(frame.stream_flags & _ENCODED)
-        if encoded and not stream.encoded_data:
-            raise ProtocolError("encoded command-data before an encoding stream-settings")
-        key = (request.state, req_input)
-        if key not in REQUEST_TABLE:
-            raise ProtocolError(REQUEST_ERRORS.get(key, "request rule broken"))
-        if request.state is ReqState.DATA:
-            request.data_size += len(frame.payload)
-            # Unencoded data is capped here; encoded data is capped by its decoded size on
-            # the worker, and its wire size here at twice the limit (no decoded size can
-            # justify more).
-            cap = self.limits.max_request_data_bytes * (2 if encoded else 1)
-            if request.data_size > cap:
-                self._reject(
-                    request,
-                    ErrorCode.TOO_LARGE,
-                    f"command data over max_request_data_bytes "
-                    f"({self.limits.max_request_data_bytes})",
-                )
-            else:
-                request.data.append(DataChunk(encoded, frame.payload))
-        self._advance(request, req_input)
-        if request.state is ReqState.DONE:
-            self._complete(request, events)
-
-    def _known_request(self, rid: int, frame: Frame) -> _Request:
-        request = self._requests.get(rid)
-        if request is None:
-            raise ProtocolError(f"frame for unknown request id {rid}")
-        if request.stream_id != frame.stream_id:
-            raise ProtocolError(f"frames of request {rid} on two streams")
-        return request
-
-    @staticmethod
-    def _advance(request: _Request, req_input: ReqInput) -> None:
-        key = (request.state, req_input)
-        if key not in REQUEST_TABLE:
-            raise ProtocolError(REQUEST_ERRORS.get(key, "request rule broken"))
-        request.state = REQUEST_TABLE[key]
-
-    def _reject(self, request: _Request, code: ErrorCode, message: str) -> None:
-        request.rejection = (code, message)
-        request.map_parts.clear()
-        request.data.clear()
-        self._advance(request, ReqInput.REJECT)
-
-    def _complete(self, request: _Request, events: list[ServerEvent]) -> None:
-        self._streams[request.stream_id].incomplete.discard(request.request_id)
-        if request.answered:
-            # Already answered (response_sent before its last frame arrived): its id is free
-            # now, and it must not be answered twice.
-            del self._requests[request.request_id]
-            return
-        if request.rejection is None:
-            payload = b"".join(request.map_parts)
-            request.map_parts.clear()
-            try:
-                command = CommandRequest.from_wire(unpack_map(payload, "command request"))
-            except PayloadError as exc:
-                request.rejection = (ErrorCode.BAD_REQUEST, exc.message)
-            else:
-                data = tuple(request.data)
-                request.data.clear()
-                events.append(
-                    RequestReady(
-                        request.request_id,
-                        request.stream_id,
-                        command.name,
-                        command.args,
-                        data,
-                        request.have_data,
-                        end_stream=False,
-                        command_map=payload,
-                    )
-                )
-        if request.rejection is not None:
-            code, message = request.rejection
-            events.append(
-                RequestRejected(
-                    request.request_id, request.stream_id, code, message, end_stream=False
-                )
-            )

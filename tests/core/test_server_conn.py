@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from server.protocol.error_frames import connection_error_frame, error_frame
 from server.protocol.errors import ErrorCode
 from server.protocol.events import (
     ConnectionFailed,
@@ -32,7 +33,8 @@ from server.protocol.payloads import (
     pack,
     unpack_map,
 )
-from server.protocol.server_conn import (
+from server.protocol.server_conn import ServerConnection
+from server.protocol.server_states import (
     CONN_ERRORS,
     CONN_TABLE,
     REQUEST_ERRORS,
@@ -43,11 +45,8 @@ from server.protocol.server_conn import (
     ConnState,
     ReqInput,
     ReqState,
-    ServerConnection,
     StreamInput,
     StreamState,
-    connection_error_frame,
-    error_frame,
 )
 
 SERVER_SETTINGS = ServerSettings("zplex/test", ENCODINGS, 32768, 2, Limits().to_wire())
@@ -503,11 +502,18 @@ def test_window_over_8_mib_is_connection_level_too_large() -> None:
 def test_request_map_over_the_limit_is_too_large_and_its_frames_discarded() -> None:
     conn = ready(EMPTY_MAP, max_request_map_bytes=len(ECHO_MAP) - 1)
     assert feed(conn, f"1 1 0 command-request new|more 0x{ECHO_MAP[:4].hex()}") == []
-    assert feed(conn, f"1 1 0 command-request continuation|more 0x{ECHO_MAP[4:].hex()}") == []
-    assert feed(conn, "1 1 0 command-request continuation|more 0xffffffff") == []
-    event = only(feed(conn, "1 1 0 command-request continuation 0xff"), RequestRejected)
+    # Answered as soon as the map passes the limit: a map that never ends is answered too.
+    event = only(
+        feed(conn, f"1 1 0 command-request continuation|more 0x{ECHO_MAP[4:].hex()}"),
+        RequestRejected,
+    )
     assert event.code is ErrorCode.TOO_LARGE and event.request_id == 1
     assert not event.retryable
+    for _ in range(100):  # the rest of its frames are discarded, however many
+        assert feed(conn, "1 1 0 command-request continuation|more 0xffffffff") == []
+    assert feed(conn, "1 1 0 command-request continuation 0xff") == []
+    conn.send_error(1, 1, event.code, event.message)  # its id is free again
+    assert 1 not in conn.in_flight_ids() and conn.incomplete_ids() == []
     # A single frame over the limit too; a small request still passes.
     big = pack({"name": "echo", "args": {"pad": "x" * 40}})
     assert only(feed(conn, f"3 1 0 command-request new 0x{big.hex()}"), RequestRejected).code is (
@@ -521,14 +527,66 @@ def test_request_data_over_the_limit_is_too_large() -> None:
     conn = ready(max_request_data_bytes=10)
     feed(conn, req(1, flags="new|have-data"))
     assert feed(conn, "1 1 0 command-data continuation b'0123456789'") == []
-    assert feed(conn, "1 1 0 command-data continuation b'x'") == []  # now over: discarded
-    assert feed(conn, "1 1 0 command-data continuation b'more'") == []
-    event = only(feed(conn, "1 1 0 command-data eos b'end'"), RequestRejected)
+    # Answered now; the rest of its data is discarded.
+    event = only(feed(conn, "1 1 0 command-data continuation b'x'"), RequestRejected)
     assert event.code is ErrorCode.TOO_LARGE and "max_request_data_bytes" in event.message
+    assert feed(conn, "1 1 0 command-data continuation b'more'") == []
+    assert feed(conn, "1 1 0 command-data eos b'end'") == []
+    assert conn.requests.buffered == 0
     # Exactly at the limit passes.
     feed(conn, req(3, flags="new|have-data"))
     ready_event = only(feed(conn, "3 1 0 command-data eos b'0123456789'"), RequestReady)
     assert ready_event.data == (DataChunk(False, b"0123456789"),)
+
+
+def test_unfinished_requests_hold_at_most_twice_max_request_data_bytes() -> None:
+    conn = ready(max_request_data_bytes=10)  # a connection holds at most 20 bytes of them
+    for rid, sid in ((1, 1), (3, 3), (5, 5)):
+        feed(conn, req(rid, sid, "begin" if sid > 1 else "0", "new|have-data"))
+    assert feed(conn, "1 1 0 command-data continuation b'12345678'") == []
+    assert feed(conn, "3 3 0 command-data continuation b'12345678'") == []
+    event = only(feed(conn, "5 5 0 command-data continuation b'12345'"), RequestRejected)
+    assert event.request_id == 5 and event.code is ErrorCode.TOO_LARGE
+    assert "unfinished" in event.message and conn.requests.buffered == 16
+    # A request that completes gives its bytes back.
+    only(feed(conn, "1 1 0 command-data eos b''"), RequestReady)
+    assert conn.requests.buffered == 8
+    assert feed(conn, "3 3 0 command-data continuation b'12'") == []
+    assert feed(conn, "5 5 0 command-data eos b'more'") == []  # discarded: already answered
+
+
+def test_a_write_command_without_permission_is_refused_before_its_data() -> None:
+    conn = ready()
+    assert conn.permit_writes(False) == []
+    put = req(1, flags="new|have-data", name="put", args={"key": "k"})
+    event = only(feed(conn, put), RequestRejected)
+    assert event.code is ErrorCode.FORBIDDEN and "write permission" in event.message
+    assert feed(conn, f"1 1 0 command-data continuation 0x{'78' * 1000}") == []
+    assert feed(conn, "1 1 0 command-data eos b'x'") == [] and conn.requests.buffered == 0
+    # With permission a put goes through.
+    assert conn.permit_writes(True) == []
+    feed(conn, req(5, flags="new|have-data", name="put", args={"key": "k"}))
+    assert only(feed(conn, "5 1 0 command-data eos b'x'"), RequestReady).name == "put"
+
+
+def test_permission_learnt_after_the_map_refuses_the_rest_of_the_data() -> None:
+    conn = ready()  # write_allowed unknown while the map arrives
+    feed(conn, req(1, flags="new|have-data", name="put", args={"key": "k"}))
+    assert feed(conn, "1 1 0 command-data continuation b'abc'") == []
+    event = only(conn.permit_writes(False), RequestRejected)
+    assert event.code is ErrorCode.FORBIDDEN and conn.requests.buffered == 0
+    assert feed(conn, "1 1 0 command-data continuation b'def'") == []
+
+
+def test_incomplete_requests_report_their_progress() -> None:
+    conn = ready()
+    feed(conn, req(1, flags="new|have-data"))
+    assert conn.incomplete_progress() == {1: 1}
+    feed(conn, "1 1 0 command-data continuation b'a'")
+    feed(conn, req(3, flags="new|more"))
+    assert conn.incomplete_progress() == {1: 2, 3: 1}
+    feed(conn, "1 1 0 command-data eos b''")
+    assert conn.incomplete_progress() == {3: 1}
 
 
 def test_encoded_data_is_capped_at_twice_the_limit_on_the_wire() -> None:

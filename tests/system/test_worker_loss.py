@@ -57,7 +57,7 @@ class RawClient:
             self.events += self.conn.receive_data(data)
         return self.events
 
-    def outcome(self, rid: int) -> Any:
+    def outcome(self, rid: int, limit: float = 20) -> Any:
         """The request's ResponseComplete or ResponseError, reading until it is there."""
 
         def find(events: list[Any]) -> Any:
@@ -70,7 +70,7 @@ class RawClient:
                 None,
             )
 
-        self.read_until(lambda events: find(events) is not None)
+        self.read_until(lambda events: find(events) is not None, limit)
         return find(self.events)
 
 

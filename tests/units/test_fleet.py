@@ -17,12 +17,16 @@ from server.protocol.limits import Limits
 class FakeLink:
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, list[bytes]]] = []
+        self.dropped: list[bytes] = []
 
     def send(self, identity: bytes, message: list[bytes]) -> None:
         self.sent.append((identity, message))
 
     def flush(self) -> None:
         pass
+
+    def drop(self, identity: bytes) -> None:
+        self.dropped.append(identity)
 
     def close(self) -> None:
         pass
@@ -48,6 +52,12 @@ class Recorder:
 
     def fatal(self, worker: int, env: Envelope, fatal: Fatal) -> None:
         self.seen.append(("fatal", (worker, fatal.code)))
+
+    def worker_backlogged(self, index: int, backlogged: bool) -> None:
+        self.seen.append(("backlogged" if backlogged else "flowing", index))
+
+    def worker_silent(self, index: int) -> None:
+        self.seen.append(("silent", index))
 
 
 class Clock:
@@ -195,3 +205,29 @@ def test_shutdown_goes_to_ready_remote_workers_only() -> None:
     f.worker_exited(1)
     f.shutdown_remote()
     assert remote.kinds() == [] and local.kinds() == []
+
+
+def test_a_local_worker_that_falls_silent_is_reported() -> None:
+    f, events, local, _remote, clock = fleet()
+    f.from_local(b"w0", ready(11, 0))
+    f.from_local(b"w1", ready(12, 1))
+    clock.now += f.local_silence_s - 1
+    f.from_local(b"w1", [Envelope(Kind.HEARTBEAT).pack()])  # w1 is heard from; w0 is not
+    f.heartbeat()
+    assert events.seen[-1] == ("ready", 1)
+    clock.now += 2
+    f.heartbeat()
+    assert events.seen[-1] == ("silent", 0)
+    assert local.kinds() == []  # local workers are not sent heartbeats
+
+
+def test_a_lost_worker_loses_its_backlog_and_backlogs_are_reported_by_index() -> None:
+    f, events, local, remote, _clock = fleet()
+    f.from_local(b"w1", ready(12, 1))
+    f.from_remote(b"r-a", ready(21, -1))
+    f.backlogged(b"w1", True)
+    f.backlogged(b"r-a", True)
+    f.backlogged(b"nobody", True)
+    assert events.seen[-2:] == [("backlogged", 1), ("backlogged", 2)]
+    f.worker_exited(1)
+    assert local.dropped == [b"w1"] and remote.dropped == []

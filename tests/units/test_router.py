@@ -202,3 +202,36 @@ def test_closing_a_connection_tells_each_of_its_workers_once() -> None:
     assert trace(r.close_connection(1)) == ["w0 CONN_CLOSED c1 r0 s0", "w1 CONN_CLOSED c1 r0 s0"]
     assert r.loads == [0, 0]
     assert r.close_connection(1) == []
+
+
+def test_nothing_stale_reaches_a_client_after_its_worker_was_lost() -> None:
+    """A lost worker's frames, sent before or after the loss, are dropped, even once its
+    replacement (same index) serves the stream again; frames for a request the stream does
+    not wait for are dropped too."""
+    r = router()
+    r.event(1, ready(1, sid=1))  # on w0
+    r.event(1, ready(3, sid=1))
+    frames = Envelope(Kind.FRAMES, Flag.DONE | Flag.STREAM_OPEN, 1, 1, 1)
+    assert [type(a) for a in r.frames(0, frames, b"answer 1")][:1] == [Deliver]
+    lost = r.worker_lost(0)
+    assert [a for a in lost if isinstance(a, FailStream)] == [
+        FailStream(1, 1, ErrorCode.WORKER_LOST, lost[0].message)  # type: ignore[union-attr]
+    ]
+    late = Envelope(Kind.FRAMES, Flag.DONE | Flag.STREAM_OPEN, 1, 3, 1)
+    assert r.frames(0, late, b"answer 3") == []  # its stream left the worker
+    r.worker_ready(0)  # the replacement
+    r.event(1, ready(5, sid=1))  # back on w0
+    assert r.frames(0, late, b"answer 3") == []  # request 3 was answered with worker-lost
+    assert r.frames(1, late, b"answer 3") == []  # and w1 never served stream 1
+    current = Envelope(Kind.FRAMES, Flag.DONE | Flag.STREAM_OPEN, 1, 5, 1)
+    assert [type(a) for a in r.frames(0, current, b"answer 5")][:1] == [Deliver]
+
+
+def test_connections_using_a_worker() -> None:
+    r = router(conns=(1, 2, 3))
+    r.event(1, ready(1, sid=1))  # w0
+    r.event(2, ready(1, sid=1))  # w1
+    r.event(3, ready(1, sid=1))  # w0
+    r.event(3, ready(3, sid=3))  # w1
+    assert sorted(r.connections_using(0)) == [1, 3]
+    assert sorted(r.connections_using(1)) == [2, 3]
