@@ -9,17 +9,20 @@ The worker keeps at most ``max_contexts_per_worker`` contexts and
 lose their context (their next response starts the server stream again). A context being
 sent (a response not yet complete) is never evicted, nor is the most recently used stream's;
 it counts against the budget all the same (a client that stops reading mid-response holds
-it), and once such contexts alone fill the budget, no stream may start a new context
-(:meth:`ContextTable.held_by_responses`: the worker answers ``overloaded``). The check is
-O(1) per request: the table keeps running totals of the contexts (those with an encoder),
-and of those being sent, refreshed when a stream's context can change, and an LRU of only
-the streams that may hold a context, so eviction never walks over streams that hold none.
+it). Before a stream makes a new context, idle ones are evicted to make room for it
+(:meth:`ContextTable.make_room`); once contexts being sent fill the budget by themselves,
+no stream may make one (the worker answers ``overloaded``). The check is O(1) per request:
+the table keeps running totals of the contexts (of the streams with an encoder or a
+response in progress), and of those being sent, refreshed when a stream's context can
+change, and an LRU of only the streams that may hold a context, so eviction never walks
+over streams that hold none.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Callable
 
 from server.ipc.envelope import Envelope
 from server.ipc.flow import SendWindow
@@ -132,7 +135,9 @@ class ContextTable:
     def refresh(self, key: StreamKey, ctx: StreamContext) -> None:
         """Count the stream's context as it is now (call after its context may have
         changed: a response started or completed, an error sent, a reset)."""
-        counts = ctx.writer.encoder is not None and self.streams.get(key) is ctx
+        # A response in progress holds its context from the start (made at its first step).
+        has_context = ctx.writer.encoder is not None or ctx.sending is not None
+        counts = has_context and self.streams.get(key) is ctx
         self._uncount(ctx)
         if counts:
             ctx.counted = ctx.writer.memory()
@@ -156,20 +161,31 @@ class ContextTable:
     def over_budget(self) -> bool:
         return self.context_count > self.max_contexts or self.context_bytes > self.max_bytes
 
-    def held_by_responses(self) -> bool:
-        """Whether the contexts of responses being sent (which no eviction can free) fill
-        the budget: then no stream may start a new context."""
-        return self.sending_count >= self.max_contexts or self.sending_bytes >= self.max_bytes
+    def _full(self) -> bool:
+        """No room for one more context."""
+        return self.context_count >= self.max_contexts or self.context_bytes >= self.max_bytes
+
+    def make_room(self) -> bool:
+        """Before a stream makes a new context: reset the least recently used idle contexts
+        until there is room for one more. False (nothing reset) when the contexts of
+        responses being sent, which no eviction can free, fill the budget by themselves."""
+        if self.sending_count >= self.max_contexts or self.sending_bytes >= self.max_bytes:
+            return False
+        self._evict_while(self._full)
+        return True
 
     def evict(self) -> None:
         """Reset the least recently used contexts until the budget holds (never one being
         sent, never the most recently used stream's)."""
-        if not self.over_budget():
+        self._evict_while(self.over_budget)
+
+    def _evict_while(self, condition: Callable[[], bool]) -> None:
+        if not condition():
             return
         newest = next(reversed(self.streams.values()), None)
         dropped: list[StreamKey] = []
         for key, ctx in self._lru.items():  # least recently used first
-            if not self.over_budget() or ctx is newest:
+            if not condition() or ctx is newest:
                 break
             if ctx.sending is not None:
                 continue  # mid-response: it keeps its context

@@ -292,7 +292,7 @@ class WorkerCore:
         request = decode_request(parts, bool(env.flags & Flag.HAS_DATA))
         name = request.command.name
         self.requests += 1
-        if ctx.writer.encoder is None and self.table.held_by_responses():
+        if ctx.writer.encoder is None and not self.table.make_room():
             message = "the worker's contexts are all held by responses in progress"
             self._answer_error(key, env, ctx, ErrorCode.OVERLOADED, message, True, end)
             self._finished(key, ctx, end)
@@ -388,7 +388,7 @@ class WorkerCore:
             self.bytes_raw += ctx.writer.raw_bytes - sending.raw_before
             self.bytes_wire += ctx.writer.wire_bytes - sending.wire_before
             self._finished(key, ctx, sending.end)
-        elif ctx.counted is None:  # the response's first step made the stream's context
+        else:  # the context grows as it compresses: counted as it is now
             self.table.refresh(key, ctx)
 
     def _finished(self, key: StreamKey, ctx: StreamContext, end: bool) -> None:

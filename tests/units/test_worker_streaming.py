@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import random
 import tracemalloc
 from pathlib import Path
 
 import pytest
 from workerharness import (
     IDENTITY,
+    ZSTD,
     Harness,
     Sent,
     client_events,
@@ -24,7 +26,9 @@ from workerharness import (
 from server.ipc.envelope import Envelope, Flag, Kind
 from server.ipc.flow import STREAM_CREDIT_BYTES
 from server.protocol.events import ClientEvent, ResponseBody, ResponseHeader
+from server.protocol.frames import FrameType, decode_frames
 from server.protocol.limits import Limits
+from server.protocol.payloads import unpack_map
 from workers.bodies import BODY_CHUNK_BYTES, CHUNKED_ABOVE_BYTES
 from workers.commands import Commands, ServerInfo
 from workers.core import WorkerCore
@@ -247,3 +251,76 @@ def test_generate_is_capped_by_the_configured_size(tmp_path: Path) -> None:
     assert body == generate(cap, "json", 4)
     assert header_of(events, 3)["digest"] == digest(body)
     assert hashlib.blake2b(body, digest_size=32).hexdigest() in str(header_of(events, 3))
+
+
+# -- the budget with responses in progress ---------------------------------------------------
+
+
+def test_totals_hold_with_responses_in_progress_paused_and_dropped(tmp_path: Path) -> None:
+    """Random traffic over many streams, with responses larger than the credit, grants,
+    steps, closed connections: after every message the table's totals (of every context,
+    and of those being sent) equal a count over the streams, the worker never holds more
+    contexts than its budget (room is made before a context is), and every stream that can
+    go on is queued, once."""
+    limits = Limits(max_contexts_per_worker=4)
+    w = Harness(make_core(tmp_path, limits))
+    rng = random.Random(11)
+    opened: set[tuple[int, int]] = set()
+    rid = 1
+    for _ in range(600):
+        conn, stream = rng.randrange(1, 3), rng.randrange(1, 16, 2)
+        if (conn, stream) not in opened:
+            w.open(stream, rng.choice([ZSTD, ZSTD, IDENTITY]), conn=conn)
+            opened.add((conn, stream))
+        roll = rng.random()
+        if roll < 0.3:
+            size = rng.choice([1000, 3 * MIB, 6 * MIB])
+            args = {"size": size, "kind": "random", "seed": rid}
+            w.request(stream, rid, "generate", args, conn=conn, run=False)
+            rid += 2
+        elif roll < 0.5:
+            w.credit(stream, rng.choice([MIB, 4 * MIB]), conn=conn, run=False)
+        elif roll < 0.55:
+            w.send(0, Envelope(Kind.CONN_CLOSED, 0, conn), run=False)
+            opened = {o for o in opened if o[0] != conn}
+        else:
+            w.run(steps=rng.randrange(1, 6))
+        table = w.core.table
+        live = [c for c in table.streams.values() if c.writer.encoder is not None or c.sending]
+        sending = [c for c in live if c.sending is not None]
+        assert table.context_count == len(live)
+        assert table.context_bytes == sum(c.counted or 0 for c in live)
+        assert all(c.counted == c.writer.memory() for c in live if not c.sending)
+        assert table.sending_count == len(sending)
+        assert table.sending_bytes == sum(c.counted or 0 for c in sending)
+        assert table.context_count <= limits.max_contexts_per_worker
+        # Every stream with a response in progress and credit is queued, once.
+        queued = [key for key, ctx in w.core.runnable if table.get(key) is ctx]
+        assert len(queued) == len(set(queued))
+        for key, ctx in table.streams.items():
+            if ctx.sending is not None and ctx.window.is_open:
+                assert key in queued
+    assert rid > 50 and any(code == "overloaded" for _, code, _ in all_errors(w))
+
+
+def all_errors(w: Harness) -> list[tuple[int, str, bool]]:
+    found = []
+    for conn in (1, 2):
+        for stream in range(1, 16, 2):
+            data = b"".join(
+                s.parts[0]
+                for s in w.sent
+                if s.env.kind is Kind.FRAMES and (s.env.conn, s.env.stream) == (conn, stream)
+            )
+            found += errors_in(data)
+    return found
+
+
+def errors_in(data: bytes) -> list[tuple[int, str, bool]]:
+    """The error-responses among frames (decoded on their own, without a client's state)."""
+    out = []
+    for frame in decode_frames(data):
+        if frame.frame_type is FrameType.ERROR_RESPONSE:
+            error = unpack_map(frame.payload, "error")
+            out.append((frame.request_id, error["code"], error.get("retryable", False)))
+    return out

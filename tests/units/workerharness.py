@@ -66,7 +66,8 @@ class Harness:
         return self.collect()
 
     def open(self, stream: int, params: bytes = ZSTD, *, front: int = 0, conn: int = 1) -> None:
-        assert self.send(front, Envelope(Kind.STREAM_OPEN, 0, conn, 0, stream), params) == []
+        env = Envelope(Kind.STREAM_OPEN, 0, conn, 0, stream)
+        assert self.send(front, env, params, run=False) == []
 
     def request(
         self,
