@@ -72,9 +72,12 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
-        if self.workers < 0 or (self.workers == 0 and self.worker_listen is None):
+        if self.workers < 0:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.workers == 0 and self.worker_listen is None:
             raise ConfigError(
-                f"workers must be at least 1 (0 only with worker_listen), got {self.workers}"
+                "workers 0 (--workers 0) runs remote workers only and needs --worker-listen "
+                "tcp://HOST:PORT (worker_listen) and --worker-keys DIR"
             )
         if self.worker_silence_s < 2:
             raise ConfigError(

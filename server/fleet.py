@@ -223,6 +223,10 @@ class Fleet:
             if self.remote is not None:
                 self.remote.send(identity, [Envelope(Kind.REJOIN).pack()])
             return
+        if env.kind is Kind.GOODBYE:
+            log.warning("remote worker %d (%s) stopped: dropped", slot.index, slot.host)
+            self.worker_exited(slot.index)
+            return
         slot.last_seen = self.clock()
         if env.kind is not Kind.HEARTBEAT:
             self._from_worker(slot.index, env, parts)

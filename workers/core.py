@@ -142,6 +142,10 @@ class WorkerCore:
     def heartbeat(self, front: int) -> None:
         self.out.add(front, [Envelope(Kind.HEARTBEAT).pack()])
 
+    def goodbye(self, front: int) -> None:
+        """This (remote) worker stops: the front drops it at once."""
+        self.out.add(front, [Envelope(Kind.GOODBYE).pack()])
+
     def rejoin(self, front: int) -> None:
         """The front no longer knows this worker (it restarted, or declared the worker
         lost): drop that front's streams and say READY to it again."""

@@ -123,6 +123,8 @@ class Worker:
         self._poller = zmq.Poller()
         self._last_sent: list[float] = []
         self._last_heard: list[float] = []
+        #: Whether each front ever answered (a front never heard from is a likely key problem).
+        self._answered: list[bool] = []
         self._connect_new_fronts()
         self._parent = os.getppid()
 
@@ -150,6 +152,7 @@ class Worker:
             now = time.monotonic()
             self._last_sent.append(now)
             self._last_heard.append(now)
+            self._answered.append(False)
 
     def flush(self) -> None:
         """Send what the core produced, one batch per front."""
@@ -206,6 +209,10 @@ class Worker:
                     return
                 self._keep_alive(time.monotonic())
         finally:
+            if self.remote:  # the fronts drop this worker now, not after its silence
+                for front in range(len(self.socks)):
+                    self.core.goodbye(front)
+                self.flush()
             for sock in self.socks:
                 sock.close()
             self._ctx.term()
@@ -220,6 +227,7 @@ class Worker:
                 except zmq.Again:
                     break
                 self._last_heard[front] = time.monotonic()
+                self._answered[front] = True
                 if not self.core.receive(front, blob):
                     return False
             return True
@@ -231,11 +239,22 @@ class Worker:
         silent drops that front's streams and joins it again."""
         for front in range(len(self.socks)):
             if self.remote and now - self._last_heard[front] > REMOTE_SILENCE_S:
-                log.warning(
-                    "front %d silent for %.0f s; joining again",
-                    front,
-                    now - self._last_heard[front],
-                )
+                if self._answered[front]:
+                    log.warning(
+                        "front %d silent for %.0f s; joining again",
+                        front,
+                        now - self._last_heard[front],
+                    )
+                else:
+                    log.warning(
+                        "front %d (%s) has not answered for %.0f s: is it up and is that its "
+                        "--worker-listen endpoint? Do the keys match: the front's --worker-keys "
+                        "must hold this worker's worker.key, and this worker's front.key must be "
+                        "that front's (a front refusing a key logs it)",
+                        front,
+                        self.core.endpoints[front] if front < len(self.core.endpoints) else "?",
+                        now - self._last_heard[front],
+                    )
                 self._last_heard[front] = now
                 self.core.rejoin(front)
             elif (
@@ -312,7 +331,7 @@ def run_remote(
         keys=keys,
     )
     worker = Worker(config)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGTERM, _stop)  # stops the loop: the worker says GOODBYE first
     try:
         worker.run()
     except KeyboardInterrupt:

@@ -174,6 +174,12 @@ def test_bench_starts_servers_only_through_the_command_line() -> None:
     source = (ROOT / "bench" / "server_process.py").read_text()
     for word in ('"server.cli"', '"serve"', '"--ready-file"'):
         assert word in source
+    # --clients: the one other process the bench starts is its own client process.
+    clients = (ROOT / "bench" / "client_processes.py").read_text()
+    assert '"bench.load_process"' in clients and "server.cli" not in clients
+    for name, path in our_modules().items():
+        if name.startswith("bench") and name != "bench.client_processes":
+            assert "create_subprocess" not in path.read_text(), name
 
 
 def test_client_calls_do_no_io() -> None:
@@ -203,3 +209,13 @@ def test_http_request_parsing_is_sans_io() -> None:
     path = our_modules()["server.http_request"]
     assert our_imports()["server.http_request"] == set()
     assert not {"asyncio", "socket"} & {m.split(".")[0] for m in imports_of(path)}
+
+
+def test_bench_judgements_do_no_io() -> None:
+    """What the bench concludes from figures (thresholds, repeats, phase warnings, the corpus
+    account) is arithmetic on results: no sockets, event loop, processes or server."""
+    for name in ("bench.thresholds", "bench.repeats", "bench.phase_checks", "bench.compare"):
+        imported = {m.split(".")[0] for m in imports_of(our_modules()[name])}
+        assert not imported & {"asyncio", "socket", "selectors", "subprocess", "zmq"}, name
+        assert not any(m.startswith(("bench.runner", "bench.main")) for m in our_imports()[name])
+    assert our_imports()["bench.corpus_selection"] == set()
