@@ -43,7 +43,12 @@ def _front() -> SimpleNamespace:
     def new_connection(http: object = None) -> object:
         raise AssertionError("no zplex connection may start for a refused request")
 
-    return SimpleNamespace(config=config, server_settings=settings, new_connection=new_connection)
+    return SimpleNamespace(
+        config=config,
+        server_settings=settings,
+        new_connection=new_connection,
+        connection_count=lambda: 0,
+    )
 
 
 def _exchange(request: bytes, *, debugreflect: bool = False) -> tuple[int, bytes]:
