@@ -296,18 +296,18 @@ class WorkerCore:
         request = decode_request(parts, bool(env.flags & Flag.HAS_DATA))
         name = request.command.name
         self.requests += 1
-        if ctx.writer.encoder is None and not self.table.make_room():
-            message = "the worker's contexts are all held by responses in progress"
-            self._answer_error(key, env, ctx, ErrorCode.OVERLOADED, message, True, end)
-            self._finished(key, ctx, end)
-            return
         data: bytes | None = None
-        if request.data is not None:
+        if request.data is not None:  # decoded even if refused: the decoder stays in step
             try:
                 data = self._decode_data(ctx, request.data)
             except DecodeError as exc:
                 self._fatal(key, env, exc.code, exc.message)
                 return
+        if ctx.writer.encoder is None and not self.table.make_room():
+            message = "the worker's contexts are all held by responses in progress"
+            self._answer_error(key, env, ctx, ErrorCode.OVERLOADED, message, True, end)
+            self._finished(key, ctx, end)
+            return
         call = Call(request.command.args, data, ctx.params.write, request.snapshot)
         try:
             header, body = self.commands.run(name, call)
@@ -370,8 +370,8 @@ class WorkerCore:
             if not body.ready:
                 try:
                     body.digest_step()
-                except Exception:
-                    log.exception("the body of request %d failed", env.request)
+                except Exception as exc:  # e.g. a file truncated while it is read
+                    log.warning("the body of request %d failed: %r", env.request, exc)
                     ctx.sending = None
                     sending.close()
                     message = "the response failed"

@@ -25,10 +25,12 @@ from workerharness import (
 
 from server.ipc.envelope import Envelope, Flag, Kind
 from server.ipc.flow import STREAM_CREDIT_BYTES
-from server.protocol.events import ClientEvent, ResponseBody, ResponseHeader
+from server.ipc.messages import encode_request
+from server.protocol.encoding import Encoder
+from server.protocol.events import ClientEvent, DataChunk, ResponseBody, ResponseHeader
 from server.protocol.frames import FrameType, decode_frames
 from server.protocol.limits import Limits
-from server.protocol.payloads import unpack_map
+from server.protocol.payloads import StreamSettings, pack, unpack_map
 from workers.bodies import BODY_CHUNK_BYTES, CHUNKED_ABOVE_BYTES
 from workers.commands import Commands, ServerInfo
 from workers.core import WorkerCore
@@ -324,3 +326,27 @@ def errors_in(data: bytes) -> list[tuple[int, str, bool]]:
             error = unpack_map(frame.payload, "error")
             out.append((frame.request_id, error["code"], error.get("retryable", False)))
     return out
+
+
+def test_a_request_refused_for_the_budget_still_keeps_the_stream_decoder_in_step(
+    tmp_path: Path,
+) -> None:
+    """The client's command data on a ``stream`` context refers to its earlier data: a
+    request answered ``overloaded`` still has its data decoded, so the next one decodes."""
+    w = Harness(make_core(tmp_path, Limits(max_contexts_per_worker=1)))
+    w.open(1)
+    w.request(1, 1, "generate", {"size": 3 * STREAM_CREDIT_BYTES, "kind": "random"})
+    w.open(3)
+    settings = StreamSettings("zstd-8mb", 3, 23, "stream")
+    w.send(0, Envelope(Kind.CLIENT_STREAM_SETTINGS, 0, 1, 0, 3), pack(settings.to_wire()))
+    encoder = Encoder(settings, 32768)
+    command = pack({"name": "echo", "args": {}})
+    for rid, data in ((3, b"the same words again " * 500), (5, b"the same words again! " * 500)):
+        chunks = [DataChunk(True, p) for p in encoder.feed(data) + encoder.end_response()]
+        parts = encode_request(command, chunks)
+        w.send(0, Envelope(Kind.REQUEST, Flag.HAS_DATA, 1, rid, 3), *parts)
+        if rid == 3:
+            w.credit(1, 1 << 30)  # the response in progress completes: the budget is free
+    events = client_events(frames(w.sent, stream=3), (3, 3), (3, 5))
+    assert errors(events) == [(3, "overloaded", True)]
+    assert completed(events) == [5] and body_of(events, 5) == b"the same words again! " * 500
