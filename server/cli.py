@@ -102,7 +102,18 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="NAME=VALUE",
         help="override a limit (docs/protocol.md, section 6 Limits), e.g. --limit max_streams=16",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)",
+    )
+    p.add_argument("--metrics-host", help="address of the metrics endpoint (default: --host)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default), ERROR")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="text (default) or json: one JSON object a line",
+    )
     p.set_defaults(func=_serve)
 
 
@@ -129,6 +140,12 @@ def _register_remote(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="largest generate response in bytes (default 268435456, 256 MiB)",
     )
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default) or json: one JSON object a line",
+    )
     p.set_defaults(func=_worker)
 
     p = subparsers.add_parser(
@@ -164,7 +181,9 @@ def _worker(args: argparse.Namespace) -> int:
     if cap < 0:
         print("zplex worker: --max-generate-bytes must be >= 0", file=sys.stderr)
         return 2
-    return run_remote(args.connect, args.keys, args.store, args.log_level.upper(), cap)
+    return run_remote(
+        args.connect, args.keys, args.store, args.log_level.upper(), args.log_format, cap
+    )
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -199,10 +218,10 @@ def _keys(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
     from server.cluster import serve
     from server.config import ConfigError, build_config, load_file
+    from server.logs import setup_logging
     from workers.store import ObjectStore
 
     try:
@@ -224,6 +243,9 @@ def _serve(args: argparse.Namespace) -> int:
             "worker_keys": args.worker_keys,
             "worker_silence_s": args.worker_silence,
             "log_level": args.log_level.upper() if args.log_level else None,
+            "log_format": args.log_format,
+            "metrics_port": args.metrics_port,
+            "metrics_host": args.metrics_host,
         }
         for item in args.limit:
             name, sep, value = item.partition("=")
@@ -242,9 +264,7 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"zplex serve: cannot use store {config.store}: {exc.strerror}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s server %(levelname)s %(message)s"
-    )
+    setup_logging(config.log_level, config.log_format, "supervisor")
     import zmq
 
     try:
@@ -284,6 +304,7 @@ class ServerLayout:
                 limits=config.limits,
                 max_generate_bytes=config.max_generate_bytes,
                 log_level=config.log_level,
+                log_format=config.log_format,
                 # This front takes no HEARTBEAT from its local workers (its own children).
             ).to_dict()
 

@@ -126,6 +126,8 @@ class WorkerCore:
         self.requests = 0
         self.bytes_raw = 0
         self.bytes_wire = 0
+        #: Raw and wire bytes of the finished responses by (encoding, context).
+        self.traffic: dict[tuple[str, str], list[int]] = {}
         self.stopped = False
 
     # -- the loop's side -----------------------------------------------------------------
@@ -260,7 +262,7 @@ class WorkerCore:
         self.table.max_bytes = welcome.limits.max_context_bytes_per_worker
         info = self.commands.info
         self.commands.info = ServerInfo(welcome.server, self.limits, info.max_generate_bytes)
-        log.warning("joined front %d as worker %d", front, welcome.index)
+        log.info("joined front %d as worker %d", front, welcome.index)
         for listed in welcome.fronts:
             endpoint = reachable_endpoint(listed, self.endpoints[front])
             if endpoint not in self.endpoints:
@@ -391,9 +393,17 @@ class WorkerCore:
             sending.close()
             self.bytes_raw += ctx.writer.raw_bytes - sending.raw_before
             self.bytes_wire += ctx.writer.wire_bytes - sending.wire_before
+            self._count_traffic(ctx, sending.raw_before, sending.wire_before)
             self._finished(key, ctx, sending.end)
         else:  # the context grows as it compresses: counted as it is now
             self.table.refresh(key, ctx)
+
+    def _count_traffic(self, ctx: StreamContext, raw_before: int, wire_before: int) -> None:
+        tally = self.traffic.get((ctx.params.encoding, ctx.params.context))
+        if tally is None:
+            tally = self.traffic[(ctx.params.encoding, ctx.params.context)] = [0, 0]
+        tally[0] += ctx.writer.raw_bytes - raw_before
+        tally[1] += ctx.writer.wire_bytes - wire_before
 
     def _finished(self, key: StreamKey, ctx: StreamContext, end: bool) -> None:
         """A request of the stream is answered: drop the stream if it ended, then handle
@@ -463,6 +473,9 @@ class WorkerCore:
             bytes_raw=self.bytes_raw,
             bytes_wire=self.bytes_wire,
             evictions=self.table.evictions,
+            traffic=[
+                [enc, context, raw, wire] for (enc, context), (raw, wire) in self.traffic.items()
+            ],
         )
 
 

@@ -28,6 +28,7 @@ import zmq
 import zmq.auth
 
 from server.ipc.remote import FRONT_KEY, HEARTBEAT_INTERVAL_S, REMOTE_SILENCE_S, WORKER_KEY_SECRET
+from server.logs import setup_logging
 from server.protocol.limits import Limits
 from workers.commands import Commands, ServerInfo
 from workers.core import ProcessUsage, WorkerCore
@@ -54,6 +55,7 @@ class WorkerConfig:
     limits: Limits
     max_generate_bytes: int = 256 << 20
     log_level: str = "WARNING"
+    log_format: str = "text"
     #: A remote worker (``zplex worker``): the directory of its CURVE keys. It joins the
     #: front over TCP, learns its index and limits from the front's WELCOME, and watches
     #: the front with heartbeats instead of its parent process.
@@ -296,9 +298,7 @@ def _stop(signum: int, frame: object) -> None:
 def main(config: dict[str, Any]) -> None:
     """Process entry point (started with the ``spawn`` method by the supervisor)."""
     cfg = WorkerConfig(**config)
-    logging.basicConfig(
-        level=cfg.log_level, format=f"%(asctime)s worker{cfg.index} %(levelname)s %(message)s"
-    )
+    setup_logging(cfg.log_level, cfg.log_format, "worker", cfg.index)
     # The supervisor owns Ctrl-C and shutdown: a SIGTERM or SIGINT sent to the whole process
     # group must not end a worker while its fronts drain. It ends on STOP_SIGNAL from the
     # supervisor, on SHUTDOWN, or when the supervisor is gone.
@@ -315,11 +315,12 @@ def run_remote(
     keys: str,
     store: str,
     log_level: str = "WARNING",
+    log_format: str = "text",
     max_generate_bytes: int = 256 << 20,
 ) -> int:
     """``zplex worker``: serve a front on another host until it says SHUTDOWN (or SIGTERM,
     Ctrl-C). Index, server name and limits come from the front's WELCOME."""
-    logging.basicConfig(level=log_level, format="%(asctime)s worker %(levelname)s %(message)s")
+    setup_logging(log_level, log_format, "worker")
     config = WorkerConfig(
         index=-1,
         endpoint=endpoint,
@@ -328,6 +329,7 @@ def run_remote(
         limits=Limits(),
         max_generate_bytes=max_generate_bytes,
         log_level=log_level,
+        log_format=log_format,
         keys=keys,
     )
     worker = Worker(config)

@@ -52,7 +52,7 @@ class ServerStreamWriter:
         self.encoder = Encoder(self.settings, self.max_frame_size)
         if not self.encoder.encoded:
             return b""
-        return encode_frame(
+        frame = encode_frame(
             0,
             self.stream_id,
             self._stream_flags(False, False),
@@ -60,6 +60,8 @@ class ServerStreamWriter:
             SettingsFlags.EOS,
             pack(self.settings.to_wire()),
         )
+        self.wire_bytes += len(frame)  # every byte the stream writes counts
+        return frame
 
     def begin_response(
         self,

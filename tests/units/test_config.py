@@ -88,3 +88,20 @@ def test_serve_reports_an_unusable_store(
     blocker.write_text("not a directory")
     assert main(["serve", "--store", str(blocker / "store")]) == 2
     assert "cannot use store" in capsys.readouterr().err
+
+
+def test_metrics_and_log_format_options(tmp_path: Path) -> None:
+    text = 'metrics_port = 9100\nmetrics_host = "0.0.0.0"\nlog_format = "json"\n'
+    config = build_config(load_file(write(tmp_path, text)), {})
+    assert (config.metrics_port, config.metrics_host, config.log_format) == (
+        9100,
+        "0.0.0.0",
+        "json",
+    )
+    assert ServeConfig().metrics_port is None and ServeConfig().log_format == "text"
+    with pytest.raises(ConfigError, match="log_format"):
+        ServeConfig(log_format="yaml")
+    with pytest.raises(ConfigError, match="metrics_port"):
+        ServeConfig(metrics_port=70000)
+    with pytest.raises(ConfigError, match="stdio"):
+        ServeConfig(metrics_port=0, stdio=True)

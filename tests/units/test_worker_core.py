@@ -356,13 +356,13 @@ def test_stats_count_over_every_front_and_answer_the_front_that_asked(w: Harness
     sent = w.send(1, Envelope(Kind.STATS, conn=42))
     assert trace(sent) == ["1 STATS_REPLY 42/0/0 0"]
     stats = WorkerStats.decode(sent[0].parts[0])
-    # The responses' command-response frames (the wire bytes the worker counts).
+    # The responses' frames, stream-settings included (the wire bytes the worker counts).
     wire = sum(
         8 + len(f.payload)
         for s in w.sent
         if s.env.kind is Kind.FRAMES and s.env.request != 3
         for f in decode_frames(s.parts[0])
-        if f.frame_type is FrameType.COMMAND_RESPONSE
+        if f.frame_type in (FrameType.COMMAND_RESPONSE, FrameType.STREAM_SETTINGS)
     )
     assert (stats.pid, stats.index, stats.remote, stats.cpu_user, stats.rss) == (
         4321,
