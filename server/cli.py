@@ -89,6 +89,13 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "--level", type=int, help="compression level when a client states none (default 3)"
     )
     p.add_argument(
+        "--max-generate-bytes",
+        type=int,
+        metavar="N",
+        help="largest generate response in bytes (default 268435456, 256 MiB; made and sent "
+        "a chunk at a time, so it bounds CPU, not memory)",
+    )
+    p.add_argument(
         "--limit",
         action="append",
         default=[],
@@ -126,6 +133,12 @@ def _register_remote(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     p.add_argument("--keys", required=True, metavar="DIR", help="holds front.key, worker.key*")
     p.add_argument("--store", required=True, help="object store directory")
+    p.add_argument(
+        "--max-generate-bytes",
+        type=int,
+        metavar="N",
+        help="largest generate response in bytes (default 268435456, 256 MiB)",
+    )
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument(
         "--log-format",
@@ -162,7 +175,15 @@ def _worker(args: argparse.Namespace) -> int:
     if not args.connect.startswith("tcp://"):
         print("zplex worker: --connect takes tcp://HOST:PORT", file=sys.stderr)
         return 2
-    return run_remote(args.connect, args.keys, args.store, args.log_level.upper(), args.log_format)
+    from server.config import DEFAULT_MAX_GENERATE_BYTES
+
+    cap = DEFAULT_MAX_GENERATE_BYTES if args.max_generate_bytes is None else args.max_generate_bytes
+    if cap < 0:
+        print("zplex worker: --max-generate-bytes must be >= 0", file=sys.stderr)
+        return 2
+    return run_remote(
+        args.connect, args.keys, args.store, args.log_level.upper(), args.log_format, cap
+    )
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -214,6 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
             "write_token": args.write_token,
             "ready_file": args.ready_file,
             "level": args.level,
+            "max_generate_bytes": args.max_generate_bytes,
             "stdio": args.stdio,
             "http_port": args.http_port,
             "http_debugreflect": args.http_debugreflect,

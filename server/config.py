@@ -25,6 +25,8 @@ def default_fronts() -> int:
 
 LOG_FORMATS = ("text", "json")
 TOKEN_ENV = "ZPLEX_WRITE_TOKEN"
+#: The default cap on a ``generate`` response (256 MiB: level 19 on it is minutes of CPU).
+DEFAULT_MAX_GENERATE_BYTES = 256 << 20
 
 
 class ConfigError(ValueError):
@@ -61,8 +63,9 @@ class ServeConfig:
     #: Level used when a client states no wish (clamped to ``limits.max_level``).
     level: int = DEFAULT_LEVEL
     encodings: tuple[str, ...] = ENCODINGS
-    #: Largest ``generate`` response, bytes.
-    max_generate_bytes: int = 256 << 20
+    #: Largest ``generate`` response, bytes. Its bytes are made, compressed and sent a chunk
+    #: at a time, so the cap bounds the CPU one request may take, not memory.
+    max_generate_bytes: int = DEFAULT_MAX_GENERATE_BYTES
     #: A local worker silent this long (it heartbeats every second when idle) is declared
     #: lost, its requests get worker-lost, and it is killed and replaced.
     worker_silence_s: float = 10.0
@@ -100,6 +103,8 @@ class ServeConfig:
                 )
             if self.worker_keys is None:
                 raise ConfigError("worker_listen needs worker_keys (make them: zplex keys DIR)")
+        if self.max_generate_bytes < 0:
+            raise ConfigError(f"max_generate_bytes must be >= 0, got {self.max_generate_bytes}")
         unknown = [e for e in self.encodings if e not in ENCODINGS]
         if unknown or not self.encodings:
             raise ConfigError(f"encodings must be a non-empty subset of {list(ENCODINGS)}")

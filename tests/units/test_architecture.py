@@ -147,8 +147,9 @@ def test_no_import_cycles() -> None:
 
 
 #: The worker's sans-I/O core: no sockets, processes or clocks (the loop, workers.worker,
-#: owns those and passes in what the core needs).
-WORKER_CORE = ("workers.core", "workers.contexts")
+#: owns those and passes in what the core needs). Chunked bodies (workers.bodies) do no I/O
+#: of their own either: their bytes come from the source they are given.
+WORKER_CORE = ("workers.core", "workers.contexts", "workers.bodies")
 NOT_IN_WORKER_CORE = ("zmq", "socket", "os", "time", "resource", "signal", "select", "asyncio")
 
 
