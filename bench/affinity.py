@@ -61,5 +61,5 @@ def split_groups(workload: Workload, max_group_bytes: int) -> Workload:
         items,
         workload.generated,
         workload.generated_requests,
-        workload.skipped,
+        workload.selection,
     )

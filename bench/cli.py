@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog="Policies: stream (-s streams per connection, context per stream, requests "
         "placed by affinity group), connection (one stream per connection), request (a fresh "
         "compressed unit per response), frame (every frame independent). Exit status: 0, 1 "
-        "when the error rate exceeds --max-error-rate, 2 for bad arguments.",
+        "when the error rate exceeds --max-error-rate or a --threshold is not met, 2 for bad "
+        "arguments, 130 interrupted (the phases that finished are still written). "
+        "Compare runs with: zplex bench compare A.json B.json",
     )
     what = p.add_argument_group("what to run")
     what.add_argument(
@@ -56,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="generate:KIND: bytes per request (default 32K); a pass is 256 requests",
     )
     what.add_argument("--seed", type=int, default=0, help="versioned: edit seed (default 0)")
+    what.add_argument(
+        "--include-hidden",
+        action="store_true",
+        help="dir:PATH: also measure hidden files and version-control and cache folders "
+        "(.git, __pycache__, node_modules, ...; default: skipped and counted)",
+    )
 
     load = p.add_argument_group("load")
     load.add_argument(
@@ -110,6 +118,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"unmeasured warm-up before each policy (default {config.DEFAULT_WARMUP_S:g})",
     )
     load.add_argument(
+        "--digest",
+        choices=("on", "off"),
+        default="on",
+        help="on: response headers carry the body's digest; off: requests say "
+        '"digest": false (the bench still checks every body against the digest it knows) '
+        "(default on)",
+    )
+    load.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure each phase N times and report the median and spread (for compare) "
+        "(default 1)",
+    )
+    load.add_argument(
+        "--clients",
+        type=int,
+        metavar="N",
+        help="client processes, each with its own event loop and a share of the connections "
+        f"(default: one per {config.CORES_PER_CLIENT} usable cores, at least 1; at most -c)",
+    )
+    load.add_argument(
         "--timeout",
         type=float,
         default=config.DEFAULT_TIMEOUT_S,
@@ -122,20 +153,38 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--workers", type=int, help="workers of the server bench starts (default: CPU count)"
     )
     server.add_argument(
+        "--fronts",
+        type=int,
+        help="front processes of the server bench starts (default: the server's own default)",
+    )
+    server.add_argument(
         "--connect",
         metavar="HOST:PORT",
         help="bench a running server instead (its store must hold the workload, or pass "
         "--token to put it)",
     )
     server.add_argument("--token", help="write token of the --connect server (for put)")
+
     server.add_argument(
         "--sweep-workers",
         metavar="N,N,...",
         help="also measure the stream policy with each worker count that fits the host",
     )
+    server.add_argument(
+        "--sweep-fronts",
+        metavar="N,N,...",
+        help="with --sweep-workers: each worker count with each of these front counts "
+        "(alone: these front counts with --workers' workers)",
+    )
 
     output = p.add_argument_group("output")
-    output.add_argument("--json", type=Path, metavar="FILE", help="write every figure as JSON")
+    output.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help="write every figure as JSON (- for standard output; the tables then go to "
+        "standard error)",
+    )
     output.add_argument(
         "--report", type=Path, metavar="DIR", help="write PNG plots and index.html here"
     )
@@ -146,7 +195,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="FRACTION",
         help="exit 1 when errors / requests exceed this (default 0)",
     )
+    output.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="POLICY.FIGURE OP VALUE over the JSON's figures, e.g. stream.ratio_vs_request>=2 "
+        "or stream.latency_ms.p99<50 (repeatable); exit 1 if any is not met",
+    )
     p.set_defaults(func=_bench)
+    sub = p.add_subparsers(dest="bench_command", metavar="compare", required=False)
+    compare = sub.add_parser(
+        "compare",
+        help="compare the JSON of several runs (--json), per workload and policy",
+        description="The figures of each run side by side, per workload and policy, with "
+        "the change against the first file and whether it is beyond the run-to-run noise "
+        "(from --repeat N runs).",
+    )
+    compare.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE.json", help="two or more --json outputs"
+    )
+    compare.set_defaults(func=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from bench.compare import compare_files
+
+    if len(args.files) < 2:
+        print("zplex bench compare: give two or more JSON files", file=sys.stderr)
+        return 2
+    width = None if sys.stdout.isatty() else 160
+    return compare_files(args.files, Console(width=width))
 
 
 def _bench(args: argparse.Namespace) -> int:

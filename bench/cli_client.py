@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from typing import Any
 
@@ -23,6 +24,21 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class LocalError(Exception):
+    """A failure on this side (a file to read or write), not the server's or the network's."""
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--connect",
@@ -37,28 +53,41 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="preferred response encoding (default zstd-8mb)",
     )
     p.add_argument("--level", type=int, default=3, help="compression level wish (default 3)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    p.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="connect and per-request timeout (default 30)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("get", help="fetch an object from a server's store")
-    p.add_argument("key")
+    p.add_argument("key", help="the object's key")
     p.add_argument("-o", "--output", help="write the object here (default: stdout)")
-    p.add_argument("--offset", type=int)
-    p.add_argument("--length", type=int)
+    p.add_argument("--offset", type=int, help="first byte of a range (default 0)")
+    p.add_argument("--length", type=int, help="bytes of a range (default: to the end)")
+    p.add_argument(
+        "--no-digest",
+        dest="digest",
+        action="store_false",
+        help="ask for a header without the body's digest (saves its bytes on the wire; the "
+        "body is then checked against its size only)",
+    )
     _common(p)
     p.set_defaults(func=_get)
 
     p = subparsers.add_parser("put", help="store a file under a key (needs the write token)")
-    p.add_argument("key")
+    p.add_argument("key", help="the key to store the file under")
     p.add_argument("file", help="file to upload, or - for stdin")
     p.add_argument("--token", help=f"write token (default: ${TOKEN_ENV})")
     _common(p)
     p.set_defaults(func=_put)
 
     p = subparsers.add_parser("list", help="list the keys of a server's store")
-    p.add_argument("prefix", nargs="?", default=None)
-    p.add_argument("--limit", type=int)
+    p.add_argument("prefix", nargs="?", default=None, help="only keys under this prefix")
+    p.add_argument("--limit", type=int, help="at most this many keys (default: the server's)")
     _common(p)
     p.set_defaults(func=_list)
 
@@ -90,28 +119,55 @@ def _connect(args: argparse.Namespace, token: str | None = None) -> Client:
 
 
 def _run(args: argparse.Namespace, command: str, action: Any) -> int:
-    """Connect, run ``action(client)``, and turn every failure into a clear message."""
+    """Connect, run ``action(client)``, and turn every failure into a message that names the
+    thing at fault: a local file, the host's name, the server, the network."""
+    token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
     try:
-        token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
         with _connect(args, token if command == "put" else None) as client:
             result: int = action(client)
             return result
+    except LocalError as exc:
+        return _fail(command, str(exc))
     except ValueError as exc:
         return _fail(command, str(exc), 2)
     except ServerError as exc:
-        return _fail(command, f"{exc.code}: {exc.message}")
+        message = f"{exc.code}: {exc.message}"
+        if exc.code == "forbidden" and command == "put":
+            message += (
+                " (pass the server's write token with --token or ZPLEX_WRITE_TOKEN)"
+                if not token
+                else " (the token given with --token or ZPLEX_WRITE_TOKEN is not the server's)"
+            )
+        return _fail(command, message)
+    except BrokenPipeError:
+        raise  # our standard output was closed: zplex's main ends quietly
+    except socket.gaierror as exc:
+        host = args.connect.rpartition(":")[0].strip("[]")
+        return _fail(command, f"cannot resolve host {host!r}: {exc.strerror or exc}")
     except (ConnectionLost, OSError, TimeoutError) as exc:
         return _fail(command, f"cannot talk to {args.connect}: {exc or type(exc).__name__}")
 
 
 def _get(args: argparse.Namespace) -> int:
+    if args.output:
+        parent = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(parent):
+            return _fail("get", f"cannot write {args.output}: no such directory {parent}", 2)
+        if not os.access(parent, os.W_OK):
+            return _fail("get", f"cannot write {args.output}: {parent} is not writable", 2)
+
     def action(client: Client) -> int:
-        response = client.get(args.key, offset=args.offset, length=args.length)
+        response = client.get(args.key, offset=args.offset, length=args.length, digest=args.digest)
         if response.verify_digest() is False:
             return _fail("get", "the body does not match its digest")
+        if response.header.get("size") not in (None, len(response.body)):
+            return _fail("get", "the body does not have the size its header gives")
         if args.output:
-            with open(args.output, "wb") as f:
-                f.write(response.body)
+            try:
+                with open(args.output, "wb") as f:
+                    f.write(response.body)
+            except OSError as exc:
+                raise LocalError(f"cannot write {args.output}: {exc.strerror or exc}") from None
         else:
             sys.stdout.buffer.write(response.body)
             sys.stdout.buffer.flush()
@@ -174,22 +230,25 @@ def _stats(args: argparse.Namespace) -> int:
         for column in (*columns, "wire MB", "ratio"):
             table.add_column(column, justify="right")
         front = header.get("front", {})
-        table.add_row(
-            "front",
-            str(front.get("pid")),
-            f"{front.get('cpu_user', 0):.2f}",
-            f"{front.get('cpu_system', 0):.2f}",
-            f"{front.get('rss', 0) / 2**20:.1f}",
-            str(front.get("streams", "")),
-            str(front.get("requests", "")),
-            "",
-            "",
-            "",
-        )
+        # A row per front (``fronts``); the one that answered is marked with a star.
+        for f in header.get("fronts") or [front]:
+            answered = "*" if f.get("pid") == front.get("pid") and "fronts" in header else ""
+            table.add_row(
+                f"front{f.get('index', '')}{answered}",
+                str(f.get("pid")),
+                f"{f.get('cpu_user', 0):.2f}",
+                f"{f.get('cpu_system', 0):.2f}",
+                f"{f.get('rss', 0) / 2**20:.1f}",
+                str(f.get("streams", "")),
+                str(f.get("requests", "")),
+                "",
+                "",
+                "",
+            )
         for w in header.get("workers", []):
             raw, wire = w.get("bytes_raw", 0), w.get("bytes_wire", 0)
             table.add_row(
-                f"w{w.get('index', '')}",
+                f"w{w.get('index', '')}" + (" remote" if w.get("remote") else ""),
                 str(w.get("pid")),
                 f"{w.get('cpu_user', 0):.2f}",
                 f"{w.get('cpu_system', 0):.2f}",

@@ -26,6 +26,7 @@ from bench.client_session import (
     ClientSession,
     check_stream,
     client_settings,
+    generate_args,
     get_args,
     list_args,
 )
@@ -200,17 +201,27 @@ class ClientBase(Generic[ResultT, SentT, OpenedT]):
         return self.request("capabilities", stream=stream)
 
     def get(
-        self, key: str, offset: int | None = None, length: int | None = None, *, stream: int = 1
+        self,
+        key: str,
+        offset: int | None = None,
+        length: int | None = None,
+        *,
+        stream: int = 1,
+        digest: bool = True,
     ) -> ResultT:
-        return self.request("get", get_args(key, offset, length), stream=stream)
+        """``digest=False`` asks for a header without the body's digest (``size`` only)."""
+        return self.request("get", get_args(key, offset, length, digest), stream=stream)
 
     def list(
         self, prefix: str | None = None, limit: int | None = None, *, stream: int = 1
     ) -> ResultT:
         return self.request("list", list_args(prefix, limit), stream=stream)
 
-    def generate(self, size: int, kind: str = "text", seed: int = 0, *, stream: int = 1) -> ResultT:
-        return self.request("generate", {"size": size, "kind": kind, "seed": seed}, stream=stream)
+    def generate(
+        self, size: int, kind: str = "text", seed: int = 0, *, stream: int = 1, digest: bool = True
+    ) -> ResultT:
+        """``digest=False`` asks for a header without the body's digest (``size`` only)."""
+        return self.request("generate", generate_args(size, kind, seed, digest), stream=stream)
 
     def echo(self, data: bytes | None = None, *, stream: int = 1) -> ResultT:
         return self.request("echo", None, data, stream=stream)

@@ -225,12 +225,23 @@ def client_settings(
     )
 
 
-def get_args(key: str, offset: int | None, length: int | None) -> dict[str, Any]:
+def get_args(
+    key: str, offset: int | None, length: int | None, digest: bool = True
+) -> dict[str, Any]:
     args: dict[str, Any] = {"key": key}
     if offset is not None:
         args["offset"] = offset
     if length is not None:
         args["length"] = length
+    if not digest:
+        args["digest"] = False
+    return args
+
+
+def generate_args(size: int, kind: str, seed: int, digest: bool = True) -> dict[str, Any]:
+    args: dict[str, Any] = {"size": size, "kind": kind, "seed": seed}
+    if not digest:
+        args["digest"] = False
     return args
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from bench import results, stats
 from bench.cli_client import parse_address
+from bench.thresholds import ThresholdError, parse_threshold
 
 POLICIES = results.POLICIES
 #: The server context each policy asks for.
@@ -36,6 +37,8 @@ DEFAULT_STREAMS = 4
 #: the previous response travels.
 DEFAULT_WINDOW = 4
 DEFAULT_TIMEOUT_S = 60.0
+#: Usable cores per client process of the default ``--clients`` (see :func:`default_clients`).
+CORES_PER_CLIENT = 4
 
 
 class BenchError(Exception):
@@ -58,6 +61,8 @@ class BenchConfig:
     warmup_s: float = DEFAULT_WARMUP_S
     window: int = DEFAULT_WINDOW
     workers: int | None = None
+    fronts: int | None = None
+    clients: int | None = None
     connect: tuple[str, int] | None = None
     token: str | None = None
     limit_bytes: int | None = None
@@ -67,9 +72,23 @@ class BenchConfig:
     seed: int = 0
     max_error_rate: float = 0.0
     sweep_workers: tuple[int, ...] = ()
+    sweep_fronts: tuple[int, ...] = ()
     timeout_s: float = DEFAULT_TIMEOUT_S
     json_path: Path | None = None
     report_dir: Path | None = None
+    #: dir:PATH keeps hidden, version-control and cache folders.
+    include_hidden: bool = False
+    #: Ask for the digest in response headers (off: ``"digest": false``, bodies checked
+    #: against the digests the bench knows).
+    digest: bool = True
+    #: ``--threshold`` expressions, checked once the run is over.
+    thresholds: tuple[str, ...] = ()
+    #: Measured runs of each phase (median and spread over them).
+    repeat: int = 1
+
+    @property
+    def json_to_stdout(self) -> bool:
+        return self.json_path is not None and str(self.json_path) == "-"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -108,14 +127,36 @@ class BenchConfig:
             raise BenchError("--window must be at least 1")
         if self.workers is not None and self.workers < 1:
             raise BenchError("--workers must be at least 1")
-        if self.connect is not None and (self.workers is not None or self.sweep_workers):
-            raise BenchError("--workers and --sweep-workers need the server bench starts itself")
+        if self.fronts is not None and self.fronts < 1:
+            raise BenchError("--fronts must be at least 1")
+        if self.clients is not None and self.clients < 1:
+            raise BenchError("--clients must be at least 1")
+        if self.connect is not None and (
+            self.workers is not None
+            or self.fronts is not None
+            or self.sweep_workers
+            or self.sweep_fronts
+        ):
+            raise BenchError(
+                "--workers and --sweep-workers (and --fronts, --sweep-fronts) need the server "
+                "bench starts itself"
+            )
         if any(w < 1 for w in self.sweep_workers):
             raise BenchError("--sweep-workers takes worker counts >= 1")
+        if any(f < 1 for f in self.sweep_fronts):
+            raise BenchError("--sweep-fronts takes front counts >= 1")
         if not 0 <= self.max_error_rate <= 1:
             raise BenchError("--max-error-rate is a fraction in [0, 1]")
         if not self.timeout_s > 0:
             raise BenchError("--timeout must be positive")
+        if self.repeat < 1:
+            raise BenchError("--repeat must be at least 1")
+
+    @property
+    def client_processes(self) -> int:
+        """Client processes of a phase: ``--clients`` (default :func:`default_clients`), at
+        most one per connection."""
+        return max(1, min(self.clients or default_clients(), self.connections))
 
     @property
     def effective_duration_s(self) -> float | None:
@@ -139,11 +180,18 @@ class BenchConfig:
             "warmup_s": self.warmup_s,
             "window": self.window,
             "workers": self.workers,
+            "fronts": self.fronts,
+            "clients": self.client_processes,
             "connect": f"{self.connect[0]}:{self.connect[1]}" if self.connect else None,
             "limit_bytes": self.limit_bytes,
             "max_error_rate": self.max_error_rate,
             "sweep_workers": list(self.sweep_workers),
+            "sweep_fronts": list(self.sweep_fronts),
             "timeout_s": self.timeout_s,
+            "digest": self.digest,
+            "include_hidden": self.include_hidden,
+            "repeat": self.repeat,
+            "thresholds": list(self.thresholds),
         }
 
 
@@ -153,6 +201,13 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def default_clients() -> int:
+    """One client process per :data:`CORES_PER_CLIENT` usable cores, at least one: a client
+    spends about 0.6 of the workers' CPU per GB (decoding and verifying every response), so on
+    a host that runs the server too a quarter of the cores keeps the rest busy."""
+    return max(1, default_workers() // CORES_PER_CLIENT)
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -218,8 +273,13 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     workloads = list(workload_names(args.workload))
     workloads += [f"git:{path}" for path in args.git]
     workloads += [f"dir:{path}" for path in args.dir]
-    if args.json is not None and not args.json.parent.is_dir():
-        raise BenchError(f"--json {args.json}: no such directory {args.json.parent}")
+    check_output_paths(args.json, args.report)
+    thresholds = tuple(args.threshold)
+    for expression in thresholds:
+        try:
+            parse_threshold(expression)  # a bad expression fails before the run
+        except ThresholdError as exc:
+            raise BenchError(str(exc)) from None
     return BenchConfig(
         workloads=tuple(workloads) or DEFAULT_WORKLOADS,
         policies=policy_list(args.policies),
@@ -233,6 +293,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         warmup_s=args.warmup,
         window=args.window,
         workers=args.workers,
+        fronts=args.fronts,
+        clients=args.clients,
         connect=parse_endpoint(args.connect) if args.connect else None,
         token=args.token,
         limit_bytes=parse_bytes(args.limit_bytes) if args.limit_bytes else None,
@@ -242,10 +304,37 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         seed=args.seed,
         max_error_rate=args.max_error_rate,
         sweep_workers=tuple(parse_sizes(args.sweep_workers)) if args.sweep_workers else (),
+        sweep_fronts=tuple(parse_sizes(args.sweep_fronts)) if args.sweep_fronts else (),
         timeout_s=args.timeout,
         json_path=args.json,
         report_dir=args.report,
+        include_hidden=args.include_hidden,
+        digest=args.digest == "on",
+        thresholds=thresholds,
+        repeat=args.repeat,
     )
+
+
+def check_output_paths(json_path: Path | None, report_dir: Path | None) -> None:
+    """Fail before the run, not after it, when ``--json`` or ``--report`` cannot be written."""
+    if json_path is not None and str(json_path) != "-":
+        if json_path.is_dir():
+            raise BenchError(f"--json {json_path}: is a directory")
+        parent = json_path.parent
+        if not parent.is_dir():
+            raise BenchError(f"--json {json_path}: no such directory {parent}")
+        if not os.access(parent, os.W_OK) or (
+            json_path.exists() and not os.access(json_path, os.W_OK)
+        ):
+            raise BenchError(f"--json {json_path}: not writable")
+    if report_dir is not None:
+        if report_dir.exists() and not report_dir.is_dir():
+            raise BenchError(f"--report {report_dir}: not a directory")
+        existing = report_dir
+        while not existing.exists():  # the report directory is created with its parents
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise BenchError(f"--report {report_dir}: cannot create or write in {existing}")
 
 
 def describe_error(exc: BaseException) -> str:

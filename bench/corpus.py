@@ -48,6 +48,9 @@ class Corpus:
     bodies: list[bytes]
     ideal_cache: dict[tuple[int, ...], int] = dataclasses.field(default_factory=dict)
     inprocess: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    #: generate: the workers' CPU per GB of making (and hashing, framing) the data, measured
+    #: during the set-up fetch; subtracted from every phase's workers' CPU.
+    generation_cpu_s_per_gb: float | None = None
 
     @property
     def raw_bytes(self) -> int:
@@ -81,7 +84,7 @@ class Corpus:
 
 
 def build_workload(name: str, config: BenchConfig) -> Workload:
-    kwargs: dict[str, Any] = {"seed": config.seed}
+    kwargs: dict[str, Any] = {"seed": config.seed, "include_hidden": config.include_hidden}
     if config.limit_bytes is not None:
         kwargs["limit_bytes"] = config.limit_bytes
     if config.revisions is not None:

@@ -6,6 +6,8 @@ CPU seconds per role (:class:`CpuProbe`: psutil when the server runs on this hos
 - CPU: user + system, all threads, sampled right before the first pass and after the last.
   A phase of a few milliseconds can fall between two clock ticks (psutil reads 10 ms ticks):
   give CPU figures a few seconds (``-d``).
+- fronts: with several, the front CPU is the sum over every front of ``stats``' ``fronts``
+  (the same processes before and after the phase), and the peak RSS the largest front's.
 - peak RSS: the largest RSS seen in the ``stats`` snapshots taken every
   :data:`SAMPLE_PERIOD_S` during the phase (and at its start and end); the client's from psutil.
 - memory per stream: the workers' ``context_bytes`` (the compression contexts' own accounting)
@@ -91,7 +93,7 @@ def is_loopback(host: str) -> bool:
 
 
 class CpuProbe:
-    """CPU seconds (user + system) of the front and the workers: psutil when the server runs
+    """CPU seconds (user + system) of the fronts and the workers: psutil when the server runs
     here, else the counters of ``stats``."""
 
     def __init__(self, local: bool) -> None:
@@ -115,26 +117,49 @@ class CpuProbe:
         return float(entry.get("cpu_user", 0.0)) + float(entry.get("cpu_system", 0.0))
 
     def snapshot(self, header: dict[str, Any]) -> dict[str, Any]:
-        """``{"front": (pid, seconds), "workers": {pid: seconds}}`` from a stats header."""
-        front = header.get("front") or {}
+        """``{"fronts": {pid: seconds}, "workers": {pid: seconds}, "connections": {pid:
+        connections accepted so far}}`` from a stats header: every front of ``fronts`` (or
+        the one that answered, from a server without ``fronts``)."""
+        fronts = front_entries(header)
         workers = header.get("workers") or []
         return {
-            "front": (int(front.get("pid", 0)), self._cpu(int(front.get("pid", 0)), front)),
+            "fronts": {int(f.get("pid", 0)): self._cpu(int(f.get("pid", 0)), f) for f in fronts},
             "workers": {int(w["pid"]): self._cpu(int(w["pid"]), w) for w in workers},
+            "connections": {
+                int(f.get("pid", 0)): int(f.get("connections_total", 0)) for f in fronts
+            },
         }
 
 
+def front_entries(header: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every front's figures of a stats header (``fronts``, else ``front`` alone)."""
+    fronts = [f for f in header.get("fronts") or [] if f]
+    if fronts:
+        return fronts
+    front = header.get("front") or {}
+    return [front] if front else []
+
+
 def cpu_delta(before: dict[str, Any], after: dict[str, Any]) -> tuple[float | None, float, bool]:
-    """(front seconds, workers seconds, same worker processes) between two snapshots."""
+    """(fronts' seconds, workers' seconds, same worker processes) between two snapshots; the
+    fronts' figure is their sum, None if the fronts are not the same processes."""
     front: float | None = None
-    if before["front"][0] == after["front"][0]:
-        front = after["front"][1] - before["front"][1]
+    if before["fronts"] and set(before["fronts"]) == set(after["fronts"]):
+        front = sum(after["fronts"][pid] - seconds for pid, seconds in before["fronts"].items())
     workers = sum(
         after["workers"][pid] - seconds
         for pid, seconds in before["workers"].items()
         if pid in after["workers"]
     )
     return front, workers, set(before["workers"]) == set(after["workers"])
+
+
+def connections_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[int, int]:
+    """Connections each front (by pid) accepted between two snapshots."""
+    return {
+        pid: total - before["connections"].get(pid, 0)
+        for pid, total in after["connections"].items()
+    }
 
 
 def host_busy_s() -> float:
@@ -162,8 +187,9 @@ class Samples:
 
     def add(self, header: dict[str, Any], monitor_streams: int) -> None:
         front = header.get("front") or {}
-        if "rss" in front:
-            self.front_rss = max(self.front_rss or 0, int(front["rss"]))
+        for each in front_entries(header):
+            if "rss" in each:
+                self.front_rss = max(self.front_rss or 0, int(each["rss"]))
         streams = context = 0
         for worker in header.get("workers") or []:
             pid = int(worker.get("pid", 0))

@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from bench.corpus_selection import Selection, spread_sample
 from bench.workload_items import (
     DEFAULT_LIMIT_BYTES,
     Item,
@@ -127,9 +128,10 @@ def git_workload(
     Every path starts with its blob at the oldest of those commits, then each distinct blob a
     later commit gave it. Order: path-major (paths sorted), each path's blobs in commit order.
     Regular files only (no symlinks, no submodules); blobs over ``max_file_bytes`` skipped;
-    ``max_bytes`` keeps the longest prefix that fits. Keys ``git/<path>@<blob sha[:12]>``;
-    group: the path. Raises :class:`WorkloadError` if git is missing, ``repo`` is not a git
-    repository or has no commits."""
+    over ``max_bytes``, whole paths are sampled across the tree (:func:`spread_sample`). Keys
+    ``git/<path>@<blob sha[:12]>``; group: the path. The workload's ``selection`` counts what
+    was skipped and the commits replayed (of how many). Raises :class:`WorkloadError` if git
+    is missing, ``repo`` is not a git repository or has no commits."""
     if max_commits < 1:
         raise WorkloadError(f"max_commits must be >= 1, not {max_commits}")
     check_limit("max_bytes", max_bytes)
@@ -172,30 +174,43 @@ def git_workload(
             seen = blobs.setdefault(file_path, [])
             if sha not in seen:
                 seen.append(sha)
-    ordered = [
-        (file_path, sha)
-        for file_path in sorted(blobs, key=sort_key)
-        if is_safe_key(f"git/{file_path}")
-        for sha in blobs[file_path]
-    ]
-    skipped = sum(len(v) for v in blobs.values()) - len(ordered)
-    sizes = _blob_sizes(path, sorted({sha for _, sha in ordered}))
-    chosen: list[tuple[str, str]] = []
-    total = 0
-    for file_path, sha in ordered:
-        size = sizes.get(sha)
-        if size is None or (max_file_bytes is not None and size > max_file_bytes):
-            skipped += 1
-            continue
-        if max_bytes is not None and total + size > max_bytes:
-            break
-        chosen.append((file_path, sha))
-        total += size
+    selection = Selection()
+    total_commits = int(_git(path, "rev-list", "--first-parent", "--count", head.decode().strip()))
+    selection.extra = {"commits": len(commits), "commits_total": total_commits}
+    paths = sorted(blobs, key=sort_key)
+    safe = [file_path for file_path in paths if is_safe_key(f"git/{file_path}")]
+    selection.skip(
+        "unsafe-name", sum(len(blobs[p]) for p in paths) - sum(len(blobs[p]) for p in safe)
+    )
+    sizes = _blob_sizes(path, sorted({sha for p in safe for sha in blobs[p]}))
+    # Per path, the blobs that fit the per-file cap; over the limit, whole paths are sampled
+    # across the tree (a path's revisions stay together: they are what a context is for).
+    revisions: list[tuple[str, list[str]]] = []
+    for file_path in safe:
+        fitting = []
+        for sha in blobs[file_path]:
+            size = sizes.get(sha)
+            if size is None or (max_file_bytes is not None and size > max_file_bytes):
+                selection.skip("too-large")
+            else:
+                fitting.append(sha)
+        if fitting:
+            revisions.append((file_path, fitting))
+    path_bytes = [sum(sizes[sha] for sha in shas) for _file_path, shas in revisions]
+    kept = spread_sample(path_bytes, max_bytes)
+    kept_set = set(kept)
+    selection.skip(
+        "over-limit",
+        sum(len(shas) for i, (_p, shas) in enumerate(revisions) if i not in kept_set),
+    )
+    chosen = [(revisions[i][0], sha) for i in kept for sha in revisions[i][1]]
     contents = _blob_contents(path, sorted({sha for _, sha in chosen}))
     items = [
         Item(f"git/{file_path}@{sha[:GIT_SHORT_SHA]}", contents[sha], file_path)
         for file_path, sha in chosen
     ]
+    for item in items:
+        selection.keep(item.data)
     if not items:
         raise WorkloadError(f"git repository {path} has no file content within the limits")
-    return Workload(f"git:{path}", items, skipped=skipped)
+    return Workload(f"git:{path}", items, selection=selection)

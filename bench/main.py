@@ -28,6 +28,7 @@ from bench.display import make_display
 from bench.runner import Runner
 from bench.server_process import Endpoint
 from bench.sweep import SweepPoint, run_sweep, skipped_note, sweep_table
+from bench.thresholds import ThresholdCheck, check_thresholds, parse_threshold
 
 
 @dataclasses.dataclass
@@ -36,8 +37,9 @@ class BenchOutcome:
 
     result: results.BenchResult
     sweep: list[SweepPoint]
-    skipped_sweep: list[int]
+    skipped_sweep: list[tuple[int, int]]
     warnings: list[str]
+    thresholds: list[ThresholdCheck] = dataclasses.field(default_factory=list)
 
     @property
     def error_rate(self) -> float:
@@ -50,6 +52,7 @@ class BenchOutcome:
         data = self.result.to_json()
         data["sweep"] = [point.to_json() for point in self.sweep]
         data["warnings"] = list(self.warnings)
+        data["thresholds"] = [check.to_json() for check in self.thresholds]
         return data
 
 
@@ -60,55 +63,80 @@ async def _bench(config: BenchConfig, runner: Runner) -> BenchOutcome:
     runner.build_workloads()
     try:
         if spawned:
-            endpoint = runner.start_server(workers)
+            endpoint = runner.start_server(workers, config.fronts)
         else:
             assert config.connect is not None
             endpoint = Endpoint(*config.connect)
         await runner.attach(endpoint, spawned)
         runs = await runner.run_workloads()
-        results.fill_ratio_vs_request(runs)
-        projected = "stream" if "stream" in config.policies else config.policies[0]
-        projection = results.project_runs(runs, projected)
         await runner.close()
         if spawned:
             runner.servers[-1].stop()
         sweep, skipped = await run_sweep(config, runner)
     finally:
         await runner.close()
+    return outcome_of(config, runner, runs, wall, sweep, skipped)
+
+
+def outcome_of(
+    config: BenchConfig,
+    runner: Runner,
+    runs: list[results.RunResult],
+    wall: float,
+    sweep: list[SweepPoint] | None = None,
+    skipped: list[tuple[int, int]] | None = None,
+) -> BenchOutcome:
+    """The outcome of the phases in ``runs`` (all of them, or those an interrupted run
+    finished): their ratios against ``request``, the projection, the metadata."""
+    results.fill_ratio_vs_request(runs)
+    projected = "stream" if "stream" in config.policies else config.policies[0]
+    projection = results.project_runs(runs, projected)
     metadata = results.collect_metadata(config.describe())
     metadata["server"] = runner.server_info
+    metadata["clients"] = config.client_processes
+    metadata["fronts"] = runner.server_info.get("fronts")
     metadata["workloads"] = [
         {
             "name": corpus.name,
             "objects": len(corpus.requests),
             "raw_bytes_per_pass": corpus.raw_bytes,
             "groups": len({r.group for r in corpus.requests}),
-            "skipped_files": corpus.workload.skipped,
+            "corpus": corpus.workload.corpus(),
             "inprocess_cpu_s_per_gb": corpus.inprocess,
+            "generation_cpu_s_per_gb": corpus.generation_cpu_s_per_gb,
         }
         for corpus in runner.corpora.values()
     ]
+    metadata["put_objects"] = dict(runner.put_objects)
     metadata["phases"] = [phase.metadata() for phase in runner.phases]
     metadata["wall_time_s"] = time.monotonic() - wall
     result = results.BenchResult(metadata, runs, projection)
-    return BenchOutcome(result, sweep, skipped, runner.warnings)
+    return BenchOutcome(result, sweep or [], skipped or [], runner.warnings)
 
 
-def write_json(outcome: BenchOutcome, path: Path) -> None:
+def write_json(outcome: BenchOutcome, path: Path, stdout: IO[str] | None = None) -> None:
+    """The JSON document into ``path`` (``-``: into ``stdout``)."""
     text = json.dumps(outcome.to_json(), indent=2, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
+    if str(path) == "-":
+        out = stdout or sys.stdout
+        out.write(text + "\n")
+        out.flush()
+    else:
+        path.write_text(text + "\n", encoding="utf-8")
 
 
 def run_bench(
     config: BenchConfig, stdout: IO[str] | None = None, stderr: IO[str] | None = None
 ) -> int:
     """Run the bench and print its tables; returns the exit status (0 fine, 1 errors above
-    ``--max-error-rate``, 2 bad arguments or environment, 130/143 interrupted)."""
+    ``--max-error-rate`` or a threshold not met, 2 bad arguments or environment, 130/143
+    interrupted: the phases that finished are still printed and written)."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     display = make_display(err)
     runner = Runner(config, display)
     interrupted: list[int] = []
+    wall = time.monotonic()
 
     async def main() -> BenchOutcome:
         task = asyncio.current_task()
@@ -127,6 +155,7 @@ def run_bench(
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGTERM)
 
+    status: int | None = None
     try:
         try:
             outcome = asyncio.run(main())
@@ -137,28 +166,58 @@ def run_bench(
     except BenchError as exc:
         print(f"zplex bench: {exc}", file=err)
         return 2
-    except asyncio.CancelledError:
-        print("zplex bench: interrupted", file=err)
-        return interrupted[0] if interrupted else 130
-    except KeyboardInterrupt:
-        print("zplex bench: interrupted", file=err)
-        return 130
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        status = interrupted[0] if interrupted else 130
+        finished = [phase.run for phase in runner.phases]
+        print(
+            f"zplex bench: interrupted; {len(finished)} phase(s) finished"
+            + (", shown and written below" if finished else ""),
+            file=err,
+        )
+        if not finished:
+            return status
+        outcome = outcome_of(config, runner, finished, wall)
+        outcome.warnings.append(
+            f"interrupted after {len(finished)} phase(s): the other phases did not run"
+        )
+    return finish(config, outcome, out, err, status)
+
+
+def finish(
+    config: BenchConfig,
+    outcome: BenchOutcome,
+    out: IO[str],
+    err: IO[str],
+    status: int | None = None,
+) -> int:
+    """Write the JSON and the report, print the warnings, tables and thresholds; the exit
+    status (``status`` if already decided, e.g. interrupted)."""
+    checks = check_thresholds(
+        [parse_threshold(text) for text in config.thresholds], outcome.result.runs
+    )
+    outcome.thresholds = checks
     # Files first: they must exist even if the table output goes to a closed pipe.
     if config.json_path is not None:
-        write_json(outcome, config.json_path)
-        print(f"zplex bench: wrote {config.json_path}", file=err)
+        write_json(outcome, config.json_path, out)
+        if not config.json_to_stdout:
+            print(f"zplex bench: wrote {config.json_path}", file=err)
     if config.report_dir is not None:
-        written = report.write_report(outcome.result, config.report_dir)
+        written = report.write_report(outcome.result, config.report_dir, outcome.warnings)
         print(f"zplex bench: wrote {written[-1]} and {len(written) - 1} plots", file=err)
     for warning in outcome.warnings:
         print(f"zplex bench: warning: {warning}", file=err)
-    console = Console(file=out, width=_table_width(out))
+    tables_out = err if config.json_to_stdout else out
+    console = Console(file=tables_out, width=_table_width(tables_out))
     tables.render_tables(outcome.result, console)
     if outcome.sweep:
         console.print()
         console.print(sweep_table(outcome.sweep, outcome.result.projection))
     if outcome.skipped_sweep:
         console.print(skipped_note(outcome.skipped_sweep))
+    for check in checks:
+        print(f"zplex bench: threshold {check.describe()}", file=err)
+    if status is not None:
+        return status
     rate = outcome.error_rate
     if rate > config.max_error_rate:
         print(
@@ -167,12 +226,14 @@ def run_bench(
             file=err,
         )
         return 1
+    if any(not check.met for check in checks):
+        return 1
     return 0
 
 
 def _table_width(stream: IO[str]) -> int | None:
-    """The terminal's width, or a width that fits every column when writing to a file."""
+    """The terminal's width, or 120 columns (or ``COLUMNS``) when writing to a file."""
     if stream.isatty():
         return None
     columns = os.environ.get("COLUMNS", "")
-    return int(columns) if columns.isdigit() and int(columns) > 0 else 200
+    return int(columns) if columns.isdigit() and int(columns) > 0 else tables.DEFAULT_WIDTH

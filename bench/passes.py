@@ -18,8 +18,10 @@ Verification. The client decodes every response: a body whose BLAKE2b digest dif
 header's (``digest-mismatch``), whose size is not the object's (``size-mismatch``) or whose
 digest is not the stored object's (``content-mismatch``) is an error, as are error-responses
 (by their code), a lost connection (``connection-lost``), a failed connect (``connect-failed``)
-and a request unanswered within ``--timeout`` (``timeout``). Decoding and hashing cost client
-CPU, and are reported as such (:class:`Tally`, :func:`check_response`).
+and a request unanswered within ``--timeout`` (``timeout``). With ``--digest off`` the header
+has no digest: the body's own digest is compared with the one the bench knows for it.
+Decoding and hashing cost client CPU, and are reported as such (:class:`Tally`,
+:func:`check_response`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from bench import stats
-from bench.client import AsyncClient, ConnectionLost, Response, ServerError
+from bench.client import AsyncClient, ConnectionLost, Response, ServerError, body_digest
 from bench.config import POLICY_CONTEXT, BenchConfig
 from bench.corpus import Corpus, Request
 
@@ -74,10 +76,16 @@ def error_code(exc: BaseException) -> str:
     return "client-error"
 
 
-def check_response(response: Response, request: Request) -> str | None:
-    """The error code of a wrong answer, or None if it is right."""
+def check_response(response: Response, request: Request, digest: bool = True) -> str | None:
+    """The error code of a wrong answer, or None if it is right. With ``digest`` off (the
+    request said ``"digest": false``), the body is checked against the digest the bench knows
+    for it (``content-mismatch``), whatever the header holds."""
     if request.size is not None and len(response.body) != request.size:
         return "size-mismatch"
+    if not digest:
+        if request.digest is not None and body_digest(response.body) != request.digest:
+            return "content-mismatch"
+        return None
     verified = response.verify_digest()
     if verified is None:
         return "digest-missing"
@@ -143,10 +151,19 @@ class PassDriver:
     """Replays the passes of one policy on fresh connections from ``connect``, within the
     server's ``limits``, counting what comes back in a :class:`Tally`."""
 
-    def __init__(self, config: BenchConfig, limits: dict[str, Any], connect: Connector) -> None:
+    def __init__(
+        self,
+        config: BenchConfig,
+        limits: dict[str, Any],
+        connect: Connector,
+        connections: frozenset[int] | None = None,
+    ) -> None:
         self.config = config
         self.limits = limits
         self.connect = connect
+        #: The connections (indexes) this driver replays; None: all of them. A client process
+        #: of ``--clients`` replays its share of every pass (:mod:`bench.client_processes`).
+        self.connections = connections
 
     async def run_pass(
         self,
@@ -158,6 +175,9 @@ class PassDriver:
         schedule: Schedule | None,
     ) -> None:
         context = POLICY_CONTEXT[policy]
+        if self.connections is not None:
+            mine = {k: v for k, v in plan.slots.items() if k[0] in self.connections}
+            plan = dataclasses.replace(plan, slots=mine)
         conn_ids = sorted({conn for conn, _stream in plan.slots})
         if schedule is not None:
             await sleep_until(schedule.due(plan.first))
@@ -221,7 +241,7 @@ class PassDriver:
                 tally.error(error_code(exc))
                 return
             response = future.result()
-            code = check_response(response, corpus.requests[index])
+            code = check_response(response, corpus.requests[index], c.digest)
             if code is not None:
                 tally.error(code)
                 return
@@ -246,7 +266,8 @@ class PassDriver:
             request = corpus.requests[index]
             sent = time.monotonic()
             try:
-                future = client.send(request.name, request.args, stream=stream)
+                args = request.args if c.digest else {**request.args, "digest": False}
+                future = client.send(request.name, args, stream=stream)
             except (ServerError, ConnectionLost) as exc:
                 window.release()
                 tally.error(error_code(exc), len(indexes) - position)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import POLICIES, BenchResult
-from bench.tables import fmt, runs_by_workload
+from bench.tables import runs_by_workload
 
 #: One colour per policy, the same in every plot.
 POLICY_COLOURS = {
@@ -211,72 +211,97 @@ def _plot_latency(result: BenchResult, path: Path) -> None:
     fig.savefig(path)
 
 
+#: Marker of the role that bounds a projected point.
+BOUND_MARKERS = {"workers": "o", "front": "s", "client": "^"}
+
+
 def _plot_projection(result: BenchResult, path: Path) -> None:
     fig = _new_figure(7.5, 4.6)
     ax = fig.add_subplot()
     drawn = False
     all_cores: set[int] = set()
     for i, projection in enumerate(result.projection):
-        points = [(row["cores"], row) for row in projection.rows if row["gb_per_s"] is not None]
-        if not points:
-            continue
         colour = f"C{i % 10}"
-        cores = [c for c, _ in points]
-        all_cores.update(cores)
-        gbs = [row["gb_per_s"] for _, row in points]
-        ax.plot(
-            cores,
-            gbs,
-            color=colour,
-            marker="o",
-            label=f"{projection.workload} ({projection.policy}): one front feeds "
-            f"{fmt(projection.workers_one_front_can_feed, '.1f')} workers",
-        )
-        front = [(c, row["gb_per_s"]) for c, row in points if row["bound"] == "front"]
-        if front:
-            ax.plot(
-                [c for c, _ in front],
-                [g for _, g in front],
-                linestyle="none",
-                marker="o",
-                markersize=10,
-                markerfacecolor="white",
-                markeredgecolor=colour,
-            )
-        if projection.workers_cpu_s_per_gb:
+        for rows, style, where in (
+            (projection.rows, "-", "clients elsewhere"),
+            (projection.rows_with_clients, "--", "clients on the host"),
+        ):
+            points = [row for row in rows if row["gb_per_s"] is not None]
+            if not points:
+                continue
+            cores = [row["cores"] for row in points]
+            all_cores.update(cores)
             ax.plot(
                 cores,
-                [(c - 1) / projection.workers_cpu_s_per_gb for c in cores],
+                [row["gb_per_s"] for row in points],
                 color=colour,
-                linestyle=":",
-                alpha=0.6,
+                linestyle=style,
+                label=f"{projection.workload} ({projection.policy}), {where}",
             )
-        drawn = True
+            for role, marker in BOUND_MARKERS.items():
+                bound = [row for row in points if row["bound"] == role]
+                if bound:
+                    ax.plot(
+                        [row["cores"] for row in bound],
+                        [row["gb_per_s"] for row in bound],
+                        linestyle="none",
+                        marker=marker,
+                        color=colour,
+                        markerfacecolor="white" if style == "--" else colour,
+                    )
+            drawn = True
+        measured = _measured_point(result, projection.workload, projection.policy)
+        if measured is not None:
+            ax.plot(
+                [measured[0]],
+                [measured[1]],
+                linestyle="none",
+                marker="*",
+                markersize=14,
+                color=colour,
+                markeredgecolor="black",
+            )
+            all_cores.add(measured[0])
     if drawn:
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         ticks = sorted(all_cores)
         ax.set_xticks(ticks, [str(c) for c in ticks])
         ax.minorticks_off()
-        ax.plot([], [], color="grey", linestyle=":", label="workers alone (no front limit)")
+        for role, marker in BOUND_MARKERS.items():
+            ax.plot([], [], linestyle="none", marker=marker, color="grey", label=f"{role}-bound")
         ax.plot(
             [],
             [],
             linestyle="none",
-            marker="o",
-            markerfacecolor="white",
-            markeredgecolor="grey",
-            markersize=10,
-            label="bound by the front",
+            marker="*",
+            markersize=12,
+            color="grey",
+            markeredgecolor="black",
+            label="measured (this run)",
         )
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left")
     else:
         _no_data(ax, "no projection (CPU costs unknown)")
-    ax.set_xlabel("cores (one front, the rest workers)")
-    ax.set_ylabel("projected GB/s of raw output")
-    ax.set_title("Scaling projection from measured CPU cost per role")
-    ax.grid(alpha=0.3)
-    ax.set_ylim(bottom=0)
+    ax.set_xlabel("cores (split between fronts, workers and clients for the most GB/s; log scale)")
+    ax.set_ylabel("projected GB/s of raw output (log scale)")
+    ax.set_title(
+        "Scaling projection: computed from the measured CPU per GB of each role\n"
+        "(lines are a projection, not measurements; stars are measured)",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3, which="both")
     fig.savefig(path)
+
+
+def _measured_point(result: BenchResult, workload: str, policy: str) -> tuple[int, float] | None:
+    """(cores, GB/s) the projected run measured: its server's workers plus its fronts."""
+    workers = (result.metadata.get("server") or {}).get("workers")
+    fronts = result.metadata.get("fronts")
+    run = next((r for r in result.runs if r.workload == workload and r.policy == policy), None)
+    if not isinstance(workers, int) or run is None or not run.raw_mb_per_s:
+        return None
+    return workers + (fronts if isinstance(fronts, int) else 1), run.raw_mb_per_s / 1000
 
 
 def write_plots(result: BenchResult, directory: Path) -> list[Path]:

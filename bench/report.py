@@ -14,6 +14,7 @@ from bench.plots import PLOTS, write_plots
 from bench.results import BenchResult
 from bench.tables import (
     COLUMNS,
+    headline,
     projection_caption,
     projection_table,
     runs_by_workload,
@@ -31,6 +32,8 @@ p.caption { color: #555; font-size: 0.85em; margin: 0 0 1.5em; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0 1.5em; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; font-size: 0.9em; }
 dt { font-weight: 600; }
+p.headline { font-weight: 600; margin: 0.2em 0; }
+ul.warnings { color: #8a4b00; font-size: 0.9em; }
 """
 
 
@@ -80,8 +83,11 @@ def _metadata_html(metadata: dict[str, Any]) -> str:
     )
 
 
-def render_html(result: BenchResult, images: Sequence[str] = PLOTS) -> str:
-    """The report page: metadata, one table per workload, projections, then the plots."""
+def render_html(
+    result: BenchResult, images: Sequence[str] = PLOTS, warnings: Sequence[str] = ()
+) -> str:
+    """The report page: metadata, the run's warnings, one table per workload with its
+    headline, projections, then the plots."""
     esc = html.escape
     parts = [
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -89,11 +95,18 @@ def render_html(result: BenchResult, images: Sequence[str] = PLOTS) -> str:
         "<h1>zplex bench report</h1>\n",
         _metadata_html(result.metadata),
     ]
+    if warnings:
+        items = "".join(f"<li>{esc(warning)}</li>\n" for warning in warnings)
+        parts.append(f'<h2>warnings</h2>\n<ul class="warnings">\n{items}</ul>\n')
     numeric = [c.numeric for c in COLUMNS]
+    projections = {p.workload: p for p in result.projection}
     for workload, runs in runs_by_workload(result).items():
         headers, rows = table_rows(runs)
         parts.append(f"<h2>workload {esc(workload)}</h2>\n")
         parts.append(_html_table(headers, rows, numeric))
+        line = headline(runs, projections.get(workload))
+        if line:
+            parts.append(f'<p class="headline">{esc(line)}</p>\n')
         parts.append(f'<p class="caption">{_html_lines(workload_caption(runs))}</p>\n')
     if result.projection:
         headers, rows = projection_table(result.projection)
@@ -113,13 +126,15 @@ def render_html(result: BenchResult, images: Sequence[str] = PLOTS) -> str:
     return "".join(parts)
 
 
-def write_report(result: BenchResult, directory: Path | str) -> list[Path]:
-    """Write the four PNG plots and ``index.html`` into ``directory`` (created if needed);
-    returns the paths written."""
+def write_report(
+    result: BenchResult, directory: Path | str, warnings: Sequence[str] = ()
+) -> list[Path]:
+    """Write the four PNG plots and ``index.html`` (with the run's ``warnings``) into
+    ``directory`` (created if needed); returns the paths written."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written = write_plots(result, out)
     index = out / "index.html"
-    index.write_text(render_html(result), encoding="utf-8")
+    index.write_text(render_html(result, warnings=warnings), encoding="utf-8")
     written.append(index)
     return written

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import stats
+from bench.projection import SplitRow, split_projection
 
 SCHEMA_VERSION = 1
 ROLES = ("front", "workers", "client")
@@ -105,6 +106,18 @@ class RunResult:
     #: wire bytes, and the in-process CPU cost per GB behind ``worker_efficiency``.
     ideal_wire_bytes: int | None = None
     inprocess_cpu_s_per_gb: float | None = None
+    #: generate: the workers' CPU per GB of making the data, subtracted from ``workers``.
+    generation_cpu_s_per_gb: float | None = None
+    #: Open model: the target request rate (``--rate``; ``requests_per_s`` is what was achieved).
+    target_rate: float | None = None
+    #: ``--repeat N``: per figure (``requests_per_s``, ``ratio``, ``latency_ms.p99``, ...) the
+    #: ``{n, median, min, max, spread}`` over the N runs (this run is the median one).
+    repeats: dict[str, dict[str, float]] | None = None
+    #: In-process CPU per GB over the whole server's (fronts + workers): what offloading costs
+    #: beyond compressing (1.0: nothing).
+    server_efficiency: float | None = None
+    #: Client CPU per GB over the workers': how much load generator the workers need.
+    client_worker_ratio: float | None = None
 
     @property
     def error_count(self) -> int:
@@ -199,6 +212,10 @@ class RunResult:
             ),
             ideal_wire_bytes=ideal_wire_bytes,
             inprocess_cpu_s_per_gb=inprocess_cpu_s_per_gb,
+            server_efficiency=stats.server_efficiency(
+                inprocess_cpu_s_per_gb, cpu.front, cpu.workers
+            ),
+            client_worker_ratio=stats.cost_ratio(cpu.client, cpu.workers),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -229,27 +246,41 @@ def fill_ratio_vs_request(runs: Iterable[RunResult]) -> None:
 
 @dataclass
 class Projection:
-    """Scaling projection from one run's per-role CPU costs (see
-    :func:`bench.stats.scaling_projection`)."""
+    """Scaling projection from one run's per-role CPU costs: for each core count the best
+    split of fronts and workers with the clients elsewhere (``rows``), and of fronts, workers
+    and clients on the same host (``rows_with_clients``); see :mod:`bench.projection`."""
 
     workload: str
     policy: str
     front_cpu_s_per_gb: float | None
     workers_cpu_s_per_gb: float | None
     workers_one_front_can_feed: float | None
-    rows: list[stats.ProjectionRow]
+    rows: list[SplitRow]
+    client_cpu_s_per_gb: float | None = None
+    rows_with_clients: list[SplitRow] = field(default_factory=list)
 
     @classmethod
     def from_run(cls, run: RunResult, cores: Iterable[int] = stats.DEFAULT_CORES) -> Projection:
-        front, workers = run.cpu_s_per_gb.front, run.cpu_s_per_gb.workers
+        cores = tuple(cores)
+        cost = run.cpu_s_per_gb
+        front, workers, client = cost.front, cost.workers, cost.client
         return cls(
             workload=run.workload,
             policy=run.policy,
             front_cpu_s_per_gb=front,
             workers_cpu_s_per_gb=workers,
             workers_one_front_can_feed=stats.workers_one_front_can_feed(front, workers),
-            rows=stats.scaling_projection(front, workers, cores),
+            rows=split_projection(front, workers, None, cores),
+            client_cpu_s_per_gb=client,
+            rows_with_clients=split_projection(
+                front, workers, client, [n for n in cores if n >= 3], with_clients=True
+            ),
         )
+
+    def gb_per_s_at(self, cores: int, *, with_clients: bool = False) -> float | None:
+        """The projected GB/s at ``cores`` (None if not projected)."""
+        rows = self.rows_with_clients if with_clients else self.rows
+        return next((row["gb_per_s"] for row in rows if row["cores"] == cores), None)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = _clean(asdict(self))
@@ -257,22 +288,28 @@ class Projection:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Projection:
-        rows: list[stats.ProjectionRow] = [
-            {
-                "cores": row["cores"],
-                "workers": row["workers"],
-                "gb_per_s": row["gb_per_s"],
-                "bound": row["bound"],
-            }
-            for row in data.get("rows", [])
-        ]
+        def rows(key: str) -> list[SplitRow]:
+            return [
+                {
+                    "cores": row["cores"],
+                    "fronts": row.get("fronts", 1),
+                    "workers": row["workers"],
+                    "clients": row.get("clients", 0),
+                    "gb_per_s": row["gb_per_s"],
+                    "bound": row["bound"],
+                }
+                for row in data.get(key, [])
+            ]
+
         return cls(
             workload=data["workload"],
             policy=data["policy"],
             front_cpu_s_per_gb=data.get("front_cpu_s_per_gb"),
             workers_cpu_s_per_gb=data.get("workers_cpu_s_per_gb"),
             workers_one_front_can_feed=data.get("workers_one_front_can_feed"),
-            rows=rows,
+            rows=rows("rows"),
+            client_cpu_s_per_gb=data.get("client_cpu_s_per_gb"),
+            rows_with_clients=rows("rows_with_clients"),
         )
 
 

@@ -39,7 +39,10 @@ Measurements, per phase (after the warm-up):
   ``getrusage`` of this process (:mod:`bench.cpu`). ``worker_efficiency`` divides the CPU per
   GB of in-process single-core compression of the same bodies with the policy's context
   (:func:`bench.stats.inprocess_cpu_s_per_gb`) by the workers' CPU per GB (``null`` for
-  ``generate:KIND``, whose worker CPU includes making the data, and for ``identity``);
+  ``identity``). For ``generate:KIND`` the workers' CPU of making the data is measured apart
+  (while the set-up fetches each body once, uncompressed) and subtracted, so the workers' CPU
+  is compression's (``generation_cpu_s_per_gb`` records what was subtracted). A phase too
+  short for CPU figures reports none (null), with a warning (:mod:`bench.phase_checks`).
   ``front_overhead`` is front CPU per GB over the workers'.
 - peak RSS, memory per stream and other load: see :mod:`bench.cpu`.
 - latency: an HDR histogram of every successful request.
@@ -49,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import secrets
 import time
@@ -57,18 +59,19 @@ from typing import Any
 
 import psutil
 
-from bench import results, stats
+from bench import phase_checks, results, stats
 from bench.client import AsyncClient, ConnectionLost, ServerError
+from bench.client_processes import ClientProcesses
 from bench.config import POLICY_CONTEXT, BenchConfig, BenchError, describe_error
 from bench.corpus import Corpus, build_workload, corpus_from
 from bench.cpu import (
     MONITOR_STREAMS,
-    OTHER_LOAD_WARNING,
     SAMPLE_PERIOD_S,
     CpuProbe,
     Monitor,
     Samples,
     client_cpu_s,
+    connections_delta,
     cpu_delta,
     host_busy_s,
     is_loopback,
@@ -76,40 +79,20 @@ from bench.cpu import (
 )
 from bench.display import Display
 from bench.passes import PassDriver, Tally
+from bench.phase_outcome import PhaseOutcome
+from bench.repeats import median_index, spread_of
+from bench.server_limits import check_limits
 from bench.server_process import Endpoint, ServerProcess
 from bench.store_fill import fetch_generated, missing_objects, put_objects
 from bench.workloads import Workload
 
 #: Display refresh period (progress and the plain-text heartbeat).
 REFRESH_S = 0.2
+#: Seconds a server has to answer the connection's settings: a port that is not zplex fails
+#: within this, not after --timeout.
+HANDSHAKE_TIMEOUT_S = 10.0
 #: In-process reference passes (the best is kept).
 INPROCESS_REPEAT = 2
-#: Warn when the client used more than this fraction of a core: throughput may be client-bound.
-CLIENT_BOUND_UTILISATION = 0.9
-
-
-@dataclasses.dataclass
-class PhaseOutcome:
-    run: results.RunResult
-    passes: int
-    attempted: int
-    client_utilisation: float | None
-    same_workers: bool
-    max_rss: dict[str, Any]
-    #: CPU seconds the rest of the host used during the phase (None if not measured here).
-    other_cpu_s: float | None = None
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "workload": self.run.workload,
-            "policy": self.run.policy,
-            "passes": self.passes,
-            "requests_attempted": self.attempted,
-            "client_cpu_utilisation": self.client_utilisation,
-            "worker_restarts_during_phase": not self.same_workers,
-            "lifetime_max_rss": self.max_rss,
-            "other_processes_cpu_s": self.other_cpu_s,
-        }
 
 
 class Runner:
@@ -130,6 +113,8 @@ class Runner:
         self.corpora: dict[str, Corpus] = {}
         self.phases: list[PhaseOutcome] = []
         self.warnings: list[str] = []
+        #: Objects put into a --connect server's store, per workload (they stay there).
+        self.put_objects: dict[str, int] = {}
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -139,12 +124,13 @@ class Runner:
             if name not in self.workloads:
                 self.workloads[name] = build_workload(name, self.config)
 
-    def start_server(self, workers: int) -> Endpoint:
+    def start_server(self, workers: int, fronts: int | None = None) -> Endpoint:
         if self.token is None:
             self.token = secrets.token_urlsafe(24)
-        server = ServerProcess(workers, self.token)
+        server = ServerProcess(workers, self.token, fronts)
         self.servers.append(server)
-        self.display.info(f"starting a server with {workers} workers")
+        with_fronts = f" and {fronts} fronts" if fronts is not None else ""
+        self.display.info(f"starting a server with {workers} workers{with_fronts}")
         server.start()
         return server.endpoint
 
@@ -152,10 +138,17 @@ class Runner:
         """Open the monitor connection, read the server's settings and check the limits."""
         self.endpoint = endpoint
         self.monitor = Monitor(endpoint, self.config.timeout_s)
+        handshake = min(self.config.timeout_s, HANDSHAKE_TIMEOUT_S)
         try:
-            client = await self.monitor.connect()
-        except (OSError, TimeoutError, ServerError, ConnectionLost) as exc:
-            raise BenchError(f"cannot connect to {endpoint}: {describe_error(exc)}") from None
+            client = await asyncio.wait_for(self.monitor.connect(), handshake)
+        except TimeoutError:
+            raise BenchError(
+                f"cannot connect to {endpoint}: no zplex settings frame within {handshake:g} s; "
+                "is a zplex server (zplex serve) listening on that port?"
+            ) from None
+        except (OSError, ServerError, ConnectionLost) as exc:
+            hint = "" if spawned else " (is a zplex server listening on that port?)"
+            raise BenchError(f"cannot connect to {endpoint}: {describe_error(exc)}{hint}") from None
         settings = client.server_settings
         self.limits = dict(settings.limits)
         try:
@@ -173,8 +166,10 @@ class Runner:
             "workers": len(header.get("workers") or []) or settings.workers,
             "limits": self.limits,
             "cpu_source": self.probe.source,
+            "fronts": len(header.get("fronts") or []) or 1,
             "pids": {
                 "front": front_pid,
+                "fronts": [int(f.get("pid", 0)) for f in header.get("fronts") or []],
                 "workers": [int(w.get("pid", 0)) for w in header.get("workers") or []],
             },
         }
@@ -185,27 +180,7 @@ class Runner:
                 f"the server does not offer encoding {self.config.encoding!r} "
                 f"(it offers {', '.join(settings.encodings)})"
             )
-        self._check_limits()
-
-    def _check_limits(self) -> None:
-        c = self.config
-        max_streams = int(self.limits.get("max_streams", 64))
-        per_stream = int(self.limits.get("max_inflight_per_stream", 32))
-        per_conn = int(self.limits.get("max_inflight", 256))
-        max_level = self.limits.get("max_level")
-        if c.encoding != "identity" and isinstance(max_level, int) and c.level > max_level:
-            raise BenchError(f"--level {c.level} exceeds the server's max_level ({max_level})")
-        if c.streams > max_streams:
-            raise BenchError(f"-s {c.streams} exceeds the server's max_streams ({max_streams})")
-        if c.rate is None and c.window > per_stream:
-            raise BenchError(
-                f"--window {c.window} exceeds the server's max_inflight_per_stream ({per_stream})"
-            )
-        if c.rate is None and c.window * c.streams > per_conn:
-            raise BenchError(
-                f"--window x -s = {c.window * c.streams} exceeds the server's max_inflight "
-                f"({per_conn}) per connection"
-            )
+        check_limits(self.config, self.limits)
 
     async def prepare(self, name: str) -> Corpus:
         """Build the workload, make sure the store holds it, compute the references."""
@@ -215,7 +190,7 @@ class Runner:
         started = time.monotonic()
         workload = self.workloads.get(name) or build_workload(name, self.config)
         if workload.generated is not None:
-            corpus = await fetch_generated(workload, self._setup_connector(), self.display)
+            corpus = await self._fetch_generated(workload)
         else:
             corpus = corpus_from(workload, self.config)
             await self.fill(corpus)
@@ -227,6 +202,21 @@ class Runner:
             f"{corpus.raw_bytes / 1e6:,.1f} MB, {groups:,} groups "
             f"(ready in {time.monotonic() - started:.1f} s)"
         )
+        if workload.generated is None:
+            self.display.info(f"workload {corpus.name}: {workload.selection.describe()}")
+        return corpus
+
+    async def _fetch_generated(self, workload: Workload) -> Corpus:
+        """Fetch the generated bodies once (identity), measuring the workers' CPU meanwhile:
+        what making (and hashing, framing) the data costs, subtracted from the workers' CPU
+        of every phase of this workload so that it counts compression alone."""
+        assert self.monitor is not None
+        before = self.probe.snapshot(await self.monitor.stats())
+        corpus = await fetch_generated(workload, self._setup_connector(), self.display)
+        after = self.probe.snapshot(await self.monitor.stats())
+        _front, workers_cpu, same = cpu_delta(before, after)
+        if same and corpus.raw_bytes:
+            corpus.generation_cpu_s_per_gb = workers_cpu / corpus.raw_bytes * 1e9
         return corpus
 
     def _references(self, corpus: Corpus) -> None:
@@ -281,6 +271,13 @@ class Runner:
             where=str(self.endpoint),
             timeout_s=self.config.timeout_s,
         )
+        if not spawned:
+            self.put_objects[corpus.name] = len(missing)
+            prefix = items[0].key.split("/", 1)[0]
+            self.warnings.append(
+                f"put {len(missing):,} objects of workload {corpus.name} under {prefix}/ into "
+                f"the store of {self.endpoint}; they stay there for the next run"
+            )
 
     def _setup_connector(self, token: str | None = None) -> functools.partial[Any]:
         """Connections for set-up traffic (``identity``, context ``stream``)."""
@@ -298,9 +295,11 @@ class Runner:
         stop_at: float | None,
         total: float | None,
         samples: Samples | None = None,
+        clients: ClientProcesses | None = None,
     ) -> int:
         """:meth:`PassDriver.run_passes` with the display refreshed every :data:`REFRESH_S`
-        (and, with ``samples``, a ``stats`` snapshot every :data:`SAMPLE_PERIOD_S`)."""
+        (and, with ``samples``, a ``stats`` snapshot every :data:`SAMPLE_PERIOD_S`); with
+        ``clients``, the measured passes of :class:`ClientProcesses` instead."""
         c = self.config
         t0 = time.monotonic()
         passes = 0
@@ -329,10 +328,13 @@ class Runner:
 
         refresher = asyncio.create_task(refresh())
         try:
-            driver = PassDriver(c, self.limits, self._connect)
-            await driver.run_passes(
-                corpus, policy, tally, duration=duration, stop_at=stop_at, on_pass=on_pass
-            )
+            if clients is not None:
+                await clients.run(tally, on_pass)
+            else:
+                driver = PassDriver(c, self.limits, self._connect)
+                await driver.run_passes(
+                    corpus, policy, tally, duration=duration, stop_at=stop_at, on_pass=on_pass
+                )
         finally:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -342,13 +344,28 @@ class Runner:
     async def run_phase(
         self, corpus: Corpus, policy: str, *, record: bool = True, note: str = ""
     ) -> PhaseOutcome:
-        """Warm up, then measure one policy on one workload."""
+        """Warm up, then measure one policy on one workload (in ``--clients`` processes when
+        there are several)."""
+        count = self.config.client_processes
+        if count == 1:
+            return await self._run_phase(corpus, policy, record, note, None)
+        assert self.endpoint is not None
+        clients = ClientProcesses(self.config, self.limits, self.endpoint, count)
+        try:
+            return await self._run_phase(corpus, policy, record, note, clients)
+        finally:
+            await clients.close()
+
+    async def _warm_up(
+        self, corpus: Corpus, policy: str, label: str, clients: ClientProcesses | None
+    ) -> None:
         c = self.config
-        assert self.monitor is not None
-        label = f"{corpus.name} / {policy}{note}"
-        if c.warmup_s > 0:
+        warm = Tally()
+        if clients is not None:
+            self.display.start(f"{label}: {clients.count} client processes warm up", None)
+            warm.errors = await clients.start(corpus, policy)
+        elif c.warmup_s > 0:
             self.display.start(f"{label}: warm-up", c.warmup_s)
-            warm = Tally()
             await self._passes_with_progress(
                 corpus,
                 policy,
@@ -357,10 +374,23 @@ class Runner:
                 stop_at=time.monotonic() + c.warmup_s,
                 total=None if c.requests is not None else c.warmup_s,
             )
-            if warm.errors:
-                self.warnings.append(
-                    f"{label}: warm-up errors {dict(warm.errors)} (not counted in the results)"
-                )
+        if warm.errors:
+            self.warnings.append(
+                f"{label}: warm-up errors {dict(warm.errors)} (not counted in the results)"
+            )
+
+    async def _run_phase(
+        self,
+        corpus: Corpus,
+        policy: str,
+        record: bool,
+        note: str,
+        clients: ClientProcesses | None,
+    ) -> PhaseOutcome:
+        c = self.config
+        assert self.monitor is not None
+        label = f"{corpus.name} / {policy}{note}"
+        await self._warm_up(corpus, policy, label, clients)
         duration = c.effective_duration_s
         total = float(c.requests) if c.requests is not None else duration
         self.display.start(label, total)
@@ -373,10 +403,20 @@ class Runner:
         host_before = host_busy_s()
         t0 = time.monotonic()
         passes = await self._passes_with_progress(
-            corpus, policy, tally, duration=duration, stop_at=None, total=total, samples=samples
+            corpus,
+            policy,
+            tally,
+            duration=duration,
+            stop_at=None,
+            total=total,
+            samples=samples,
+            clients=clients,
         )
         elapsed = time.monotonic() - t0
         client_cpu = client_cpu_s() - client_before
+        if clients is not None:
+            client_cpu += clients.cpu_s
+            samples.client_rss = max(samples.client_rss or 0, clients.max_rss)
         host_cpu = host_busy_s() - host_before
         header = await self.monitor.stats()
         cpu_after = self.probe.snapshot(header)
@@ -384,30 +424,47 @@ class Runner:
         front_cpu, workers_cpu, same_workers = cpu_delta(cpu_before, cpu_after)
         if not same_workers:
             self.warnings.append(f"{label}: a worker restarted; its CPU is partly missing")
-        run = self._run_result(
-            corpus, policy, tally, elapsed, front_cpu, workers_cpu, client_cpu, samples
-        )
-        if corpus.workload.generated is not None:
-            # The workers' CPU includes making the data: no fair comparison with compression.
-            run.worker_efficiency = None
-        utilisation = client_cpu / elapsed if elapsed > 0 else None
-        if utilisation is not None and utilisation > CLIENT_BOUND_UTILISATION:
-            self.warnings.append(
-                f"{label}: the client used {utilisation:.0%} of a core; throughput may be "
-                "bound by the load generator"
-            )
-        other = None
+        other = share = None
         if self.probe.local and front_cpu is not None and elapsed > 0:
             other, share = other_load(host_cpu, front_cpu, workers_cpu, client_cpu, elapsed)
-            if share > OTHER_LOAD_WARNING:
-                self.warnings.append(
-                    f"{label}: other processes used {share:.0%} of the host's CPU during the "
-                    "phase; its CPU figures are noisy (run again on a quiet host)"
-                )
+        cpu: dict[str, float | None] = {
+            "front": front_cpu,
+            "workers": workers_cpu,
+            "client": client_cpu,
+        }
+        short = phase_checks.too_short_for_cpu(label, elapsed, cpu)
+        generation = corpus.generation_cpu_s_per_gb
+        if generation is not None and cpu["workers"] is not None:
+            # Count compression alone (see _fetch_generated).
+            cpu["workers"] = max(0.0, cpu["workers"] - generation * tally.raw / 1e9)
+        run = self._run_result(corpus, policy, tally, elapsed, cpu, samples)
+        run.generation_cpu_s_per_gb = generation
+        if corpus.workload.generated is not None and generation is None:
+            # The workers' CPU still includes making the data: no fair comparison.
+            run.worker_efficiency = run.server_efficiency = None
+        processes = clients.count if clients is not None else 1
+        utilisation = client_cpu / elapsed / processes if elapsed > 0 else None
+        warnings = [
+            short,
+            # A phase too short for CPU figures has none to be noisy.
+            phase_checks.busy_host(label, share) if share is not None and not short else None,
+            phase_checks.client_bound(label, utilisation),
+            phase_checks.rate_not_reached(label, run, c.rate),
+        ]
+        self.warnings += [warning for warning in warnings if warning]
+        run.target_rate = c.rate
         outcome = PhaseOutcome(
-            run, passes, tally.attempted, utilisation, same_workers, samples.max_rss, other
+            run,
+            passes,
+            tally.attempted,
+            utilisation,
+            same_workers,
+            samples.max_rss,
+            other,
+            connections_delta(cpu_before, cpu_after),
+            processes,
         )
-        self.display.finish(_phase_summary(label, outcome))
+        self.display.finish(outcome.summary(label))
         if record:
             self.phases.append(outcome)
         return outcome
@@ -418,9 +475,7 @@ class Runner:
         policy: str,
         tally: Tally,
         elapsed: float,
-        front_cpu: float | None,
-        workers_cpu: float,
-        client_cpu: float,
+        cpu_seconds: dict[str, float | None],
         samples: Samples,
     ) -> results.RunResult:
         c = self.config
@@ -443,7 +498,7 @@ class Runner:
             duration_s=elapsed,
             raw_bytes=tally.raw,
             wire_bytes=tally.wire,
-            cpu_seconds={"front": front_cpu, "workers": workers_cpu, "client": client_cpu},
+            cpu_seconds=cpu_seconds,
             latency=tally.latency,
             errors=dict(tally.errors),
             peak_rss={"front": samples.front_rss, "client": samples.client_rss},
@@ -454,24 +509,25 @@ class Runner:
         )
 
     async def run_workloads(self) -> list[results.RunResult]:
+        """Every policy on every workload (``--repeat N``: N measured runs of each, the
+        median one reported with the spread). Each finished phase is in ``phases`` at once,
+        so an interrupted run still has them."""
         runs: list[results.RunResult] = []
+        repeat = self.config.repeat
         for name in self.config.workloads:
             corpus = await self.prepare(name)
             for policy in self.config.policies:
-                runs.append((await self.run_phase(corpus, policy)).run)
+                outcomes = []
+                for n in range(repeat):
+                    note = f" (run {n + 1} of {repeat})" if repeat > 1 else ""
+                    outcomes.append(await self.run_phase(corpus, policy, record=False, note=note))
+                outcome = outcomes[median_index([o.run for o in outcomes])]
+                outcome.run.repeats = spread_of([o.run for o in outcomes]) if repeat > 1 else None
+                self.phases.append(outcome)
+                runs.append(outcome.run)
         return runs
 
     async def close(self) -> None:
         if self.monitor is not None:
             await self.monitor.close()
             self.monitor = None
-
-
-def _phase_summary(label: str, outcome: PhaseOutcome) -> str:
-    run = outcome.run
-    ratio = f"{run.ratio:.2f}" if run.ratio is not None else "-"
-    mbps = f"{run.raw_mb_per_s:,.1f}" if run.raw_mb_per_s is not None else "-"
-    return (
-        f"{label}: {outcome.passes} pass(es), {run.requests:,} requests in "
-        f"{run.duration_s:.1f} s, {mbps} MB/s raw, ratio {ratio}, {run.error_count:,} errors"
-    )

@@ -48,8 +48,9 @@ class ServerProcess:
     whatever is left at :data:`SERVER_STOP_DEADLINE_S`; the temporary directory goes with it
     (the server's own temporary files too: its ``TMPDIR`` points inside)."""
 
-    def __init__(self, workers: int, token: str) -> None:
+    def __init__(self, workers: int, token: str, fronts: int | None = None) -> None:
         self.workers = workers
+        self.fronts = fronts
         self.token = token
         self.directory = Path(tempfile.mkdtemp(prefix="zplex-bench-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -81,6 +82,8 @@ class ServerProcess:
             "--ready-file",
             str(ready_file),
         ]
+        if self.fronts is not None:
+            cmd += ["--fronts", str(self.fronts)]
         env = dict(os.environ, ZPLEX_WRITE_TOKEN=self.token)
         if tmp is not None:
             env["TMPDIR"] = str(tmp)

@@ -108,6 +108,19 @@ def worker_efficiency(
     return cost_ratio(inprocess_cpu_per_gb, workers_cpu_per_gb)
 
 
+def server_efficiency(
+    inprocess_cpu_per_gb: float | None,
+    front_cpu_per_gb: float | None,
+    workers_cpu_per_gb: float | None,
+) -> float | None:
+    """In-process single-core compression cost over the whole server's (fronts + workers),
+    per GB: 1.0 means offloading costs nothing beyond compressing; None if any is missing or
+    the server costs 0."""
+    if front_cpu_per_gb is None or workers_cpu_per_gb is None:
+        return None
+    return cost_ratio(inprocess_cpu_per_gb, front_cpu_per_gb + workers_cpu_per_gb)
+
+
 def front_overhead(
     front_cpu_per_gb: float | None, workers_cpu_per_gb: float | None
 ) -> float | None:

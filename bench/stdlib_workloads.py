@@ -13,6 +13,7 @@ import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.corpus_selection import Selection
 from bench.workload_items import (
     DEFAULT_MAX_FILE_BYTES,
     Item,
@@ -43,11 +44,11 @@ def _stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def _stdlib_files(max_file_bytes: int | None) -> tuple[list[tuple[str, Path, int]], int]:
-    """The stdlib ``.py`` files as sorted ``(relpath, path, size)``, and how many were skipped."""
+def _stdlib_files(max_file_bytes: int | None, selection: Selection) -> list[tuple[str, Path, int]]:
+    """The stdlib ``.py`` files as sorted ``(relpath, path, size)``; those skipped are counted
+    in ``selection``."""
     root = _stdlib_root()
     found: list[tuple[str, Path, int]] = []
-    skipped = 0
     for dirpath, dirnames, filenames in os.walk(root):  # does not follow symlinked dirs
         dirnames[:] = [d for d in dirnames if d not in _STDLIB_SKIP_DIRS]
         for filename in filenames:
@@ -57,16 +58,17 @@ def _stdlib_files(max_file_bytes: int | None) -> tuple[list[tuple[str, Path, int
             try:
                 st = path.lstat()
             except OSError:
-                skipped += 1
+                selection.skip("unreadable")
                 continue
             if not path.is_file() or path.is_symlink():
+                selection.skip("not-regular")
                 continue
             if max_file_bytes is not None and st.st_size > max_file_bytes:
-                skipped += 1
+                selection.skip("too-large")
                 continue
             found.append((path.relative_to(root).as_posix(), path, st.st_size))
     found.sort(key=lambda entry: sort_key(entry[0]))
-    return found, skipped
+    return found
 
 
 # --- stdlib ----------------------------------------------------------------------------------
@@ -77,17 +79,18 @@ def stdlib_workload(
 ) -> Workload:
     """The ``.py`` files of the running Python's standard library (``sysconfig`` ``stdlib``
     path), without site-packages, caches and test suites, sorted by path; files over
-    ``max_file_bytes`` are skipped. ``limit_bytes`` (None: no cap) keeps the longest prefix of
-    that order that fits. Keys ``stdlib/<relpath>``; group: the key's parent directory."""
+    ``max_file_bytes`` are skipped. ``limit_bytes`` (None: no cap) keeps, when they do not all
+    fit, a sample spread across that order. Keys ``stdlib/<relpath>``; group: the key's parent
+    directory."""
     check_limit("limit_bytes", limit_bytes)
-    files, skipped = _stdlib_files(max_file_bytes)
-    items, unread = read_files(files, "stdlib", limit_bytes)
-    skipped += unread
+    selection = Selection()
+    files = _stdlib_files(max_file_bytes, selection)
+    items = read_files(files, "stdlib", limit_bytes, selection)
     if not items:
         raise WorkloadError(
             f"no standard library .py files found under {_stdlib_root()} within the limits"
         )
-    return Workload("stdlib", items, skipped=skipped)
+    return Workload("stdlib", items, selection=selection)
 
 
 # --- versioned -------------------------------------------------------------------------------
@@ -168,7 +171,7 @@ def versioned_files(files: int = DEFAULT_FILES) -> list[str]:
     evenly spaced over the sorted list of such files (a fixed selection for a given Python)."""
     if files < 1:
         raise WorkloadError(f"files must be >= 1, not {files}")
-    candidates, _ = _stdlib_files(VERSIONED_MAX_FILE_BYTES)
+    candidates = _stdlib_files(VERSIONED_MAX_FILE_BYTES, Selection())
     eligible = [rel for rel, _path, size in candidates if size >= VERSIONED_MIN_FILE_BYTES]
     if not eligible:
         raise WorkloadError("no standard library files of 8-48 KiB to build revisions from")
@@ -199,7 +202,8 @@ def versioned_workload(
     root = _stdlib_root()
     items: list[Item] = []
     total = 0
-    for relpath in versioned_files(files):
+    chosen = versioned_files(files)
+    for relpath in chosen:
         lines = (root / relpath).read_bytes().splitlines(keepends=True)
         words = sorted(set(_IDENTIFIER.findall(b"".join(lines))))
         rng = _file_rng(seed, relpath)
@@ -216,4 +220,8 @@ def versioned_workload(
         break
     if not items:
         raise WorkloadError("versioned workload is empty within the limits")
-    return Workload("versioned", items)
+    selection = Selection()
+    for item in items:
+        selection.keep(item.data)
+    selection.skip("over-limit", len(chosen) * revisions - len(items))
+    return Workload("versioned", items, selection=selection)

@@ -14,9 +14,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from bench.projection import SplitRow
 from bench.results import POLICIES, BenchResult, Projection, RunResult
 
 MISSING = "-"
+#: Columns of the terminal's tables when not writing to a terminal (it fits 120 columns; the
+#: JSON and the HTML report have every column).
+DEFAULT_WIDTH = 120
 
 
 # --- formatting ------------------------------------------------------------------------------
@@ -62,25 +66,35 @@ class Column:
     numeric: bool = True
     #: Columns of one group stay together when a narrow terminal splits the table.
     group: str = "rate"
+    #: Shown on the terminal too (False: in the JSON and the HTML report only).
+    terminal: bool = True
 
 
 COLUMNS: tuple[Column, ...] = (
     Column("policy", lambda r: r.policy, numeric=False),
     Column("req/s", lambda r: fmt(r.requests_per_s, ",.0f")),
     Column("raw\nMB/s", lambda r: fmt(r.raw_mb_per_s, ",.1f")),
-    Column("wire\nMB/s", lambda r: fmt(r.wire_mb_per_s, ",.1f")),
+    Column("wire\nMB/s", lambda r: fmt(r.wire_mb_per_s, ",.1f"), terminal=False),
     Column("ratio", lambda r: fmt(r.ratio, ".2f")),
-    Column("space\nsavings", lambda r: _fmt_pct(r.space_savings)),
+    Column("space\nsavings", lambda r: _fmt_pct(r.space_savings), terminal=False),
     Column("vs\nrequest", lambda r: fmt(r.ratio_vs_request, ".2f", "x")),
     Column("vs\nideal", lambda r: fmt(r.ratio_vs_ideal, ".3f")),
-    Column("front\nCPU s/GB", lambda r: fmt(r.cpu_s_per_gb.front, ".2f"), group="cpu"),
-    Column("workers\nCPU s/GB", lambda r: fmt(r.cpu_s_per_gb.workers, ".2f"), group="cpu"),
-    Column("client\nCPU s/GB", lambda r: fmt(r.cpu_s_per_gb.client, ".2f"), group="cpu"),
+    Column("front\nCPU/GB", lambda r: fmt(r.cpu_s_per_gb.front, ".2f"), group="cpu"),
+    Column("workers\nCPU/GB", lambda r: fmt(r.cpu_s_per_gb.workers, ".2f"), group="cpu"),
+    Column(
+        "client\nCPU/GB", lambda r: fmt(r.cpu_s_per_gb.client, ".2f"), group="cpu", terminal=False
+    ),
     Column("worker\neff.", lambda r: fmt(r.worker_efficiency, ".2f"), group="cpu"),
-    Column("front\noverhead", lambda r: fmt(r.front_overhead, ".3f"), group="cpu"),
+    Column("front\novh.", lambda r: fmt(r.front_overhead, ".3f"), group="cpu"),
+    Column("server\neff.", lambda r: fmt(r.server_efficiency, ".2f"), group="cpu"),
+    Column(
+        "client\n/workers", lambda r: fmt(r.client_worker_ratio, ".2f"), group="cpu", terminal=False
+    ),
     Column("p50\nms", lambda r: _fmt_ms(r.latency_ms.get("p50")), group="latency"),
     Column("p99\nms", lambda r: _fmt_ms(r.latency_ms.get("p99")), group="latency"),
-    Column("p99.9\nms", lambda r: _fmt_ms(r.latency_ms.get("p999")), group="latency"),
+    Column(
+        "p99.9\nms", lambda r: _fmt_ms(r.latency_ms.get("p999")), group="latency", terminal=False
+    ),
     Column("errors", lambda r: str(r.error_count), group="latency"),
 )
 
@@ -98,9 +112,57 @@ def runs_by_workload(result: BenchResult) -> dict[str, list[RunResult]]:
     return {name: sorted(runs, key=_policy_order) for name, runs in grouped.items()}
 
 
-def table_rows(runs: Sequence[RunResult]) -> tuple[list[str], list[list[str]]]:
+def table_rows(
+    runs: Sequence[RunResult], columns: Sequence[Column] = COLUMNS
+) -> tuple[list[str], list[list[str]]]:
     """Headers and formatted cells of a workload's table: one row per policy."""
-    return [c.header for c in COLUMNS], [[c.cell(run) for c in COLUMNS] for run in runs]
+    return [c.header for c in columns], [[c.cell(run) for c in columns] for run in runs]
+
+
+TERMINAL_COLUMNS = tuple(c for c in COLUMNS if c.terminal)
+
+
+def _change(new: float | None, old: float | None) -> str | None:
+    """``+5%`` / ``-71%`` (None if either is unknown)."""
+    if new is None or old is None or old == 0:
+        return None
+    return f"{(new / old - 1) * 100:+.0f}%".replace("-", "\u2212")
+
+
+def _cpu_per_gb(run: RunResult) -> float | None:
+    front, workers = run.cpu_s_per_gb.front, run.cpu_s_per_gb.workers
+    return None if front is None or workers is None else front + workers
+
+
+def headline(runs: Sequence[RunResult], projection: Projection | None = None) -> str | None:
+    """One sentence under a workload's table: which policy wins on ratio and by how much
+    against ``request``, what it costs or saves in throughput and server CPU per GB, and what
+    bounds the server (from the projection)."""
+    rated = [run for run in runs if run.ratio is not None]
+    if not rated:
+        return None
+    best = max(rated, key=lambda run: run.ratio or 0.0)
+    base = next((run for run in rated if run.policy == "request"), None)
+    parts: list[str] = []
+    if base is None or base is best:
+        parts.append(f"{best.policy} has the best ratio ({fmt(best.ratio, '.2f')})")
+    else:
+        assert best.ratio is not None and base.ratio is not None
+        wire = _change(base.ratio, best.ratio)
+        parts.append(
+            f"{best.policy}: {best.ratio / base.ratio:.2f}\u00d7 the ratio of request "
+            f"({wire} wire bytes)"
+        )
+        for label, new, old in (
+            ("req/s", best.requests_per_s, base.requests_per_s),
+            ("server CPU/GB", _cpu_per_gb(best), _cpu_per_gb(base)),
+        ):
+            change = _change(new, old)
+            if change is not None:
+                parts.append(f"{change} {label}")
+    if projection is not None and projection.workers_one_front_can_feed is not None:
+        parts.append(f"front-bound at {projection.workers_one_front_can_feed:.1f} workers")
+    return ", ".join(parts)
 
 
 def workload_caption(runs: Sequence[RunResult]) -> str:
@@ -124,41 +186,70 @@ def workload_caption(runs: Sequence[RunResult]) -> str:
             f"front {_fmt_bytes(rss.front)}, largest worker {_fmt_bytes(rss.workers)}, "
             f"client {_fmt_bytes(rss.client)}"
         )
+    if first.target_rate is not None:
+        achieved = ", ".join(f"{run.policy} {fmt(run.requests_per_s, ',.0f')}" for run in runs)
+        parts.append(f"--rate {first.target_rate:g} req/s target; achieved: {achieved}")
+    if first.generation_cpu_s_per_gb is not None:
+        parts.append(
+            f"workers' CPU excludes making the data ({first.generation_cpu_s_per_gb:.2f} "
+            "s/GB, measured apart during set-up)"
+        )
     errors = [f"{run.policy}: {_fmt_errors(run.errors)}" for run in runs if run.error_count]
     if errors:
         parts.append("errors by code: " + "; ".join(errors))
     return "\n".join(parts)
 
 
+def _split(row: SplitRow) -> str:
+    parts = [str(row["fronts"]), str(row["workers"])]
+    if row["clients"]:
+        parts.append(str(row["clients"]))
+    return "+".join(parts)
+
+
 def projection_table(projections: Sequence[Projection]) -> tuple[list[str], list[list[str]]]:
-    """Headers and cells of the scaling projection: one row per core count, a GB/s and a
-    bound column per projected workload."""
-    headers = ["cores", "workers"]
+    """Headers and cells of the scaling projection: one row per core count; per projected
+    workload the best split with the clients elsewhere (fronts+workers, GB/s, bound) and with
+    them on the same host (fronts+workers+clients, GB/s, bound)."""
+    headers = ["cores"]
     for projection in projections:
-        headers += [f"{projection.workload}\nGB/s", "bound\nby"]
-    cores: dict[int, int] = {}
-    for projection in projections:
-        for row in projection.rows:
-            cores.setdefault(row["cores"], row["workers"])
+        headers += [
+            f"{projection.workload}\nfronts+workers",
+            "GB/s",
+            "bound\nby",
+            "same host\nf+w+clients",
+            "GB/s",
+            "bound\nby",
+        ]
+    cores = sorted({row["cores"] for p in projections for row in p.rows})
     rows = []
-    for n, workers in sorted(cores.items()):
-        cells = [str(n), str(workers)]
+    for n in cores:
+        cells = [str(n)]
         for projection in projections:
-            found = [r for r in projection.rows if r["cores"] == n]
-            if not found:
-                cells += [MISSING, MISSING]
-            else:
-                cells += [fmt(found[0]["gb_per_s"], ".2f"), found[0]["bound"] or MISSING]
+            for found in (
+                [r for r in projection.rows if r["cores"] == n],
+                [r for r in projection.rows_with_clients if r["cores"] == n],
+            ):
+                if not found:
+                    cells += [MISSING, MISSING, MISSING]
+                else:
+                    row = found[0]
+                    cells += [_split(row), fmt(row["gb_per_s"], ".2f"), row["bound"] or MISSING]
         rows.append(cells)
     return headers, rows
 
 
 def projection_caption(projection: Projection) -> str:
     feed = projection.workers_one_front_can_feed
+    at8 = projection.gb_per_s_at(8)
+    at64 = projection.gb_per_s_at(64)
+    scale = fmt(at64 / at8, ".1f", "x") if at8 and at64 is not None else MISSING
     return (
         f"{projection.workload} ({projection.policy}): one front can feed "
         f"{fmt(feed, '.1f')} workers (front {fmt(projection.front_cpu_s_per_gb, '.2f')}, "
-        f"workers {fmt(projection.workers_cpu_s_per_gb, '.2f')} CPU s/GB)"
+        f"workers {fmt(projection.workers_cpu_s_per_gb, '.2f')}, client "
+        f"{fmt(projection.client_cpu_s_per_gb, '.2f')} CPU s/GB); 64 cores carry {scale} "
+        "what 8 do"
     )
 
 
@@ -174,10 +265,11 @@ def _width(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> int:
 
 
 def _column_sets(runs: Sequence[RunResult], width: int) -> list[list[int]]:
-    """Column indexes of the tables that show a workload within ``width`` characters: one
-    table if it fits, else the column groups packed greedily, each table led by ``policy``."""
-    headers, rows = table_rows(runs)
-    everything = list(range(len(COLUMNS)))
+    """Column indexes (into :data:`TERMINAL_COLUMNS`) of the tables that show a workload
+    within ``width`` characters: one table if it fits, else the column groups packed greedily,
+    each table led by ``policy``."""
+    headers, rows = table_rows(runs, TERMINAL_COLUMNS)
+    everything = list(range(len(TERMINAL_COLUMNS)))
 
     def fits(indexes: list[int]) -> bool:
         return (
@@ -187,7 +279,7 @@ def _column_sets(runs: Sequence[RunResult], width: int) -> list[list[int]]:
     if fits(everything):
         return [everything]
     groups: dict[str, list[int]] = {}
-    for i, column in enumerate(COLUMNS[1:], start=1):
+    for i, column in enumerate(TERMINAL_COLUMNS[1:], start=1):
         groups.setdefault(column.group, []).append(i)
     tables: list[list[int]] = []
     for indexes in groups.values():
@@ -219,24 +311,32 @@ def _rich_table(
 
 
 def render_tables(result: BenchResult, console: Console) -> None:
-    """Print one table per workload (one row per policy), then the scaling projection. On a
-    terminal too narrow for all columns, a workload's table is split into column groups
+    """Print one table per workload (one row per policy, the :data:`TERMINAL_COLUMNS`) with
+    its headline and caption, then the scaling projection. On a terminal too narrow for all
+    columns, a workload's table is split into column groups
     (ratios, CPU, latency), each led by the policy."""
+    projections = {projection.workload: projection for projection in result.projection}
     for workload, runs in runs_by_workload(result).items():
-        headers, rows = table_rows(runs)
+        headers, rows = table_rows(runs, TERMINAL_COLUMNS)
         for n, indexes in enumerate(_column_sets(runs, console.width)):
             console.print(
                 _rich_table(
                     f"workload {workload}" if n == 0 else None,
                     [headers[i] for i in indexes],
                     [[row[i] for i in indexes] for row in rows],
-                    [COLUMNS[i].numeric for i in indexes],
+                    [TERMINAL_COLUMNS[i].numeric for i in indexes],
                 )
             )
+        line = headline(runs, projections.get(workload))
+        if line:
+            console.print(Text(line, style="bold"))
         console.print(Text(workload_caption(runs), style="dim"))
         console.print()
     if result.projection:
-        title = "scaling projection (one front on one core, the other cores workers)"
+        title = (
+            "scaling projection (the cores split between fronts and workers, and clients on "
+            "the same host, for the most GB/s)"
+        )
         headers, rows = projection_table(result.projection)
         if _width(headers, rows) <= console.width:
             parts = [result.projection]

@@ -11,9 +11,11 @@ compression context holds their history (see :mod:`bench.affinity`).
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+from bench.corpus_selection import Selection, spread_sample
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -88,8 +90,15 @@ class Workload:
     items: list[Item]
     generated: tuple[str, int] | None = None
     generated_requests: int = 0
-    #: Files the builder skipped (too large, unreadable, undecodable name, ...).
-    skipped: int = field(default=0, compare=False)
+    #: What the builder kept and left out (see :class:`~bench.corpus_selection.Selection`).
+    selection: Selection = field(default_factory=Selection, compare=False)
+
+    def corpus(self) -> dict[str, object]:
+        """The JSON's ``corpus``: ``{files, bytes, skipped: {reason: count},
+        compressed_files}`` (a generated workload: its requests and bytes, nothing skipped)."""
+        if self.generated is not None:
+            return Selection(files=self.requests, total_bytes=self.raw_bytes).to_json()
+        return self.selection.to_json()
 
     @property
     def requests(self) -> int:
@@ -136,28 +145,29 @@ def parent_group(key: str) -> str:
 
 
 def read_files(
-    files: Iterable[tuple[str, Path, int]], prefix: str, limit_bytes: int | None
-) -> tuple[list[Item], int]:
-    """The items ``<prefix>/<relpath>`` (grouped by parent directory) of the longest prefix of
-    ``files`` (``(relpath, path, size)``, in order) whose bytes fit ``limit_bytes`` (None: no
-    cap), and how many files were skipped (unreadable, or not a safe key)."""
+    files: Sequence[tuple[str, Path, int]],
+    prefix: str,
+    limit_bytes: int | None,
+    selection: Selection,
+) -> list[Item]:
+    """The items ``<prefix>/<relpath>`` (grouped by parent directory) of ``files``
+    (``(relpath, path, size)``, in order): all of them if their bytes fit ``limit_bytes`` (None:
+    no cap), else a sample spread across the whole order (:func:`spread_sample`). Every file
+    kept or left out (over the limit, unreadable, not a safe key) is counted in ``selection``."""
+    chosen = spread_sample([size for _relpath, _path, size in files], limit_bytes)
+    selection.skip("over-limit", len(files) - len(chosen))
     items: list[Item] = []
-    total = 0
-    skipped = 0
-    for relpath, path, size in files:
-        if limit_bytes is not None and total + size > limit_bytes:
-            break
+    for index in chosen:
+        relpath, path, _size = files[index]
+        key = f"{prefix}/{relpath}"
+        if not is_safe_key(key):
+            selection.skip("unsafe-name")
+            continue
         try:
             data = path.read_bytes()
         except OSError:
-            skipped += 1
-            continue
-        if limit_bytes is not None and total + len(data) > limit_bytes:
-            break
-        key = f"{prefix}/{relpath}"
-        if not is_safe_key(key):
-            skipped += 1
+            selection.skip("unreadable")
             continue
         items.append(Item(key, data, parent_group(key)))
-        total += len(data)
-    return items, skipped
+        selection.keep(data)
+    return items

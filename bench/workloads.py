@@ -112,10 +112,12 @@ def parse_workload(
     max_commits: int = DEFAULT_MAX_COMMITS,
     requests: int = DEFAULT_GENERATE_REQUESTS,
     size: int = DEFAULT_GENERATE_SIZE,
+    include_hidden: bool = False,
 ) -> Workload:
     """Build the workload a CLI name designates: ``stdlib``, ``versioned``, ``git:PATH``,
     ``dir:PATH`` or ``generate:KIND``. ``limit_bytes`` caps the raw bytes of stored corpora
-    (default :data:`DEFAULT_LIMIT_BYTES`); ``generate`` uses ``requests`` and ``size`` instead.
+    (default :data:`DEFAULT_LIMIT_BYTES`), ``include_hidden`` keeps a directory's hidden,
+    version-control and cache folders; ``generate`` uses ``requests`` and ``size`` instead.
     Raises :class:`WorkloadError` (a ``ValueError``) for an unknown name, a missing path or a
     corpus that cannot be built."""
     limit = DEFAULT_LIMIT_BYTES if limit_bytes is None else limit_bytes
@@ -129,7 +131,7 @@ def parse_workload(
             raise WorkloadError(f"workload {name!r} needs a path: {kind}:PATH")
         if kind == "git":
             return git_workload(Path(arg), max_commits=max_commits, max_bytes=limit)
-        return dir_workload(Path(arg), max_bytes=limit)
+        return dir_workload(Path(arg), max_bytes=limit, include_hidden=include_hidden)
     if kind == "generate":
         return generate_workload(f"generate:{arg}", requests=requests, size=size)
     raise WorkloadError(f"unknown workload {name!r}: expected one of {', '.join(WORKLOAD_NAMES)}")

@@ -7,7 +7,10 @@ callable that takes the parsed arguments and returns an exit status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -38,7 +41,9 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="front processes sharing the port (SO_REUSEPORT) and the workers "
         "(default: one per 4 CPUs, at least 1)",
     )
-    p.add_argument("--store", help="object store directory (created if missing)")
+    p.add_argument(
+        "--store", help="object store directory (created if missing; default ./zplex-store)"
+    )
     p.add_argument("--config", help="TOML file with any option and a [limits] table")
     p.add_argument(
         "--write-token",
@@ -80,7 +85,16 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="a local worker silent this long is declared lost, killed and replaced "
         "(default 10; workers heartbeat every second when idle)",
     )
-    p.add_argument("--level", type=int, help="compression level when a client states none")
+    p.add_argument(
+        "--level", type=int, help="compression level when a client states none (default 3)"
+    )
+    p.add_argument(
+        "--max-generate-bytes",
+        type=int,
+        metavar="N",
+        help="largest generate response in bytes (default 268435456, 256 MiB; made and sent "
+        "a chunk at a time, so it bounds CPU, not memory)",
+    )
     p.add_argument(
         "--limit",
         action="append",
@@ -88,7 +102,18 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="NAME=VALUE",
         help="override a limit (docs/protocol.md, section 6 Limits), e.g. --limit max_streams=16",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)",
+    )
+    p.add_argument("--metrics-host", help="address of the metrics endpoint (default: --host)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default), ERROR")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="text (default) or json: one JSON object a line",
+    )
     p.set_defaults(func=_serve)
 
 
@@ -100,10 +125,27 @@ def _register_remote(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "the streams it routes here until it shuts down. The store should hold the same "
         "objects as the front's local workers' (a shared or replicated directory).",
     )
-    p.add_argument("--connect", required=True, metavar="tcp://HOST:PORT")
+    p.add_argument(
+        "--connect",
+        required=True,
+        metavar="tcp://HOST:PORT",
+        help="the front's --worker-listen endpoint",
+    )
     p.add_argument("--keys", required=True, metavar="DIR", help="holds front.key, worker.key*")
     p.add_argument("--store", required=True, help="object store directory")
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument(
+        "--max-generate-bytes",
+        type=int,
+        metavar="N",
+        help="largest generate response in bytes (default 268435456, 256 MiB)",
+    )
+    p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default) or json: one JSON object a line",
+    )
     p.set_defaults(func=_worker)
 
     p = subparsers.add_parser(
@@ -113,7 +155,10 @@ def _register_remote(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "DIR. The front uses DIR as --worker-keys (it accepts every *.key public key found "
         "there); a remote worker needs front.key and worker.key_secret.",
     )
-    p.add_argument("dir")
+    p.add_argument("dir", help="directory to write the keys in (created if missing)")
+    p.add_argument(
+        "--force", action="store_true", help="overwrite keys already in DIR (default: refuse)"
+    )
     p.set_defaults(func=_keys)
 
 
@@ -130,27 +175,53 @@ def _worker(args: argparse.Namespace) -> int:
     if not args.connect.startswith("tcp://"):
         print("zplex worker: --connect takes tcp://HOST:PORT", file=sys.stderr)
         return 2
-    return run_remote(args.connect, args.keys, args.store, args.log_level.upper())
+    from server.config import DEFAULT_MAX_GENERATE_BYTES
+
+    cap = DEFAULT_MAX_GENERATE_BYTES if args.max_generate_bytes is None else args.max_generate_bytes
+    if cap < 0:
+        print("zplex worker: --max-generate-bytes must be >= 0", file=sys.stderr)
+        return 2
+    return run_remote(
+        args.connect, args.keys, args.store, args.log_level.upper(), args.log_format, cap
+    )
 
 
 def _keys(args: argparse.Namespace) -> int:
-    import os
-
     import zmq.auth
 
-    os.makedirs(args.dir, exist_ok=True)
-    for name in ("front", "worker"):
-        zmq.auth.create_certificates(args.dir, name)
-    print(f"keys written to {args.dir}: front.key[_secret], worker.key[_secret]")
+    names = ("front.key", "front.key_secret", "worker.key", "worker.key_secret")
+    existing = [n for n in names if os.path.exists(os.path.join(args.dir, n))]
+    if existing and not args.force:
+        print(
+            f"zplex keys: {args.dir} already holds {', '.join(existing)}; pass --force to "
+            "replace them (every front and worker using them then needs the new ones)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        os.makedirs(args.dir, exist_ok=True)
+        old_umask = os.umask(0o077)  # the secret keys are written 0600 from the start
+        try:
+            for name in ("front", "worker"):
+                zmq.auth.create_certificates(args.dir, name)
+        finally:
+            os.umask(old_umask)
+        for name in ("front", "worker"):
+            os.chmod(os.path.join(args.dir, f"{name}.key_secret"), 0o600)
+            os.chmod(os.path.join(args.dir, f"{name}.key"), 0o644)
+    except OSError as exc:
+        print(f"zplex keys: cannot write {args.dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"keys written to {args.dir}: front.key[_secret], worker.key[_secret] (secrets 0600)")
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
     from server.cluster import serve
     from server.config import ConfigError, build_config, load_file
+    from server.logs import setup_logging
     from workers.store import ObjectStore
 
     try:
@@ -164,6 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
             "write_token": args.write_token,
             "ready_file": args.ready_file,
             "level": args.level,
+            "max_generate_bytes": args.max_generate_bytes,
             "stdio": args.stdio,
             "http_port": args.http_port,
             "http_debugreflect": args.http_debugreflect,
@@ -171,6 +243,9 @@ def _serve(args: argparse.Namespace) -> int:
             "worker_keys": args.worker_keys,
             "worker_silence_s": args.worker_silence,
             "log_level": args.log_level.upper() if args.log_level else None,
+            "log_format": args.log_format,
+            "metrics_port": args.metrics_port,
+            "metrics_host": args.metrics_host,
         }
         for item in args.limit:
             name, sep, value = item.partition("=")
@@ -189,13 +264,14 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"zplex serve: cannot use store {config.store}: {exc.strerror}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s server %(levelname)s %(message)s"
-    )
+    setup_logging(config.log_level, config.log_format, "supervisor")
     import zmq
 
     try:
         return asyncio.run(serve(config, ServerLayout(config)))
+    except socket.gaierror as exc:  # --host names no address
+        print(f"zplex serve: --host {config.host!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # e.g. the port is taken
         print(f"zplex serve: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -228,6 +304,7 @@ class ServerLayout:
                 limits=config.limits,
                 max_generate_bytes=config.max_generate_bytes,
                 log_level=config.log_level,
+                log_format=config.log_format,
                 # This front takes no HEARTBEAT from its local workers (its own children).
             ).to_dict()
 
@@ -247,13 +324,39 @@ class ServerLayout:
         return await run_front(spec, report, stopping)
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default unless its text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default in (None, False, [], argparse.SUPPRESS)
+            or not action.option_strings
+            or action.nargs == 0  # a flag: its help says what setting it does
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class ZplexParser(argparse.ArgumentParser):
+    """An argument parser whose help shows defaults (its subcommands' parsers too)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ZplexParser(
         prog="zplex",
         description="Multiprocess compression-offloading stream server and load generator.",
     )
     parser.add_argument("--version", action="version", version=f"zplex {_version()}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=ZplexParser
+    )
     _register_serve(subparsers)
     _register_remote(subparsers)
     for name in SUBCOMMAND_MODULES:
@@ -272,14 +375,26 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # a typo in a subcommand's flag: that subcommand's usage, not zplex's
+        _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         status: int = args.func(args)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # e.g. `zplex stats --json | head`: the reader left, end quietly
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     return status
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            sub: argparse.ArgumentParser = action.choices[command]
+            return sub
+    return parser
 
 
 if __name__ == "__main__":

@@ -215,13 +215,17 @@ class Fleet:
             slot.last_seen = self.clock()
             welcome = Welcome(slot.index, self.server_name, self.limits, self.remote_fronts)
             self.send(slot.index, [Envelope(Kind.WELCOME).pack(), welcome.encode()])
-            log.warning("remote worker %d joined from %s (pid %d)", slot.index, slot.host, slot.pid)
+            log.info("remote worker %d joined from %s (pid %d)", slot.index, slot.host, slot.pid)
             self.events.worker_ready(slot.index)
             return
         if slot is None or not slot.ready:
             # Unknown, or declared lost meanwhile: its streams were answered; it starts over.
             if self.remote is not None:
                 self.remote.send(identity, [Envelope(Kind.REJOIN).pack()])
+            return
+        if env.kind is Kind.GOODBYE:
+            log.info("remote worker %d (%s) stopped: dropped", slot.index, slot.host)
+            self.worker_exited(slot.index)
             return
         slot.last_seen = self.clock()
         if env.kind is not Kind.HEARTBEAT:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.auth
@@ -51,6 +53,46 @@ def router_socket(ctx: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
     return sock
 
 
+#: A refusal of the same worker key is logged at most once per this many seconds.
+REFUSAL_LOG_PERIOD_S = 60.0
+
+
+class RefusalLog:
+    """The CURVE authenticator's log: a worker whose key is refused is a warning with the
+    likely cause (its public key is not in the front's key directory), not a silent retry;
+    the rest stays at debug level."""
+
+    def __init__(self, keys_dir: str) -> None:
+        self.keys_dir = keys_dir
+        self.log = logging.getLogger("zplex.auth")
+        self._said: dict[str, float] = {}
+
+    def debug(self, message: str, *args: Any) -> None:
+        text = message % args if args else message
+        if text.startswith("DENIED"):
+            now = time.monotonic()
+            if now - self._said.get(text, -REFUSAL_LOG_PERIOD_S) < REFUSAL_LOG_PERIOD_S:
+                return  # a refused worker retries every few hundred ms: say it once a minute
+            self._said[text] = now
+            self.log.warning(
+                "a remote worker was refused: CURVE authentication failed (%s); its public "
+                "key is not among the *.key files of %s (copy its worker.key there)",
+                text,
+                self.keys_dir,
+            )
+        else:
+            self.log.debug(message, *args)
+
+    def info(self, message: str, *args: Any) -> None:
+        self.log.info(message, *args)
+
+    def warning(self, message: str, *args: Any) -> None:
+        self.log.warning(message, *args)
+
+    def error(self, message: str, *args: Any) -> None:
+        self.log.error(message, *args)
+
+
 def curve_router_socket(
     ctx: zmq.Context[zmq.Socket[bytes]], keys_dir: str, endpoint: str
 ) -> tuple[zmq.Socket[bytes], ThreadAuthenticator]:
@@ -60,7 +102,7 @@ def curve_router_socket(
     public, secret = zmq.auth.load_certificate(keys / FRONT_KEY_SECRET)
     if secret is None:
         raise ValueError(f"{FRONT_KEY_SECRET} has no secret key")
-    auth = ThreadAuthenticator(ctx)
+    auth = ThreadAuthenticator(ctx, log=RefusalLog(str(keys)))
     auth.start()
     auth.configure_curve(domain="*", location=str(keys))
     sock = router_socket(ctx)

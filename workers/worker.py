@@ -3,6 +3,8 @@
 The loop polls every front's socket, hands each batch that arrives to the core with the
 index of the front it came from, and sends what the core produced, one batch per front: at
 the end of each batch handled, or as soon as :data:`workers.core.FLUSH_BYTES` have gathered.
+While responses are in progress it polls without waiting and has the core take one step of
+them (a chunk of one stream) between polls.
 It says READY to every front at start, HEARTBEAT to a front it has sent nothing for
 :data:`HEARTBEAT_INTERVAL_S`, exits on SHUTDOWN from any front, and watches its parent (a
 local worker) or its fronts' heartbeats (a remote worker, ``zplex worker``).
@@ -26,6 +28,7 @@ import zmq
 import zmq.auth
 
 from server.ipc.remote import FRONT_KEY, HEARTBEAT_INTERVAL_S, REMOTE_SILENCE_S, WORKER_KEY_SECRET
+from server.logs import setup_logging
 from server.protocol.limits import Limits
 from workers.commands import Commands, ServerInfo
 from workers.core import ProcessUsage, WorkerCore
@@ -52,6 +55,7 @@ class WorkerConfig:
     limits: Limits
     max_generate_bytes: int = 256 << 20
     log_level: str = "WARNING"
+    log_format: str = "text"
     #: A remote worker (``zplex worker``): the directory of its CURVE keys. It joins the
     #: front over TCP, learns its index and limits from the front's WELCOME, and watches
     #: the front with heartbeats instead of its parent process.
@@ -121,6 +125,8 @@ class Worker:
         self._poller = zmq.Poller()
         self._last_sent: list[float] = []
         self._last_heard: list[float] = []
+        #: Whether each front ever answered (a front never heard from is a likely key problem).
+        self._answered: list[bool] = []
         self._connect_new_fronts()
         self._parent = os.getppid()
 
@@ -148,6 +154,7 @@ class Worker:
             now = time.monotonic()
             self._last_sent.append(now)
             self._last_heard.append(now)
+            self._answered.append(False)
 
     def flush(self) -> None:
         """Send what the core produced, one batch per front."""
@@ -186,19 +193,28 @@ class Worker:
         self.core.start()
         self.flush()
         tick_ms = int(min(HEARTBEAT_INTERVAL_S, PARENT_CHECK_S) * 1000)
+        core = self.core
         try:
             while True:
-                for sock, event in self._poller.poll(tick_ms):
+                # With responses in progress, a step of one between looks at the sockets.
+                for sock, event in self._poller.poll(0 if core.has_work() else tick_ms):
                     front = self._front_of[sock]
                     if event & zmq.POLLOUT:
                         self._send_backlog(front)
                     if event & zmq.POLLIN and not self._drain(front):
                         return
+                if core.has_work():
+                    core.work()
+                    self.flush()
                 if not self.remote and os.getppid() != self._parent:
                     log.warning("front is gone; worker %d exits", self.core.index)
                     return
                 self._keep_alive(time.monotonic())
         finally:
+            if self.remote:  # the fronts drop this worker now, not after its silence
+                for front in range(len(self.socks)):
+                    self.core.goodbye(front)
+                self.flush()
             for sock in self.socks:
                 sock.close()
             self._ctx.term()
@@ -213,6 +229,7 @@ class Worker:
                 except zmq.Again:
                     break
                 self._last_heard[front] = time.monotonic()
+                self._answered[front] = True
                 if not self.core.receive(front, blob):
                     return False
             return True
@@ -224,11 +241,22 @@ class Worker:
         silent drops that front's streams and joins it again."""
         for front in range(len(self.socks)):
             if self.remote and now - self._last_heard[front] > REMOTE_SILENCE_S:
-                log.warning(
-                    "front %d silent for %.0f s; joining again",
-                    front,
-                    now - self._last_heard[front],
-                )
+                if self._answered[front]:
+                    log.warning(
+                        "front %d silent for %.0f s; joining again",
+                        front,
+                        now - self._last_heard[front],
+                    )
+                else:
+                    log.warning(
+                        "front %d (%s) has not answered for %.0f s: is it up and is that its "
+                        "--worker-listen endpoint? Do the keys match: the front's --worker-keys "
+                        "must hold this worker's worker.key, and this worker's front.key must be "
+                        "that front's (a front refusing a key logs it)",
+                        front,
+                        self.core.endpoints[front] if front < len(self.core.endpoints) else "?",
+                        now - self._last_heard[front],
+                    )
                 self._last_heard[front] = now
                 self.core.rejoin(front)
             elif (
@@ -270,9 +298,7 @@ def _stop(signum: int, frame: object) -> None:
 def main(config: dict[str, Any]) -> None:
     """Process entry point (started with the ``spawn`` method by the supervisor)."""
     cfg = WorkerConfig(**config)
-    logging.basicConfig(
-        level=cfg.log_level, format=f"%(asctime)s worker{cfg.index} %(levelname)s %(message)s"
-    )
+    setup_logging(cfg.log_level, cfg.log_format, "worker", cfg.index)
     # The supervisor owns Ctrl-C and shutdown: a SIGTERM or SIGINT sent to the whole process
     # group must not end a worker while its fronts drain. It ends on STOP_SIGNAL from the
     # supervisor, on SHUTDOWN, or when the supervisor is gone.
@@ -284,21 +310,30 @@ def main(config: dict[str, Any]) -> None:
     log.info("worker %d exits after %.1f s", cfg.index, time.monotonic() - started)
 
 
-def run_remote(endpoint: str, keys: str, store: str, log_level: str = "WARNING") -> int:
+def run_remote(
+    endpoint: str,
+    keys: str,
+    store: str,
+    log_level: str = "WARNING",
+    log_format: str = "text",
+    max_generate_bytes: int = 256 << 20,
+) -> int:
     """``zplex worker``: serve a front on another host until it says SHUTDOWN (or SIGTERM,
     Ctrl-C). Index, server name and limits come from the front's WELCOME."""
-    logging.basicConfig(level=log_level, format="%(asctime)s worker %(levelname)s %(message)s")
+    setup_logging(log_level, log_format, "worker")
     config = WorkerConfig(
         index=-1,
         endpoint=endpoint,
         store=store,
         server="zplex",
         limits=Limits(),
+        max_generate_bytes=max_generate_bytes,
         log_level=log_level,
+        log_format=log_format,
         keys=keys,
     )
     worker = Worker(config)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGTERM, _stop)  # stops the loop: the worker says GOODBYE first
     try:
         worker.run()
     except KeyboardInterrupt:

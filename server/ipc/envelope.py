@@ -35,6 +35,7 @@ class Kind(enum.IntEnum):
     FRAMES = 21  # [env, wire bytes]
     CONN_FATAL = 22  # [env, Fatal]: end the connection
     STATS_REPLY = 23  # [env, WorkerStats]
+    GOODBYE = 24  # a remote worker that stops: drop it now, not after its silence
 
 
 class Flag:

@@ -5,8 +5,8 @@ profile x context, and robustness against random and mutated input."""
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
+from event_checks import ECHO_MAP, check_events, chunks, connection, feed_all
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -16,7 +16,6 @@ from server.protocol.errors import DecodeError, ErrorCode, RemoteError
 from server.protocol.events import (
     ConnectionFailed,
     RequestReady,
-    RequestRejected,
     ServerEvent,
     StreamSettingsReceived,
 )
@@ -28,22 +27,17 @@ from server.protocol.frames import (
     pack_header,
     unpack_header,
 )
-from server.protocol.limits import Limits
 from server.protocol.notation import format_frame, parse_line
 from server.protocol.payloads import (
     CONTEXTS,
     ENCODINGS,
     ClientSettings,
-    ServerSettings,
     StreamSettings,
     pack,
 )
 from server.protocol.responses import ServerStreamWriter
-from server.protocol.server_conn import ServerConnection
 
 PROFILES = list(itertools.product(ENCODINGS, CONTEXTS))
-SERVER_SETTINGS = ServerSettings("zplex/test", ENCODINGS, 32768, 2, Limits().to_wire())
-ECHO_MAP = pack({"name": "echo", "args": {}})
 
 frames = st.builds(
     Frame,
@@ -54,11 +48,6 @@ frames = st.builds(
     flags=st.integers(0, 0xF),
     payload=st.binary(max_size=80),
 )
-
-
-def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
-    return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
 # ---- headers, frames and notation -----------------------------------------------------------
@@ -86,7 +75,7 @@ def test_any_split_gives_the_same_frames(sequence: list[Frame], cuts: list[int])
     wire = b"".join(f.encode() for f in sequence)
     decoder = FrameDecoder(MAX_PAYLOAD_FIELD)
     got: list[Frame] = []
-    for chunk in _chunks(wire, cuts):
+    for chunk in chunks(wire, cuts):
         got += decoder.feed(chunk)
     assert got == sequence
     assert decoder.buffered == 0 and decoder.error is None
@@ -133,40 +122,14 @@ plausible_frames = st.builds(
 )
 
 
-def _connection(**limits: Any) -> ServerConnection:
-    return ServerConnection(Limits(**limits), SERVER_SETTINGS)
-
-
-def _check_events(events: list[ServerEvent]) -> None:
-    """What the front may rely on: only events, at most one ConnectionFailed, last, with a
-    documented connection-level code; requests and streams with valid ids."""
-    failures = [i for i, e in enumerate(events) if isinstance(e, ConnectionFailed)]
-    assert len(failures) <= 1
-    if failures:
-        assert failures[0] == len(events) - 1
-        failed = events[-1]
-        assert isinstance(failed, ConnectionFailed)
-        assert failed.code in (ErrorCode.PROTOCOL, ErrorCode.TOO_LARGE)
-    for event in events:
-        if isinstance(event, RequestReady | RequestRejected):
-            assert event.request_id % 2 == 1 and event.stream_id % 2 == 1
-
-
-def _feed_all(conn: ServerConnection, chunks: list[bytes]) -> list[ServerEvent]:
-    events: list[ServerEvent] = []
-    for chunk in chunks:
-        events += conn.receive_data(chunk)
-        assert conn.inflight >= 0
-    return events
-
-
 @given(st.lists(plausible_frames, max_size=14), st.lists(st.integers(0, 5000), max_size=10))
 def test_any_split_gives_the_same_events(sequence: list[Frame], cuts: list[int]) -> None:
     wire = b"".join(f.encode() for f in sequence)
-    whole = _connection(max_streams=2, max_inflight_per_stream=2).receive_data(wire)
-    split = _feed_all(_connection(max_streams=2, max_inflight_per_stream=2), _chunks(wire, cuts))
+    conn = connection(max_streams=2, max_inflight_per_stream=2)
+    whole = conn.receive_data(wire)
+    split = feed_all(connection(max_streams=2, max_inflight_per_stream=2), chunks(wire, cuts))
     assert split == whole
-    _check_events(whole)
+    check_events(whole, conn)
 
 
 def _client_capture(seed: int, bodies: list[bytes], context: str) -> tuple[bytes, list[int]]:
@@ -203,10 +166,10 @@ def test_valid_conversation_any_split(
     seed: int, bodies: list[bytes], context: str, cuts: list[int]
 ) -> None:
     wire, rids = _client_capture(seed, bodies, context)
-    whole = _connection().receive_data(wire)
+    whole = connection().receive_data(wire)
     assert not any(isinstance(e, ConnectionFailed) for e in whole)
     assert [e.request_id for e in whole if isinstance(e, RequestReady)] == rids
-    assert _feed_all(_connection(), _chunks(wire, cuts)) == whole
+    assert feed_all(connection(), chunks(wire, cuts)) == whole
 
 
 def _worker_decode(events: list[ServerEvent]) -> None:
@@ -232,9 +195,9 @@ def test_random_bytes_never_raise(data: bytes, cuts: list[int], with_settings: b
     prefix = b""
     if with_settings:
         prefix = Frame(0, 1, 1, 8, 2, pack(ClientSettings().to_wire())).encode()
-    conn = _connection()
-    events = _feed_all(conn, _chunks(prefix + data, cuts))
-    _check_events(events)
+    conn = connection()
+    events = feed_all(conn, chunks(prefix + data, cuts))
+    check_events(events, conn)
     _worker_decode(events)
     if any(isinstance(e, ConnectionFailed) for e in events):
         assert conn.receive_data(b"\x00" * 16) == []
@@ -285,9 +248,9 @@ def test_mutated_captures_never_raise(
     wire, _ = _client_capture(seed, bodies, context)
     mutated = _mutate(wire, mutations)
     assume(mutated != wire)
-    conn = _connection(max_streams=2, max_request_data_bytes=2000)
-    events = _feed_all(conn, _chunks(mutated, cuts))
-    _check_events(events)
+    conn = connection(max_streams=2, max_request_data_bytes=2000)
+    events = feed_all(conn, chunks(mutated, cuts))
+    check_events(events, conn)
     _worker_decode(events)
 
 
@@ -298,9 +261,9 @@ def _server_capture(
     bodies: list[bytes], encoding: str, context: str
 ) -> tuple[bytes, ClientConnection]:
     client = ClientConnection(ClientSettings())
-    client.receive_data(_connection().initial_bytes())
+    client.receive_data(connection().initial_bytes())
     writer = ServerStreamWriter(2, stream_settings_for(encoding, 1, context), 1024)
-    wire = _connection().initial_bytes()
+    wire = connection().initial_bytes()
     for body in bodies:
         rid, _ = client.send_request(1, "get")
         wire += writer.response(rid, {"status": "ok", "size": len(body)}, body)
@@ -322,7 +285,7 @@ def test_client_raises_only_protocol_errors(
     wire, client = _server_capture(bodies, *profile)
     mutated = _mutate(wire, mutations)
     try:
-        for chunk in _chunks(mutated, cuts):
+        for chunk in chunks(mutated, cuts):
             client.receive_data(chunk)
     except RemoteError as exc:  # ProtocolError or DecodeError: documented
         assert exc.code in (ErrorCode.PROTOCOL, ErrorCode.TOO_LARGE)
@@ -364,6 +327,6 @@ def test_encode_decode_round_trip(
             continue
         # Under the frame context every frame is a complete unit, so frames are the cuts; the
         # other contexts are byte streams that may be cut anywhere.
-        pieces = payloads if context == "frame" else _chunks(b"".join(payloads), cuts)
+        pieces = payloads if context == "frame" else chunks(b"".join(payloads), cuts)
         # Every response is whole once its last piece has been decoded.
         assert b"".join(decoder.decode(p, 1 << 30) for p in pieces) == body

@@ -59,6 +59,12 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
         (["--connect", "localhost"], "--connect"),
         (["--policies", "stream,fast"], "unknown policy"),
         (["--limit", "lots"], "not a size"),
+        (["--report", "/dev/null/report"], "--report /dev/null/report"),
+        (["--json", "{tmp}"], "is a directory"),
+        (["--json", "/nonexistent/out.json"], "no such directory"),
+        (["--threshold", "stream.ratio>>2"], "POLICY.FIGURE OP VALUE"),
+        (["--threshold", "fast.ratio>2"], "unknown policy"),
+        (["--repeat", "0"], "--repeat"),
     ],
 )
 @pytest.mark.timeout(20)
@@ -108,7 +114,8 @@ def test_tiny_bench_end_to_end(
     )
     captured = capsys.readouterr()
     assert status == 0, captured.err
-    assert "workload versioned" in captured.out and "space" in captured.out
+    assert "workload versioned" in captured.out and "the ratio of request" in captured.out
+    assert max(len(line) for line in captured.out.splitlines()) <= 120
 
     data = json.loads(out.read_text())
     assert data["schema"] == 1
@@ -181,6 +188,11 @@ def test_connect_open_model_and_store_reuse(
         assert main([*common, "--token", "t0ken", *args]) == 0, capsys.readouterr().err
         data = json.loads(out.read_text())
         assert data["metadata"]["config"]["model"] == "open"
+        # It says which objects it put into the user's store.
+        put = data["metadata"]["put_objects"]["stdlib"]
+        assert put == data["metadata"]["workloads"][0]["corpus"]["files"] > 0
+        assert any(f"put {put:,} objects of workload stdlib under stdlib/" in w
+                   for w in data["warnings"])  # fmt: skip
         assert data["metadata"]["server"]["mode"] == "connect"
         for run in data["runs"]:
             assert run["errors"] == {} and run["requests"] == 40

@@ -175,3 +175,41 @@ def test_a_remote_worker_serves_every_front(tmp_path: Path, keys: Path) -> None:
                 return True
 
             srv.wait_for(every_front_serves)
+
+
+def test_a_stopping_remote_worker_is_dropped_at_once(tmp_path: Path, keys: Path) -> None:
+    with (
+        serve_with_remote(tmp_path, keys) as srv,
+        remote_worker(srv.info["worker_endpoint"], keys, srv.store) as proc,
+    ):
+        srv.wait_for(lambda: remote_count(srv) == 1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        # GOODBYE: dropped well before the five seconds of silence that declare it lost.
+        srv.wait_for(lambda: remote_count(srv) == 0, timeout=3)
+
+
+def test_a_refused_worker_is_reported_on_both_sides(tmp_path: Path, keys: Path) -> None:
+    strangers = make_keys(tmp_path / "strangers")
+    (strangers / "front.key").write_bytes((keys / "front.key").read_bytes())
+    worker_log = tmp_path / "worker.log"
+    with serve_with_remote(tmp_path, keys) as srv:
+        cmd = [sys.executable, "-m", "server.cli", "worker", "--connect"]
+        cmd += [srv.info["worker_endpoint"], "--keys", str(strangers), "--store", str(srv.store)]
+        with open(worker_log, "wb") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + 20
+            while "has not answered" not in worker_log.read_text():
+                assert time.monotonic() < deadline, worker_log.read_text()
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(20) == 0
+        assert srv.proc.stdout is not None
+        front_log = srv.proc.stdout.read().decode()
+    assert "remote worker was refused: CURVE authentication failed" in front_log
+    assert front_log.count("was refused") == 1  # once, not at every retry
+    assert "Do the keys match" in worker_log.read_text()

@@ -8,9 +8,14 @@ for anything else, except these test hooks:
 * ``hold``: not answered until a ``goaway`` (then answered like ``echo``);
 * ``drop``: half of a response goes out, then the connection closes;
 * ``fail-connection``: a connection-level ``protocol`` error, then the connection closes;
+* ``stats`` (only with ``with_stats=True``, else unknown): a minimal ``stats`` header
+  (this process as the front, no workers);
 * ``goaway``: a connection-level ``goaway`` listing the held requests in ``in_flight``, a
   ``shutting-down`` error for the ``goaway`` request itself (it came "after" the goaway), the
   held requests answered, then the connection closes.
+
+``delay_s`` delays every ``echo`` and ``generate`` answer by that many seconds (a server of
+known latency; answers on one stream keep their order).
 
 Use :class:`FakeServer` inside a running loop (``async with FakeServer() as server``) or
 :class:`FakeServerThread` (``with FakeServerThread() as server``) for synchronous clients.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
 from types import TracebackType
 from typing import Any, Self
@@ -168,6 +174,15 @@ class _Connection(asyncio.Protocol):
         except DecodeError as exc:
             self._fail(ErrorCode.TOO_LARGE, exc.message)
             return
+        delay = self.server.delay_s
+        if delay > 0 and request.name in ("echo", "generate"):
+            asyncio.get_running_loop().call_later(delay, self._answer_now, request, data)
+            return
+        self._answer_now(request, data)
+
+    def _answer_now(self, request: RequestReady, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
         rid, sid = request.request_id, request.stream_id
         name = request.name
         if name == "echo":
@@ -179,6 +194,9 @@ class _Connection(asyncio.Protocol):
                 return
             body = b"x" * size
             self._answer(request, {"status": "ok", "size": size, "digest": digest(body)}, body)
+        elif name == "stats" and self.server.with_stats:
+            front = {"pid": os.getpid(), "cpu_user": 0.0, "cpu_system": 0.0}
+            self._answer(request, {"status": "ok", "front": front, "workers": []}, b"")
         elif name == "hold":
             self.held.append(request)
         elif name == "drop":
@@ -218,8 +236,12 @@ class FakeServer:
         port: int = 0,
         limits: Limits | None = None,
         encodings: tuple[str, ...] = ENCODINGS,
+        delay_s: float = 0.0,
+        with_stats: bool = False,
     ) -> None:
         self.host = host
+        self.delay_s = delay_s
+        self.with_stats = with_stats
         self.requested_port = port
         self.limits = limits or Limits()
         self.encodings = encodings

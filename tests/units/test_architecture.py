@@ -99,7 +99,7 @@ def test_layering() -> None:
         for target in imported:
             if name.startswith("workers"):
                 allowed = target.startswith(("workers", "server.protocol", "server.ipc")) or (
-                    target == "server"
+                    target in ("server", "server.logs")  # every process logs alike
                 )
             elif name.startswith("bench"):
                 allowed = target.startswith(("bench", "server.protocol")) or target == "server"
@@ -114,6 +114,16 @@ def test_layering() -> None:
             else:  # the front
                 allowed = target.startswith("server")
             assert allowed, f"{name} may not import {target}"
+
+
+def test_shared_leaves_import_nothing_of_ours() -> None:
+    """``server.logs`` (every process, the workers too) imports nothing of ours; the
+    request meter (on every connection's hot path) and the metric families (pure: a
+    snapshot in, families out) import only each other."""
+    graph = our_imports()
+    assert graph["server.logs"] == set()
+    assert graph["server.request_meter"] == set()
+    assert graph["server.metric_families"] <= {"server.request_meter"}
 
 
 def test_no_import_cycles() -> None:
@@ -137,8 +147,9 @@ def test_no_import_cycles() -> None:
 
 
 #: The worker's sans-I/O core: no sockets, processes or clocks (the loop, workers.worker,
-#: owns those and passes in what the core needs).
-WORKER_CORE = ("workers.core", "workers.contexts")
+#: owns those and passes in what the core needs). Chunked bodies (workers.bodies) do no I/O
+#: of their own either: their bytes come from the source they are given.
+WORKER_CORE = ("workers.core", "workers.contexts", "workers.bodies")
 NOT_IN_WORKER_CORE = ("zmq", "socket", "os", "time", "resource", "signal", "select", "asyncio")
 
 
@@ -173,6 +184,12 @@ def test_bench_starts_servers_only_through_the_command_line() -> None:
     source = (ROOT / "bench" / "server_process.py").read_text()
     for word in ('"server.cli"', '"serve"', '"--ready-file"'):
         assert word in source
+    # --clients: the one other process the bench starts is its own client process.
+    clients = (ROOT / "bench" / "client_processes.py").read_text()
+    assert '"bench.load_process"' in clients and "server.cli" not in clients
+    for name, path in our_modules().items():
+        if name.startswith("bench") and name != "bench.client_processes":
+            assert "create_subprocess" not in path.read_text(), name
 
 
 def test_client_calls_do_no_io() -> None:
@@ -202,3 +219,13 @@ def test_http_request_parsing_is_sans_io() -> None:
     path = our_modules()["server.http_request"]
     assert our_imports()["server.http_request"] == set()
     assert not {"asyncio", "socket"} & {m.split(".")[0] for m in imports_of(path)}
+
+
+def test_bench_judgements_do_no_io() -> None:
+    """What the bench concludes from figures (thresholds, repeats, phase warnings, the corpus
+    account) is arithmetic on results: no sockets, event loop, processes or server."""
+    for name in ("bench.thresholds", "bench.repeats", "bench.phase_checks", "bench.compare"):
+        imported = {m.split(".")[0] for m in imports_of(our_modules()[name])}
+        assert not imported & {"asyncio", "socket", "selectors", "subprocess", "zmq"}, name
+        assert not any(m.startswith(("bench.runner", "bench.main")) for m in our_imports()[name])
+    assert our_imports()["bench.corpus_selection"] == set()

@@ -94,11 +94,22 @@ def test_config_from_arguments(tmp_path: Path) -> None:
         (["--connect", "nowhere"], "--connect"),
         (["--json", "/no/such/dir/o.json"], "no such directory"),
         (["--workers", "2", "--connect", "127.0.0.1:1"], "--workers and --sweep-workers"),
+        (["--fronts", "2", "--connect", "127.0.0.1:1"], "--fronts"),
+        (["--sweep-fronts", "1,2", "--connect", "127.0.0.1:1"], "--sweep-fronts"),
+        (["--fronts", "0"], "--fronts must be at least 1"),
+        (["--clients", "0"], "--clients must be at least 1"),
     ],
 )
 def test_bad_arguments_are_bench_errors(argv: list[str], message: str) -> None:
     with pytest.raises(BenchError, match=message):
         config.config_from_args(parse(argv))
+
+
+def test_client_processes_are_at_most_one_per_connection() -> None:
+    assert config.BenchConfig(clients=3, connections=2).client_processes == 2
+    assert config.BenchConfig(clients=2, connections=4).client_processes == 2
+    assert config.BenchConfig().client_processes == min(2, config.default_clients())
+    assert config.default_clients() == max(1, config.default_workers() // 4)
 
 
 def test_describe_error() -> None:

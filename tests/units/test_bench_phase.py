@@ -23,7 +23,7 @@ from bench.main import BenchOutcome, run_bench, write_json
 from bench.passes import Tally
 from bench.results import BenchResult, RunResult, project_runs
 from bench.runner import Runner
-from bench.sweep import SweepPoint, skipped_note, sweep_table
+from bench.sweep import SweepPoint, skipped_note, sweep_pairs, sweep_table
 from bench.workloads import Item, Workload, stream_index
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -119,7 +119,8 @@ def test_run_result_from_a_known_tally() -> None:
         monitor_streams=1,
     )
     corpus.inprocess["stream"] = 4.0
-    run = bench._run_result(corpus, "stream", tally, 2.0, 0.01, 0.08, 0.02, samples)
+    cpu = {"front": 0.01, "workers": 0.08, "client": 0.02}
+    run = bench._run_result(corpus, "stream", tally, 2.0, cpu, samples)
     full = stats.ideal_wire_bytes(corpus.bodies, 3)
     prefix = stats.ideal_wire_bytes(corpus.bodies[:2], 3)
     assert run.ideal_wire_bytes == 2 * full + prefix
@@ -154,11 +155,31 @@ def test_samples_keep_the_peaks() -> None:
 
 
 def test_cpu_delta_needs_the_same_processes() -> None:
-    before = {"front": (1, 2.0), "workers": {10: 1.0, 11: 2.0}}
-    after = {"front": (1, 2.5), "workers": {10: 3.0, 11: 2.5}}
+    before = {"fronts": {1: 2.0}, "workers": {10: 1.0, 11: 2.0}}
+    after = {"fronts": {1: 2.5}, "workers": {10: 3.0, 11: 2.5}}
     assert cpu.cpu_delta(before, after) == (0.5, 2.5, True)
-    restarted = {"front": (9, 0.1), "workers": {10: 3.0, 12: 0.2}}
+    restarted = {"fronts": {9: 0.1}, "workers": {10: 3.0, 12: 0.2}}
     assert cpu.cpu_delta(before, restarted) == (None, 2.0, False)
+
+
+def test_cpu_of_every_front_is_summed_and_their_connections_counted() -> None:
+    probe = cpu.CpuProbe(local=False)
+    header = {
+        "front": {"pid": 1, "cpu_user": 1.0, "cpu_system": 0.0, "connections_total": 3},
+        "fronts": [
+            {"pid": 1, "cpu_user": 1.0, "cpu_system": 0.0, "connections_total": 3},
+            {"pid": 2, "cpu_user": 0.5, "cpu_system": 0.5, "connections_total": 1},
+        ],
+        "workers": [{"pid": 10, "cpu_user": 1.0, "cpu_system": 0.0}],
+    }
+    before = probe.snapshot(header)
+    header["fronts"][0].update(cpu_user=2.0, connections_total=5)
+    header["fronts"][1].update(cpu_system=1.5, connections_total=4)
+    after = probe.snapshot(header)
+    assert cpu.cpu_delta(before, after) == (2.0, 0.0, True)
+    assert cpu.connections_delta(before, after) == {1: 2, 2: 3}
+    alone = probe.snapshot({"front": {"pid": 7, "cpu_user": 1.0}, "workers": []})
+    assert alone["fronts"] == {7: 1.0}
 
 
 def test_check_response() -> None:
@@ -262,5 +283,22 @@ def test_sweep_table_and_skipped_note() -> None:
     assert table.row_count == 1
     cells = [next(iter(column.cells)) for column in table.columns]
     assert cells[:2] == ["w", "1"]
-    assert cells[-1] != "-"  # a projected figure for 1 worker + 1 front
-    assert "skipped 4, 8 workers" in skipped_note([4, 8]).plain
+    assert cells[-1] == "500.0"  # 1 front at 0.5 s/GB carries 2 GB/s, 1 worker at 2 s/GB 0.5
+    two_fronts = sweep_table([SweepPoint(3, [gigabyte_run(1.5)], fronts=2)], projection)
+    cells = [next(iter(column.cells)) for column in two_fronts.columns]
+    assert cells[1:3] == ["3", "2"]
+    assert cells[-1] == "1,500.0"  # 3 workers at 2 s/GB: 1.5 GB/s, under the fronts' 4
+    note = skipped_note([(4, 1), (8, 2)]).plain
+    assert "skipped 4 workers + 1 fronts, 8 workers + 2 fronts" in note
+
+
+def test_sweep_pairs_join_workers_and_fronts() -> None:
+    assert sweep_pairs(BenchConfig()) == []
+    assert sweep_pairs(BenchConfig(sweep_workers=(1, 2))) == [(1, 1), (2, 1)]
+    assert sweep_pairs(BenchConfig(sweep_workers=(1, 2), sweep_fronts=(1, 2))) == [
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (2, 2),
+    ]
+    assert sweep_pairs(BenchConfig(workers=3, sweep_fronts=(2,))) == [(3, 2)]

@@ -24,7 +24,7 @@ from bench.tables import render_tables
 RUN_KEYS = {
     "policy", "encoding", "level", "requests", "raw_bytes", "wire_bytes", "ratio",
     "ratio_vs_request", "ratio_vs_ideal", "requests_per_s", "cpu_s_per_gb", "worker_efficiency",
-    "front_overhead", "latency_ms", "errors",
+    "front_overhead", "latency_ms", "errors", "server_efficiency", "client_worker_ratio",
     "workload", "streams", "connections", "duration_s", "raw_mb_per_s", "wire_mb_per_s",
     "space_savings", "peak_rss", "memory_per_stream", "latency_cdf",
 }  # fmt: skip
@@ -84,6 +84,8 @@ def test_from_measurements_derives_every_figure() -> None:
     assert run.cpu_s_per_gb.client == pytest.approx(1.0)
     assert run.worker_efficiency == pytest.approx(0.9)
     assert run.front_overhead == pytest.approx(0.1)
+    assert run.server_efficiency == pytest.approx(3.6 / 4.4)  # in-process / (front + workers)
+    assert run.client_worker_ratio == pytest.approx(0.25)
     assert run.latency_ms["p50"] == pytest.approx(150, rel=1e-3)
     assert run.latency_cdf is not None
     assert run.latency_cdf[-1][1] == 1.0
@@ -142,7 +144,10 @@ def test_json_has_the_stable_keys(tmp_path: Path) -> None:
     assert projection["policy"] == "stream"
     assert projection["workers_one_front_can_feed"] == pytest.approx(10.0)
     assert [row["cores"] for row in projection["rows"]] == [4, 8, 16, 32, 64]
-    assert set(projection["rows"][0]) == {"cores", "workers", "gb_per_s", "bound"}
+    keys = {"cores", "fronts", "workers", "clients", "gb_per_s", "bound"}
+    assert set(projection["rows"][0]) == keys
+    assert set(projection["rows_with_clients"][0]) == keys
+    assert projection["client_cpu_s_per_gb"] == pytest.approx(1.0)
     assert BenchResult.read_json(path).to_json() == data  # round trip
 
 
@@ -171,12 +176,14 @@ def test_render_tables_wide() -> None:
     assert "workload dir:/tmp/[/odd]" in text  # a path is never read as rich markup
     assert "workload stdlib" in text
     assert "workload versioned" in text
-    for word in ("policy", "req/s", "savings", "ideal", "overhead", "p99.9", "errors"):
+    for word in ("policy", "req/s", "ideal", "ovh.", "p99", "errors"):
         assert word in text
+    for word in ("savings", "p99.9", "wire\nMB/s"):  # in the JSON and the report only
+        assert word not in text
     for policy in POLICIES:
         assert policy in text
-    assert "80.0%" in text  # stream space savings
     assert "2.00x" in text  # stream vs request
+    assert "stream: 2.00\u00d7 the ratio of request (\u221250% wire bytes)" in text  # headline
     assert "overloaded 3" in text
     assert "scaling projection" in text
     assert "one front can feed 10.0 workers" in text
@@ -188,7 +195,7 @@ def test_render_tables_narrow_terminal_splits_columns() -> None:
     text = console.export_text()
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
     assert "…" not in text  # nothing truncated
-    for word in ("req/s", "savings", "workers", "overhead", "p99.9", "errors"):
+    for word in ("req/s", "workers", "ovh.", "p99", "errors"):
         assert word in text
 
 

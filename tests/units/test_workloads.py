@@ -109,10 +109,17 @@ def test_stdlib_workload_skips_tests_and_site_packages() -> None:
     assert 1 << 20 < w.raw_bytes <= 32 << 20  # ~11 MiB on CPython 3.11
 
 
-def test_stdlib_prefix_is_stable() -> None:
-    small = wl.stdlib_workload(limit_bytes=100_000)
-    larger = wl.stdlib_workload(limit_bytes=300_000)
-    assert larger.items[: len(small.items)] == small.items
+def test_stdlib_sample_is_stable_and_spread_across_the_tree() -> None:
+    whole = wl.stdlib_workload()
+    small = wl.stdlib_workload(limit_bytes=300_000)
+    assert small.items == wl.stdlib_workload(limit_bytes=300_000).items  # deterministic
+    assert 200_000 < small.raw_bytes <= 300_000
+    keys = [item.key for item in whole.items]
+    positions = [keys.index(item.key) for item in small.items]
+    assert positions == sorted(positions)  # in path order
+    # A sample of the whole tree, not its first directories.
+    assert positions[0] < len(keys) // 10 and positions[-1] > len(keys) * 9 // 10
+    assert small.selection.skipped["over-limit"] == len(whole.items) - len(small.items)
 
 
 # --- versioned -------------------------------------------------------------------------------
@@ -256,8 +263,12 @@ def test_git_workload_window_and_limits(repo: Path) -> None:
         ("b.py", b"b3\n"),
         ("c.txt", b"c1\n"),
     ]
+    # Over the limit, whole paths are sampled across the tree (a path's revisions together).
     capped = wl.git_workload(repo, max_bytes=9)
-    assert [i.data for i in capped.items] == [b"x1\n", b"x2\n", b"b1\n"]
+    assert [i.data for i in capped.items] == [b"x1\n", b"x2\n", b"c1\n"]
+    assert capped.corpus()["skipped"] == {"over-limit": 3}
+    assert capped.corpus()["commits"] == 5 and capped.corpus()["commits_total"] == 5
+    assert w.corpus()["commits"] == 2 and w.corpus()["commits_total"] == 5
 
 
 @needs_git
@@ -305,14 +316,59 @@ def test_dir_workload(tmp_path: Path) -> None:
     ]
     assert [i.group for i in w.items] == ["dir", "dir/sub/deep", "dir/sub", "dir"]
     assert w.raw_bytes == 40
+    # Over the limit: a sample spread across the tree, not its first files.
     assert [i.key for i in wl.dir_workload(root, max_bytes=25).items] == [
         "dir/a.txt",
-        "dir/sub/deep/d.txt",
+        "dir/sub/m.bin",
     ]
     with pytest.raises(WorkloadError):
         wl.dir_workload(tmp_path / "missing")
     with pytest.raises(WorkloadError, match="no readable"):
         wl.dir_workload(outside, max_bytes=0)
+
+
+def test_dir_workload_selects_the_users_files(tmp_path: Path) -> None:
+    """A tree with .git, a cache folder, hidden files and a gzip file: exactly the sources
+    are kept, and the counts say what was skipped and why."""
+    import gzip
+
+    root = tmp_path / "project"
+    (root / "src" / "__pycache__").mkdir(parents=True)
+    (root / ".git" / "objects" / "ab").mkdir(parents=True)
+    (root / ".hidden-dir").mkdir()
+    (root / "node_modules" / "pkg").mkdir(parents=True)
+    (root / "src" / "main.py").write_bytes(b"print('main')\n" * 10)
+    (root / "src" / "util.py").write_bytes(b"def util(): pass\n" * 10)
+    (root / "README.md").write_bytes(b"# project\n" * 5)
+    (root / "data.gz").write_bytes(gzip.compress(b"rows\n" * 100))
+    (root / ".env").write_bytes(b"SECRET=1\n")
+    (root / ".hidden-dir" / "notes.txt").write_bytes(b"n")
+    (root / "src" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\x00" * 20)
+    (root / "node_modules" / "pkg" / "index.js").write_bytes(b"js")
+    (root / "node_modules" / "pkg" / "package.json").write_bytes(b"{}")
+    for name in ("HEAD", "config", "objects/ab/cdef"):
+        (root / ".git" / name).write_bytes(b"git")
+    w = wl.dir_workload(root)
+    assert [i.key for i in w.items] == [
+        "dir/README.md",
+        "dir/data.gz",
+        "dir/src/main.py",
+        "dir/src/util.py",
+    ]
+    assert w.corpus() == {
+        "files": 4,
+        "bytes": w.raw_bytes,
+        "skipped": {"cache": 3, "hidden": 2, "vcs": 3},
+        "compressed_files": 1,
+    }
+    everything = wl.dir_workload(root, include_hidden=True)
+    assert len(everything.items) == 4 + 3 + 2 + 3
+    assert everything.corpus()["skipped"] == {}
+    capped = wl.dir_workload(root, max_bytes=200)
+    assert capped.raw_bytes <= 200
+    assert capped.corpus()["skipped"]["over-limit"] == 4 - len(capped.items)
+    assert "skipped 3 cache, 2 hidden, 3 vcs" in w.selection.describe()
+    assert "1 already compressed" in w.selection.describe()
 
 
 # --- generate and names ----------------------------------------------------------------------

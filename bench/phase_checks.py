@@ -1,0 +1,73 @@
+"""What a measured phase warns about: figures that would look real but are not (a phase too
+short for its CPU figures), a target rate not reached, a load generator at its limit, a busy
+host. Each check returns the warning's text (None: nothing to say); the runner collects them,
+and they reach the terminal, the JSON and the HTML report.
+"""
+
+from __future__ import annotations
+
+from bench import results
+from bench.cpu import OTHER_LOAD_WARNING
+
+#: A phase shorter than this has CPU figures of a few scheduler ticks (psutil counts CPU in
+#: 10 ms steps): they are left out (null) with a warning.
+MIN_CPU_PHASE_S = 1.0
+#: ... and so is a role that used less CPU than this during the phase.
+MIN_CPU_SECONDS = 0.05
+#: Warn when the open model's achieved rate is below this fraction of the target.
+RATE_REACHED_FRACTION = 0.95
+#: Warn when the client used more than this fraction of a core: throughput may be client-bound.
+CLIENT_BOUND_UTILISATION = 0.9
+
+
+def too_short_for_cpu(
+    label: str, elapsed: float, cpu_seconds: dict[str, float | None]
+) -> str | None:
+    """Whether the phase is too short for its CPU figures; if so, ``cpu_seconds`` is emptied
+    (every role None) so that no figure that only looks real is reported."""
+    scant = {role: v for role, v in cpu_seconds.items() if v is not None and v < MIN_CPU_SECONDS}
+    if elapsed >= MIN_CPU_PHASE_S and not scant:
+        return None
+    for role in cpu_seconds:
+        cpu_seconds[role] = None
+    what = f"{elapsed:.2f} s"
+    if scant:
+        what += ", " + ", ".join(f"{role} {v * 1000:.0f} ms of CPU" for role, v in scant.items())
+    return (
+        f"{label}: too short for CPU figures ({what}; CPU is counted in 10 ms ticks): they are "
+        f"left out; measure longer (-d, or a larger -n; at least {MIN_CPU_PHASE_S:g} s and "
+        f"{MIN_CPU_SECONDS * 1000:.0f} ms of CPU per role)"
+    )
+
+
+def rate_not_reached(label: str, run: results.RunResult, target: float | None) -> str | None:
+    """The open model's achieved request rate against its target."""
+    if target is None or run.requests_per_s is None:
+        return None
+    if run.requests_per_s >= RATE_REACHED_FRACTION * target:
+        return None
+    p50 = run.latency_ms.get("p50")
+    latency = f", p50 {p50:,.1f} ms" if p50 is not None else ""
+    return (
+        f"{label}: --rate {target:g} not reached: achieved {run.requests_per_s:,.0f} req/s "
+        f"({run.requests_per_s / target:.0%}){latency}; the server (or the client) is saturated "
+        "and the latencies are mostly queueing"
+    )
+
+
+def client_bound(label: str, utilisation: float | None) -> str | None:
+    if utilisation is None or utilisation <= CLIENT_BOUND_UTILISATION:
+        return None
+    return (
+        f"{label}: the client used {utilisation:.0%} of a core; throughput may be bound by the "
+        "load generator"
+    )
+
+
+def busy_host(label: str, share: float) -> str | None:
+    if share <= OTHER_LOAD_WARNING:
+        return None
+    return (
+        f"{label}: other processes used {share:.0%} of the host's CPU during the phase; its "
+        "CPU figures are noisy (run again on a quiet host)"
+    )

@@ -1,0 +1,144 @@
+"""The command-line tools' errors name the thing at fault (issue 11): a local file, a flag, a
+host, a missing token; a closed pipe ends quietly; a typo prints the subcommand's usage."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.system.serverproc import ServerProcess, running_server
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def zplex(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "ZPLEX_WRITE_TOKEN"}
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**base, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("cli"), workers=1) as srv:
+        yield srv
+
+
+def address(server: ServerProcess) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+def test_get_to_an_unwritable_output_blames_the_file(server: ServerProcess) -> None:
+    done = zplex("get", "x", "-o", "/nonexistent/x", "--connect", address(server))
+    assert done.returncode == 2
+    assert "/nonexistent/x" in done.stderr
+    assert "cannot talk" not in done.stderr
+
+
+def test_timeout_zero_is_a_bad_argument() -> None:
+    done = zplex("get", "x", "--timeout", "0")
+    assert done.returncode == 2
+    assert "usage: zplex get" in done.stderr
+    assert "--timeout" in done.stderr and "positive" in done.stderr
+
+
+def test_a_closed_pipe_ends_quietly(server: ServerProcess) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "stats", "--json", "--connect", address(server)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # as `| head -1` does
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=30) == 0
+    assert stderr == ""
+
+
+def test_a_bad_host_is_named() -> None:
+    done = zplex("list", "--connect", "no-such-host.invalid:7410", "--timeout", "5")
+    assert done.returncode == 1
+    assert "no-such-host.invalid" in done.stderr and "resolve" in done.stderr
+
+
+def test_serve_with_a_bad_host_names_it(tmp_path: Path) -> None:
+    done = zplex("serve", "--host", "no-such-host.invalid", "--port", "0", "--store", str(tmp_path))
+    assert done.returncode == 2
+    assert "--host 'no-such-host.invalid'" in done.stderr
+
+
+def test_workers_zero_names_worker_listen(tmp_path: Path) -> None:
+    done = zplex("serve", "--workers", "0", "--port", "0", "--store", str(tmp_path))
+    assert done.returncode == 2
+    assert "--worker-listen" in done.stderr
+
+
+def test_a_typo_in_a_flag_prints_the_subcommands_usage() -> None:
+    done = zplex("get", "key", "--ofset", "3")
+    assert done.returncode == 2
+    assert "usage: zplex get" in done.stderr
+    assert "--ofset" in done.stderr
+
+
+def test_put_without_permission_hints_at_the_token(server: ServerProcess, tmp_path: Path) -> None:
+    source = tmp_path / "f"
+    source.write_bytes(b"data")
+    done = zplex("put", "k", str(source), "--connect", address(server))
+    assert done.returncode == 1
+    assert "forbidden" in done.stderr
+    assert "--token" in done.stderr and "ZPLEX_WRITE_TOKEN" in done.stderr
+
+
+def test_get_without_digest(server: ServerProcess, tmp_path: Path) -> None:
+    source = tmp_path / "f"
+    source.write_bytes(b"some data " * 100)
+    env = {"ZPLEX_WRITE_TOKEN": "test-token"}
+    assert zplex("put", "nd", str(source), "--connect", address(server), env=env).returncode == 0
+    out = tmp_path / "copy"
+    done = zplex("get", "nd", "--no-digest", "-o", str(out), "--connect", address(server))
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == source.read_bytes()
+
+
+def test_keys_are_private_and_not_overwritten(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    assert zplex("keys", str(keys)).returncode == 0
+    for name in ("front.key_secret", "worker.key_secret"):
+        assert stat.S_IMODE((keys / name).stat().st_mode) == 0o600
+    before = (keys / "front.key_secret").read_bytes()
+    again = zplex("keys", str(keys))
+    assert again.returncode == 1
+    assert "--force" in again.stderr
+    assert (keys / "front.key_secret").read_bytes() == before
+    assert zplex("keys", "--force", str(keys)).returncode == 0
+    assert (keys / "front.key_secret").read_bytes() != before
+    assert stat.S_IMODE((keys / "worker.key_secret").stat().st_mode) == 0o600
+
+
+def test_client_library_digest_parameter(server: ServerProcess) -> None:
+    from bench.client import Client, body_digest
+
+    with Client.connect("127.0.0.1", server.port, token="test-token") as client:
+        client.put("lib/digest", b"payload " * 50)
+        with_digest = client.get("lib/digest")
+        without = client.get("lib/digest", digest=False)
+        assert with_digest.header["digest"] == body_digest(with_digest.body)
+        assert "digest" not in without.header
+        assert without.header["size"] == len(without.body) == 400
+        assert without.body == with_digest.body
+        assert without.verify_digest() is None
+        generated = client.generate(1000, "json", 3, digest=False)
+        assert "digest" not in generated.header and len(generated.body) == 1000
+        assert client.generate(1000, "json", 3).header["digest"] == body_digest(generated.body)

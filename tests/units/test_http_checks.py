@@ -1,0 +1,114 @@
+"""The HTTP transport's refusals (server/http.py), without sockets or processes: a request is
+fed to ``HttpServer.handle`` through a StreamReader and its answer read from a recording
+writer. A body without Content-Length is 411, one over the limits 413 (from the header alone,
+before any body byte is read), and ``debugreflect`` is 404 unless switched on."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from server.http import MEDIA_TYPE, HttpServer
+from server.protocol.client_conn import ClientConnection
+from server.protocol.limits import Limits
+from server.protocol.payloads import ENCODINGS, ClientSettings, ServerSettings
+
+LIMITS = Limits(max_request_map_bytes=1024, max_request_data_bytes=4096)
+
+
+class RecordingWriter:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    async def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def wait_closed(self) -> None:
+        pass
+
+
+def _front() -> SimpleNamespace:
+    settings = ServerSettings("zplex/test", ENCODINGS, LIMITS.max_frame_size, 1, LIMITS.to_wire())
+    config = SimpleNamespace(limits=LIMITS, write_token=None)
+
+    def new_connection(http: object = None) -> object:
+        raise AssertionError("no zplex connection may start for a refused request")
+
+    return SimpleNamespace(
+        config=config,
+        server_settings=settings,
+        new_connection=new_connection,
+        connection_count=lambda: 0,
+    )
+
+
+def _exchange(request: bytes, *, debugreflect: bool = False) -> tuple[int, bytes]:
+    async def main() -> tuple[int, bytes]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(request)
+        reader.feed_eof()
+        writer = RecordingWriter()
+        server = HttpServer(_front(), debugreflect=debugreflect)  # type: ignore[arg-type]
+        await server.handle(reader, writer)  # type: ignore[arg-type]
+        assert writer.closed
+        head, _, body = bytes(writer.data).partition(b"\r\n\r\n")
+        return int(head.split(b" ")[1]), body
+
+    return asyncio.run(main())
+
+
+def _post(command: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"POST /api/zplex-v1/ro/{command} HTTP/1.1", "Host: test"]
+    base = {"Content-Type": MEDIA_TYPE, "Accept": MEDIA_TYPE}
+    lines += [f"{k}: {v}" for k, v in {**base, **headers}.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _frames() -> bytes:
+    client = ClientConnection(ClientSettings())
+    return client.initiate() + client.send_request(1, "echo", {}, b"hi")[1]
+
+
+def test_a_chunked_body_is_411() -> None:
+    body = _frames()
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    status, text = _exchange(_post("echo", {"Transfer-Encoding": "chunked"}, chunked))
+    assert status == 411 and b"Content-Length" in text
+
+
+def test_a_body_over_the_limits_is_413_from_its_length_alone() -> None:
+    over = LIMITS.max_request_data_bytes + LIMITS.max_request_map_bytes + 1
+    # Not one byte of the announced body follows: the answer cannot have waited for it.
+    status, text = _exchange(_post("echo", {"Content-Length": str(over)}))
+    assert status == 413 and b"too large" in text
+    at_limit = LIMITS.max_request_data_bytes + LIMITS.max_request_map_bytes
+    status, _ = _exchange(
+        _post("debugreflect", {"Content-Length": str(at_limit)}, b"\0" * at_limit),
+        debugreflect=True,
+    )
+    assert status == 200
+
+
+@pytest.mark.parametrize("content_length", ["-1", "12x", "1e3"])
+def test_a_bad_content_length_is_400(content_length: str) -> None:
+    status, _ = _exchange(_post("echo", {"Content-Length": content_length}))
+    assert status == 400
+
+
+def test_debugreflect_is_404_unless_switched_on() -> None:
+    body = _frames()
+    request = _post("debugreflect", {"Content-Length": str(len(body))}, body)
+    status, _ = _exchange(request)
+    assert status == 404
+    status, text = _exchange(request, debugreflect=True)
+    assert status == 200
+    assert b"sender-protocol-settings" in text and b"RequestReady" in text
