@@ -65,6 +65,8 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
         (["--threshold", "stream.ratio>>2"], "POLICY.FIGURE OP VALUE"),
         (["--threshold", "fast.ratio>2"], "unknown policy"),
         (["--repeat", "0"], "--repeat"),
+        (["--connect", "127.0.0.1:1", "--chaos", "1"], "--chaos kills the server's processes"),
+        (["--chaos", "1", "--chaos-fronts"], "--chaos-fronts needs --fronts N with N > 1"),
     ],
 )
 @pytest.mark.timeout(20)
