@@ -1,4 +1,5 @@
-# zplex: `make test` and `make bench` set everything up themselves (a .venv with the project).
+# zplex: `make test` and `make bench` set everything up themselves (a .venv with the project,
+# its dev and locust extras).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,locust]'
 	@touch $(STAMP)
 
 test: lint types pytest

@@ -33,6 +33,7 @@ from server.ipc.envelope import Envelope
 from server.ipc.messages import Fatal
 from server.ipc.remote import HEARTBEAT_INTERVAL_S
 from server.link import WorkerLink, curve_router_socket, router_socket
+from server.logs import banner
 from server.peers import FrontPeers
 from server.protocol.payloads import ServerSettings
 from server.router import (
@@ -235,7 +236,9 @@ class FrontApp:
         slot = self.fleet.slots[index]
         self._unwatch(index)
         if slot.pid == pid and slot.ready:
-            log.warning("worker %d (pid %d) is gone", index, pid)
+            log.warning(
+                "worker %d (pid %d) is gone", index, pid, extra={"worker": index, "pid": pid}
+            )
             self.fleet.worker_exited(index)
 
     def _heartbeats(self) -> None:
@@ -251,13 +254,21 @@ class FrontApp:
         self.fleet.remote = WorkerLink(
             self.loop, sock, self.fleet.from_remote, self.fleet.backlogged
         )
-        log.warning("front %d accepts remote workers on %s", self.index, self.remote_endpoint)
+        log.info("front %d accepts remote workers on %s", self.index, self.remote_endpoint)
 
     # -- stats ----------------------------------------------------------------------------
 
     async def stats_snapshot(self) -> dict[str, Any]:
         workers, fronts = await asyncio.gather(self.fleet.gather_stats(), self.peers.gather())
         return {"front": self.front_stats(), "fronts": fronts, "workers": workers}
+
+    async def metrics_figures(self) -> dict[str, Any]:
+        """For the supervisor's ``/metrics``: this front's figures with its requests by
+        command (:mod:`server.request_meter`), and every worker's."""
+        workers = await self.fleet.gather_stats()
+        front = self.front_stats()
+        front["meter"] = self.counters.meter.to_map()
+        return {"front": front, "workers": workers}
 
     def front_stats(self) -> dict[str, Any]:
         cpu = self.process.cpu_times()
@@ -315,7 +326,7 @@ class FrontApp:
             sockname = self.http_server.sockets[0].getsockname()
             self.http_address = (str(sockname[0]), int(sockname[1]))
             if self.index == 0:
-                log.warning("zplex HTTP API on http://%s:%d/api/", *self.http_address)
+                banner.info("zplex HTTP API on http://%s:%d/api/", *self.http_address)
         self.report_ready()
 
     async def shutdown(self, force: asyncio.Event | None = None) -> None:

@@ -89,13 +89,31 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "--level", type=int, help="compression level when a client states none (default 3)"
     )
     p.add_argument(
+        "--max-generate-bytes",
+        type=int,
+        metavar="N",
+        help="largest generate response in bytes (default 268435456, 256 MiB; made and sent "
+        "a chunk at a time, so it bounds CPU, not memory)",
+    )
+    p.add_argument(
         "--limit",
         action="append",
         default=[],
         metavar="NAME=VALUE",
         help="override a limit (docs/protocol.md, section 6 Limits), e.g. --limit max_streams=16",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)",
+    )
+    p.add_argument("--metrics-host", help="address of the metrics endpoint (default: --host)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default), ERROR")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="text (default) or json: one JSON object a line",
+    )
     p.set_defaults(func=_serve)
 
 
@@ -115,7 +133,19 @@ def _register_remote(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     p.add_argument("--keys", required=True, metavar="DIR", help="holds front.key, worker.key*")
     p.add_argument("--store", required=True, help="object store directory")
+    p.add_argument(
+        "--max-generate-bytes",
+        type=int,
+        metavar="N",
+        help="largest generate response in bytes (default 268435456, 256 MiB)",
+    )
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default) or json: one JSON object a line",
+    )
     p.set_defaults(func=_worker)
 
     p = subparsers.add_parser(
@@ -145,7 +175,15 @@ def _worker(args: argparse.Namespace) -> int:
     if not args.connect.startswith("tcp://"):
         print("zplex worker: --connect takes tcp://HOST:PORT", file=sys.stderr)
         return 2
-    return run_remote(args.connect, args.keys, args.store, args.log_level.upper())
+    from server.config import DEFAULT_MAX_GENERATE_BYTES
+
+    cap = DEFAULT_MAX_GENERATE_BYTES if args.max_generate_bytes is None else args.max_generate_bytes
+    if cap < 0:
+        print("zplex worker: --max-generate-bytes must be >= 0", file=sys.stderr)
+        return 2
+    return run_remote(
+        args.connect, args.keys, args.store, args.log_level.upper(), args.log_format, cap
+    )
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -180,10 +218,10 @@ def _keys(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
     from server.cluster import serve
     from server.config import ConfigError, build_config, load_file
+    from server.logs import setup_logging
     from workers.store import ObjectStore
 
     try:
@@ -197,6 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
             "write_token": args.write_token,
             "ready_file": args.ready_file,
             "level": args.level,
+            "max_generate_bytes": args.max_generate_bytes,
             "stdio": args.stdio,
             "http_port": args.http_port,
             "http_debugreflect": args.http_debugreflect,
@@ -204,6 +243,9 @@ def _serve(args: argparse.Namespace) -> int:
             "worker_keys": args.worker_keys,
             "worker_silence_s": args.worker_silence,
             "log_level": args.log_level.upper() if args.log_level else None,
+            "log_format": args.log_format,
+            "metrics_port": args.metrics_port,
+            "metrics_host": args.metrics_host,
         }
         for item in args.limit:
             name, sep, value = item.partition("=")
@@ -222,9 +264,7 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"zplex serve: cannot use store {config.store}: {exc.strerror}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s server %(levelname)s %(message)s"
-    )
+    setup_logging(config.log_level, config.log_format, "supervisor")
     import zmq
 
     try:
@@ -264,6 +304,7 @@ class ServerLayout:
                 limits=config.limits,
                 max_generate_bytes=config.max_generate_bytes,
                 log_level=config.log_level,
+                log_format=config.log_format,
                 # This front takes no HEARTBEAT from its local workers (its own children).
             ).to_dict()
 

@@ -11,6 +11,8 @@ SIGTERM or SIGINT drains every front before it stops the workers.
   replacement binds the same endpoint and the workers join it again.
 - Each front reports to the supervisor over a pipe (``ready`` with its address and the
   workers it has); the ready file is written once every front has reported, and kept current.
+- With ``--metrics-port`` it serves Prometheus metrics, gathered from the fronts over the
+  same pipes (:mod:`server.metrics_endpoint`).
 - With ``--stdio`` the one front runs inside this process (stdin and stdout are its
   connection).
 """
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from server.config import ServeConfig
+from server.logs import banner
 from server.stopping import DRAIN, FORCE, Stopping
 
 log = logging.getLogger("zplex.cluster")
@@ -170,6 +173,9 @@ class Cluster:
         self.all_ready = asyncio.Event()
         #: Set when a front dies before every front served: the server cannot start.
         self.failed = asyncio.Event()
+        #: Called with the fronts' answers to ``{"figures": token}`` (server.metrics_endpoint).
+        self.on_figures: Callable[[int, dict[str, Any]], None] | None = None
+        self.metrics_address: tuple[str, int] | None = None
 
     def _reserve(self, port: int) -> int:
         sock = reserve_port(self.config.host, port)
@@ -199,10 +205,19 @@ class Cluster:
         spec["channel"] = theirs
         return spec
 
-    def tell_fronts(self, message: str) -> None:
-        for pipe in self._pipes.values():
+    def tell_fronts(self, message: Any) -> int:
+        """Send ``message`` to every front; returns how many it reached."""
+        sent = 0
+        for pipe in list(self._pipes.values()):
             with contextlib.suppress(OSError):
                 pipe.send(message)
+                sent += 1
+        return sent
+
+    def restarts(self) -> dict[str, int]:
+        """Processes replaced so far, by role."""
+        fronts = self.fronts.restarts if self.fronts is not None else 0
+        return {"front": fronts, "worker": self.workers.restarts}
 
     def _forget_pipe(self, pipe: multiprocessing.connection.Connection) -> None:
         with contextlib.suppress(ValueError, OSError):
@@ -219,6 +234,10 @@ class Cluster:
                 del self._pipes[index]
 
     def report(self, index: int, message: dict[str, Any]) -> None:
+        if "figures" in message:  # an answer for /metrics, not a report
+            if self.on_figures is not None:
+                self.on_figures(index, message)
+            return
         self.reports[index] = message
         if len(self.reports) == self.fronts_count:
             self.all_ready.set()
@@ -251,6 +270,8 @@ class Cluster:
             info["stdio"] = True
         if self.http_port is not None:
             info["http"] = [self.config.host, self.http_port]
+        if self.metrics_address is not None:
+            info["metrics"] = list(self.metrics_address)
         remote = [r for r in fronts if r.get("worker_endpoint")]
         if remote:
             info["worker_endpoint"] = remote[0]["worker_endpoint"]
@@ -312,13 +333,13 @@ async def _until_stopped(cluster: Cluster, stop: asyncio.Event) -> int:
             log.error("the server could not start (see the lines above)")
             return 1
         if ready in done:
-            log.warning(
+            banner.info(
                 "zplex serving on %s:%s with %d front(s) and %d worker(s)",
                 cluster.config.host, cluster.tcp_port, cluster.fronts_count,
                 cluster.workers.count,
             )  # fmt: skip
             await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        log.warning("shutting down")
+        log.info("shutting down")
         return 0
     finally:
         for task in (ready, failed, stopped):
@@ -329,14 +350,25 @@ async def serve(config: ServeConfig, layout: Layout) -> int:
     """Run the server until SIGTERM or SIGINT."""
     with ipc_directory() as ipc_dir:
         cluster = Cluster(config, layout, ipc_dir)
+        metrics = None
+        if config.metrics_port is not None:
+            from server.metrics_endpoint import MetricsEndpoint
+
+            metrics = MetricsEndpoint(cluster, cluster.loop)
+            host = config.metrics_host or config.host
+            cluster.metrics_address = metrics.start(host, config.metrics_port)
         stopping = Stopping()
         stopping.catch_signals(cluster.loop)
-        cluster.start()
-        if config.stdio:
-            report = functools.partial(cluster.report, 0)
-            status = await layout.run_front_here(cluster.front_spec(0), report, stopping)
-            log.warning("shutting down")
-        else:
-            status = await _until_stopped(cluster, stopping.drain)
-        await cluster.stop(stopping)
+        try:
+            cluster.start()
+            if config.stdio:
+                report = functools.partial(cluster.report, 0)
+                status = await layout.run_front_here(cluster.front_spec(0), report, stopping)
+                log.info("shutting down")
+            else:
+                status = await _until_stopped(cluster, stopping.drain)
+            await cluster.stop(stopping)
+        finally:
+            if metrics is not None:
+                await cluster.loop.run_in_executor(None, metrics.stop)
     return status

@@ -23,7 +23,10 @@ def default_fronts() -> int:
     return max(1, (os.cpu_count() or 1) // CPUS_PER_FRONT)
 
 
+LOG_FORMATS = ("text", "json")
 TOKEN_ENV = "ZPLEX_WRITE_TOKEN"
+#: The default cap on a ``generate`` response (256 MiB: level 19 on it is minutes of CPU).
+DEFAULT_MAX_GENERATE_BYTES = 256 << 20
 
 
 class ConfigError(ValueError):
@@ -51,11 +54,18 @@ class ServeConfig:
     #: Directory of CURVE keys for remote workers (``zplex keys DIR``).
     worker_keys: str | None = None
     log_level: str = "WARNING"
+    #: ``text`` (default) or ``json`` (one JSON object a line: server.logs).
+    log_format: str = "text"
+    #: Port of the Prometheus ``/metrics`` endpoint (0: any free port); None: no metrics.
+    metrics_port: int | None = None
+    #: Address of the metrics endpoint; None: ``host``.
+    metrics_host: str | None = None
     #: Level used when a client states no wish (clamped to ``limits.max_level``).
     level: int = DEFAULT_LEVEL
     encodings: tuple[str, ...] = ENCODINGS
-    #: Largest ``generate`` response, bytes.
-    max_generate_bytes: int = 256 << 20
+    #: Largest ``generate`` response, bytes. Its bytes are made, compressed and sent a chunk
+    #: at a time, so the cap bounds the CPU one request may take, not memory.
+    max_generate_bytes: int = DEFAULT_MAX_GENERATE_BYTES
     #: A local worker silent this long (it heartbeats every second when idle) is declared
     #: lost, its requests get worker-lost, and it is killed and replaced.
     worker_silence_s: float = 10.0
@@ -93,9 +103,18 @@ class ServeConfig:
                 )
             if self.worker_keys is None:
                 raise ConfigError("worker_listen needs worker_keys (make them: zplex keys DIR)")
+        if self.max_generate_bytes < 0:
+            raise ConfigError(f"max_generate_bytes must be >= 0, got {self.max_generate_bytes}")
         unknown = [e for e in self.encodings if e not in ENCODINGS]
         if unknown or not self.encodings:
             raise ConfigError(f"encodings must be a non-empty subset of {list(ENCODINGS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {list(LOG_FORMATS)}")
+        if self.metrics_port is not None:
+            if not 0 <= self.metrics_port <= 65535:
+                raise ConfigError(f"metrics_port must be in [0, 65535], got {self.metrics_port}")
+            if self.stdio:
+                raise ConfigError("metrics_port cannot be used with stdio")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"unknown log level {self.log_level!r}")
 
@@ -113,6 +132,9 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "worker_listen": str,
     "worker_keys": str,
     "log_level": str,
+    "log_format": str,
+    "metrics_port": int,
+    "metrics_host": str,
     "level": int,
     "max_generate_bytes": int,
     "drain_timeout_s": (int, float),

@@ -23,6 +23,7 @@ from server.config import ServeConfig
 from server.http import HttpScope
 from server.ipc.messages import StreamParams
 from server.protocol.encoding import clamp_level, negotiate_encoding
+from server.protocol.error_frames import final_error_code
 from server.protocol.errors import ErrorCode
 from server.protocol.events import (
     ConnectionFailed,
@@ -33,6 +34,7 @@ from server.protocol.events import (
 )
 from server.protocol.payloads import ClientSettings, ServerSettings
 from server.protocol.server_conn import ServerConnection
+from server.request_meter import REJECTED, Pending, RequestMeter
 from server.router import Action, Router
 
 log = logging.getLogger("zplex.front")
@@ -62,6 +64,7 @@ class FrontCounters:
     requests: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    meter: RequestMeter = dataclasses.field(default_factory=RequestMeter)
 
 
 class ConnectionHost(Protocol):
@@ -96,6 +99,8 @@ class FrontConnection(asyncio.Protocol):
         self._read_holds: set[str] = set()
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self.meter = host.counters.meter
+        self.pending: dict[int, Pending] = {}  # requests in flight, for the meter
         write = http is not None and http.write
         host.router.open_connection(conn_id, StreamParams("identity", None, "stream", 32768, write))
 
@@ -183,10 +188,15 @@ class FrontConnection(asyncio.Protocol):
                 for refused in self.sc.permit_writes(params.write):
                     self.host.apply(self.host.router.event(self.id, refused))
             case ConnectionFailed(code=code, message=message):
-                log.info("connection %d: %s error: %s", self.id, code, message)
+                log.info(
+                    "connection %d: %s error: %s", self.id, code, message,
+                    extra={"conn": self.id, "code": str(code)},
+                )  # fmt: skip
+                self.meter.connection_failed(str(code))
                 self.close()  # the core queued the error frame
             case RequestReady():
                 self.host.counters.requests += 1
+                self.meter.begin(self.pending, event.request_id, event.stream_id, event.name)
                 if self.http is not None and self.http.command not in (
                     "multirequest",
                     event.name,
@@ -199,6 +209,9 @@ class FrontConnection(asyncio.Protocol):
                     self.host.apply(self.host.router.event(self.id, rejected))
                     return
                 self.host.apply(self.host.router.event(self.id, event))
+            case RequestRejected():
+                self.meter.begin(self.pending, event.request_id, event.stream_id, REJECTED)
+                self.host.apply(self.host.router.event(self.id, event))
             case _:
                 self.host.apply(self.host.router.event(self.id, event))
 
@@ -208,6 +221,8 @@ class FrontConnection(asyncio.Protocol):
         self, stream: int, request: int, data: bytes, *, done: bool, stream_open: bool
     ) -> None:
         self.sc.send_frames(stream, request, data, done=done, stream_open=stream_open)
+        if done and request:
+            self.meter.answered(self.pending, request, final_error_code(data))
         self._after_output()
 
     def answer_error(
@@ -220,6 +235,7 @@ class FrontConnection(asyncio.Protocol):
         end_stream: bool,
     ) -> None:
         self.sc.send_error(stream, request, code, message, retryable, end_stream=end_stream)
+        self.meter.answered(self.pending, request, str(code))
         self._after_output()
 
     def end_server_stream(self, stream: int) -> None:
@@ -228,6 +244,7 @@ class FrontConnection(asyncio.Protocol):
 
     def fail_stream(self, stream: int, code: ErrorCode, message: str) -> None:
         self.sc.fail_stream(stream, code, message)
+        self.meter.stream_failed(self.pending, stream, str(code))
         self._after_output()
 
     def _after_output(self) -> None:
@@ -252,7 +269,10 @@ class FrontConnection(asyncio.Protocol):
         self.host.counters.bytes_out += len(data)
         transport.write(data)
         if transport.get_write_buffer_size() > self.host.config.max_output_buffer_bytes:
-            log.warning("connection %d: client does not read its responses; dropping it", self.id)
+            log.warning(
+                "connection %d: client does not read its responses; dropping it", self.id,
+                extra={"conn": self.id},
+            )  # fmt: skip
             self._reset()
 
     def _reset(self) -> None:
@@ -273,6 +293,7 @@ class FrontConnection(asyncio.Protocol):
 
     def fail(self, code: ErrorCode, message: str) -> None:
         """A connection-level error: send it, then close."""
+        self.meter.connection_failed(str(code))
         self.sc.fail(code, message)
         self.close()
 
@@ -326,7 +347,10 @@ class FrontConnection(asyncio.Protocol):
         if self.eof:
             pass  # input ended: only the answers in flight remain
         elif not self.sc.in_flight_ids() and now - self.last_activity > self.limits.idle_timeout_s:
-            log.info("connection %d idle for %.0f s; closing", self.id, self.limits.idle_timeout_s)
+            log.info(
+                "connection %d idle for %.0f s; closing", self.id, self.limits.idle_timeout_s,
+                extra={"conn": self.id},
+            )  # fmt: skip
             self.fail_goaway("idle for longer than idle_timeout_s")
             return
         self._timer = self.loop.call_later(TIMER_PERIOD_S, self._check_timers)

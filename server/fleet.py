@@ -215,7 +215,7 @@ class Fleet:
             slot.last_seen = self.clock()
             welcome = Welcome(slot.index, self.server_name, self.limits, self.remote_fronts)
             self.send(slot.index, [Envelope(Kind.WELCOME).pack(), welcome.encode()])
-            log.warning("remote worker %d joined from %s (pid %d)", slot.index, slot.host, slot.pid)
+            log.info("remote worker %d joined from %s (pid %d)", slot.index, slot.host, slot.pid)
             self.events.worker_ready(slot.index)
             return
         if slot is None or not slot.ready:
@@ -224,7 +224,7 @@ class Fleet:
                 self.remote.send(identity, [Envelope(Kind.REJOIN).pack()])
             return
         if env.kind is Kind.GOODBYE:
-            log.warning("remote worker %d (%s) stopped: dropped", slot.index, slot.host)
+            log.info("remote worker %d (%s) stopped: dropped", slot.index, slot.host)
             self.worker_exited(slot.index)
             return
         slot.last_seen = self.clock()

@@ -1,19 +1,23 @@
 """The commands of docs/protocol.md section 4, as run by a worker.
 
 A command takes its arguments, the request's decoded data and what the connection may do,
-and returns the response header and body, or raises :class:`RequestError`.
+and returns the response header and body, or raises :class:`RequestError`. A body over
+:data:`workers.bodies.CHUNKED_ABOVE_BYTES` (``get``, ``generate``) is a
+:class:`workers.bodies.ChunkedBody`, made a chunk at a time as the worker sends it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from server.protocol.errors import ErrorCode, RequestError
 from server.protocol.limits import Limits
 from server.protocol.payloads import CONTEXTS, ENCODINGS
-from workers.generate import GenerateError, generate
+from workers.bodies import BODY_CHUNK_BYTES, CHUNKED_ABOVE_BYTES, ChunkedBody
+from workers.generate import GenerateError, generate, iter_generate
 from workers.store import BadKey, BadRange, NotFound, ObjectStore, StoreError, digest
 
 
@@ -34,7 +38,9 @@ class ServerInfo:
     max_generate_bytes: int
 
 
-Result = tuple[dict[str, Any], bytes]
+#: The header and the body: bytes, or a body too large to hold (the header is the body's
+#: until the body is ready: see :mod:`workers.bodies`).
+Result = tuple[dict[str, Any], bytes | ChunkedBody]
 Handler = Callable[["Commands", Call], Result]
 
 
@@ -122,16 +128,32 @@ class Commands:
         key = _key(call.args)
         offset = _opt_int(call.args, "offset")
         length = _opt_int(call.args, "length")
-        body_digest: str | None = None
-        if _opt_bool(call.args, "digest", True):
-            body, object_size, body_digest = self.store.get_with_digest(key, offset or 0, length)
-        else:  # the client checks the body its own way: no hashing at all
-            body, object_size = self.store.get(key, offset or 0, length)
-        header: dict[str, Any] = {"status": "ok", "size": len(body)}
-        if body_digest is not None:
-            header["digest"] = body_digest
+        with_digest = _opt_bool(call.args, "digest", True)
+        reader = self.store.reader(key, offset or 0, length)
+        header: dict[str, Any] = {"status": "ok", "size": reader.size}
         if offset is not None or length is not None:
-            header["object_size"] = object_size
+            header["object_size"] = reader.object_size
+        if reader.size > CHUNKED_ABOVE_BYTES:
+            return header, ChunkedBody(
+                header,
+                reader.size,
+                functools.partial(reader.chunks, BODY_CHUNK_BYTES),
+                digest=reader.digest,
+                want_digest=with_digest,
+                on_digest=reader.remember,
+                close=reader.close,
+            )
+        try:
+            body = b"".join(reader.chunks())
+            whole = len(body) == reader.size
+            if not whole:  # truncated while it was read: what was read
+                header["size"] = len(body)
+            if with_digest:  # (else the client checks the body its own way: no hashing)
+                header["digest"] = (whole and reader.digest) or digest(body)
+                if whole:
+                    reader.remember(header["digest"])
+        finally:
+            reader.close()
         return header, body
 
     def list(self, call: Call) -> Result:
@@ -145,14 +167,24 @@ class Commands:
         kind = call.args.get("kind", "text")
         seed = call.args.get("seed", 0)
         with_digest = _opt_bool(call.args, "digest", True)
+        max_size = self.info.max_generate_bytes
         try:
-            body = generate(size, kind, seed, max_size=self.info.max_generate_bytes)  # type: ignore[arg-type]
+            if not isinstance(size, int) or size <= CHUNKED_ABOVE_BYTES:
+                body = generate(size, kind, seed, max_size=max_size)  # type: ignore[arg-type]
+                header: dict[str, Any] = {"status": "ok", "size": len(body)}
+                if with_digest:
+                    header["digest"] = digest(body)
+                return header, body
+            source = functools.partial(
+                iter_generate, size, kind, seed, max_size=max_size, chunk_bytes=BODY_CHUNK_BYTES
+            )
+            source()  # the arguments are checked here, before any byte is made
         except GenerateError as exc:
             raise _bad(str(exc)) from None
-        header: dict[str, Any] = {"status": "ok", "size": len(body)}
-        if with_digest:
-            header["digest"] = digest(body)
-        return header, body
+        # The digest goes in the header, before the body: a first pass makes the bytes to
+        # hash them, a chunk at a time, and the second sends them (the output is the same).
+        header = {"status": "ok", "size": size}
+        return header, ChunkedBody(header, size, source, want_digest=with_digest)
 
     def echo(self, call: Call) -> Result:
         body = call.data or b""

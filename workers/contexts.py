@@ -7,9 +7,13 @@ send window and the messages waiting behind the response being sent.
 The worker keeps at most ``max_contexts_per_worker`` contexts and
 ``max_context_bytes_per_worker`` bytes of them; past either, the least recently used streams
 lose their context (their next response starts the server stream again). A context being
-sent (a response not yet complete) is never evicted, nor is the most recently used stream's.
-The check is O(1) per request: the table keeps running totals of the contexts that count
-(those with an encoder and no response being sent), refreshed when a stream's context can
+sent (a response not yet complete) is never evicted, nor is the most recently used stream's;
+it counts against the budget all the same (a client that stops reading mid-response holds
+it). Before a stream makes a new context, idle ones are evicted to make room for it
+(:meth:`ContextTable.make_room`); once contexts being sent fill the budget by themselves,
+no stream may make one (the worker answers ``overloaded``). The check is O(1) per request:
+the table keeps running totals of the contexts (of the streams with an encoder or a
+response in progress), and of those being sent, refreshed when a stream's context can
 change, and an LRU of only the streams that may hold a context, so eviction never walks
 over streams that hold none.
 """
@@ -18,13 +22,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable
 
 from server.ipc.envelope import Envelope
 from server.ipc.flow import SendWindow
 from server.ipc.messages import StreamParams
 from server.protocol.encoding import Decoder
-from server.protocol.responses import ServerStreamWriter
+from server.protocol.responses import ResponseInProgress, ServerStreamWriter
+from workers.bodies import ChunkedBody
 
 #: ``(front, connection, stream)``: the front's index (the socket the stream came in on),
 #: the front's connection id and the client's stream id.
@@ -33,14 +38,22 @@ StreamKey = tuple[int, int, int]
 
 @dataclasses.dataclass
 class Sending:
-    """A response being sent, a chunk at a time, as the front grants credit."""
+    """A response being sent, a step at a time, as the stream's credit allows."""
 
     env: Envelope
-    chunks: Iterator[bytes]
-    pending: bytes  # the next chunk (one is held back so that the last can be marked DONE)
     end: bool
     raw_before: int
     wire_before: int
+    #: The response being produced; None while a chunked body's digest is computed.
+    response: ResponseInProgress | None = None
+    body: ChunkedBody | None = None
+
+    def close(self) -> None:
+        """Let go of the body's source (an open file): the response is complete or dropped."""
+        if self.response is not None:
+            self.response.close()
+        if self.body is not None:
+            self.body.close()
 
 
 @dataclasses.dataclass
@@ -58,6 +71,10 @@ class StreamContext:
     )
     #: The context's bytes as counted in the table's totals; None while it does not count.
     counted: int | None = None
+    #: Counted while a response was being sent (in the table's totals of those too).
+    counted_sending: bool = False
+    #: In the worker's queue of streams with a response to go on with.
+    scheduled: bool = False
 
 
 class ContextTable:
@@ -69,9 +86,12 @@ class ContextTable:
         self.streams: collections.OrderedDict[StreamKey, StreamContext] = collections.OrderedDict()
         #: The streams that may hold a context, in the order of ``streams``.
         self._lru: collections.OrderedDict[StreamKey, StreamContext] = collections.OrderedDict()
-        #: Contexts that count against the budget (an encoder, no response being sent).
+        #: Contexts that count against the budget (every stream's encoder).
         self.context_count = 0
         self.context_bytes = 0
+        #: Of those, the contexts of responses being sent (which cannot be evicted).
+        self.sending_count = 0
+        self.sending_bytes = 0
         self.evictions = 0
 
     def __len__(self) -> int:
@@ -95,10 +115,14 @@ class ContextTable:
         self._lru.move_to_end(key)
 
     def pop(self, key: StreamKey) -> StreamContext | None:
+        """Drop the stream (a response it was sending is dropped with it)."""
         ctx = self.streams.pop(key, None)
         if ctx is not None:
             self._uncount(ctx)
             self._lru.pop(key, None)
+            if ctx.sending is not None:
+                ctx.sending.close()
+                ctx.sending = None
         return ctx
 
     def remove_where(self, front: int, conn: int | None = None) -> int:
@@ -111,33 +135,57 @@ class ContextTable:
     def refresh(self, key: StreamKey, ctx: StreamContext) -> None:
         """Count the stream's context as it is now (call after its context may have
         changed: a response started or completed, an error sent, a reset)."""
-        counts = (
-            ctx.sending is None and ctx.writer.encoder is not None and self.streams.get(key) is ctx
-        )
+        # A response in progress holds its context from the start (made at its first step).
+        has_context = ctx.writer.encoder is not None or ctx.sending is not None
+        counts = has_context and self.streams.get(key) is ctx
         self._uncount(ctx)
         if counts:
             ctx.counted = ctx.writer.memory()
             self.context_count += 1
             self.context_bytes += ctx.counted
+            if ctx.sending is not None:
+                ctx.counted_sending = True
+                self.sending_count += 1
+                self.sending_bytes += ctx.counted
 
     def _uncount(self, ctx: StreamContext) -> None:
         if ctx.counted is not None:
             self.context_count -= 1
             self.context_bytes -= ctx.counted
+            if ctx.counted_sending:
+                ctx.counted_sending = False
+                self.sending_count -= 1
+                self.sending_bytes -= ctx.counted
             ctx.counted = None
 
     def over_budget(self) -> bool:
         return self.context_count > self.max_contexts or self.context_bytes > self.max_bytes
 
+    def _full(self) -> bool:
+        """No room for one more context."""
+        return self.context_count >= self.max_contexts or self.context_bytes >= self.max_bytes
+
+    def make_room(self) -> bool:
+        """Before a stream makes a new context: reset the least recently used idle contexts
+        until there is room for one more. False (nothing reset) when the contexts of
+        responses being sent, which no eviction can free, fill the budget by themselves."""
+        if self.sending_count >= self.max_contexts or self.sending_bytes >= self.max_bytes:
+            return False
+        self._evict_while(self._full)
+        return True
+
     def evict(self) -> None:
         """Reset the least recently used contexts until the budget holds (never one being
         sent, never the most recently used stream's)."""
-        if not self.over_budget():
+        self._evict_while(self.over_budget)
+
+    def _evict_while(self, condition: Callable[[], bool]) -> None:
+        if not condition():
             return
         newest = next(reversed(self.streams.values()), None)
         dropped: list[StreamKey] = []
         for key, ctx in self._lru.items():  # least recently used first
-            if not self.over_budget() or ctx is newest:
+            if not condition() or ctx is newest:
                 break
             if ctx.sending is not None:
                 continue  # mid-response: it keeps its context

@@ -9,10 +9,18 @@ response being sent, and counts what it did. It owns no socket, reads no clock a
 nothing of processes: :mod:`workers.worker` drives it.
 
 Messages of one stream are answered in order, so responses on a stream never interleave.
+Responses of different streams do: a response is produced in steps of a chunk (read or
+generated, compressed, sent; :mod:`workers.bodies`). A small one is complete in the step
+that starts it; a larger one goes on in :meth:`WorkerCore.work`, which the loop calls
+between polls of its sockets, one step of one stream at a time, round-robin over the
+streams that have credit. So a long response (level 19 on a large body) holds up the
+worker's other streams by one step at most, its first frames go out while the rest is
+compressed, and the worker keeps handling messages (and heartbeating) meanwhile.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
@@ -35,6 +43,7 @@ from server.protocol.errors import DecodeError, ErrorCode, RequestError
 from server.protocol.events import DataChunk
 from server.protocol.limits import Limits
 from server.protocol.responses import ServerStreamWriter
+from workers.bodies import ChunkedBody
 from workers.commands import Call, Commands, ServerInfo
 from workers.contexts import ContextTable, Sending, StreamContext, StreamKey
 
@@ -112,9 +121,13 @@ class WorkerCore:
             limits.max_contexts_per_worker, limits.max_context_bytes_per_worker
         )
         self.out = Outbox(on_full)
+        #: Streams with a response in progress and credit, in turn (round-robin).
+        self.runnable: collections.deque[tuple[StreamKey, StreamContext]] = collections.deque()
         self.requests = 0
         self.bytes_raw = 0
         self.bytes_wire = 0
+        #: Raw and wire bytes of the finished responses by (encoding, context).
+        self.traffic: dict[tuple[str, str], list[int]] = {}
         self.stopped = False
 
     # -- the loop's side -----------------------------------------------------------------
@@ -173,7 +186,7 @@ class WorkerCore:
             ctx = self.table.get(key)
             if ctx is not None:
                 ctx.window.grant(decode_credit(parts[0]))
-                self._pump(key, ctx)
+                self._schedule(key, ctx)
             return
         self._dispatch(front, env, parts)
 
@@ -249,7 +262,7 @@ class WorkerCore:
         self.table.max_bytes = welcome.limits.max_context_bytes_per_worker
         info = self.commands.info
         self.commands.info = ServerInfo(welcome.server, self.limits, info.max_generate_bytes)
-        log.warning("joined front %d as worker %d", front, welcome.index)
+        log.info("joined front %d as worker %d", front, welcome.index)
         for listed in welcome.fronts:
             endpoint = reachable_endpoint(listed, self.endpoints[front])
             if endpoint not in self.endpoints:
@@ -286,12 +299,17 @@ class WorkerCore:
         name = request.command.name
         self.requests += 1
         data: bytes | None = None
-        if request.data is not None:
+        if request.data is not None:  # decoded even if refused: the decoder stays in step
             try:
                 data = self._decode_data(ctx, request.data)
             except DecodeError as exc:
                 self._fatal(key, env, exc.code, exc.message)
                 return
+        if ctx.writer.encoder is None and not self.table.make_room():
+            message = "the worker's contexts are all held by responses in progress"
+            self._answer_error(key, env, ctx, ErrorCode.OVERLOADED, message, True, end)
+            self._finished(key, ctx, end)
+            return
         call = Call(request.command.args, data, ctx.params.write, request.snapshot)
         try:
             header, body = self.commands.run(name, call)
@@ -301,29 +319,91 @@ class WorkerCore:
             log.exception("command %r failed", name)
             self._answer_error(key, env, ctx, ErrorCode.INTERNAL, "the command failed", False, end)
         else:
-            raw_before, wire_before = ctx.writer.raw_bytes, ctx.writer.wire_bytes
-            chunks = ctx.writer.iter_response(env.request, header, body, end_stream=end)
-            ctx.sending = Sending(env, chunks, next(chunks), end, raw_before, wire_before)
-            self.table.refresh(key, ctx)  # mid-response: it does not count (nor is evicted)
-            self._pump(key, ctx)
+            writer = ctx.writer
+            sending = Sending(env, end, writer.raw_bytes, writer.wire_bytes)
+            if isinstance(body, ChunkedBody):
+                sending.body = body
+            else:
+                sending.response = writer.begin_response(env.request, header, body, end_stream=end)
+            ctx.sending = sending
+            if ctx.window.is_open:
+                self._step(key, ctx)  # a small response is complete at once
+            if ctx.sending is sending:
+                self.table.refresh(key, ctx)  # mid-response: it counts, and is not evicted
+                self._schedule(key, ctx)
             return
         self._finished(key, ctx, end)
 
-    def _pump(self, key: StreamKey, ctx: StreamContext) -> None:
-        """Send the stream's response while it has credit; when it is complete, go on with
-        the stream's waiting messages."""
-        while ctx.sending is not None and ctx.window.is_open:
-            sending = ctx.sending
-            following = next(sending.chunks, None)
-            self._send_frames(key, sending.env, ctx, sending.pending, done=following is None)
-            ctx.window.consume(len(sending.pending))
-            if following is not None:
-                sending.pending = following
-                continue
+    # -- responses in progress -----------------------------------------------------------
+
+    def has_work(self) -> bool:
+        """Whether a stream has a response to go on with (the loop then calls :meth:`work`
+        between polls of its sockets instead of waiting for messages)."""
+        return bool(self.runnable)
+
+    def work(self, steps: int = 1) -> None:
+        """Go on with the responses in progress, one step (a chunk) of one stream at a
+        time, round-robin over the streams that have credit: a long response never holds
+        up the others more than a step."""
+        for _ in range(steps):
+            if not self.runnable:
+                return
+            key, ctx = self.runnable.popleft()
+            ctx.scheduled = False
+            if self.table.get(key) is ctx and ctx.sending is not None and ctx.window.is_open:
+                self._step(key, ctx)
+                self._schedule(key, ctx)
+
+    def _schedule(self, key: StreamKey, ctx: StreamContext) -> None:
+        if ctx.sending is not None and ctx.window.is_open and not ctx.scheduled:
+            ctx.scheduled = True
+            self.runnable.append((key, ctx))
+
+    def _step(self, key: StreamKey, ctx: StreamContext) -> None:
+        """One step of the stream's response: hash a chunk of a body whose digest the header
+        needs, or feed one chunk to the compressor and send what it gave."""
+        sending = ctx.sending
+        assert sending is not None
+        env = sending.env
+        response = sending.response
+        if response is None:
+            body = sending.body
+            assert body is not None
+            if not body.ready:
+                try:
+                    body.digest_step()
+                except Exception as exc:  # e.g. a file truncated while it is read
+                    log.warning("the body of request %d failed: %r", env.request, exc)
+                    ctx.sending = None
+                    sending.close()
+                    message = "the response failed"
+                    end = sending.end
+                    self._answer_error(key, env, ctx, ErrorCode.INTERNAL, message, False, end)
+                    self._finished(key, ctx, end)
+                return
+            response = sending.response = ctx.writer.begin_response(
+                env.request, body.header, body.chunks(), end_stream=sending.end
+            )
+        data = response.step()
+        if data or response.done:
+            self._send_frames(key, env, ctx, data, done=response.done)
+            ctx.window.consume(len(data))
+        if response.done:
             ctx.sending = None
+            sending.close()
             self.bytes_raw += ctx.writer.raw_bytes - sending.raw_before
             self.bytes_wire += ctx.writer.wire_bytes - sending.wire_before
+            self._count_traffic(ctx, sending.raw_before, sending.wire_before)
             self._finished(key, ctx, sending.end)
+        else:  # the context grows as it compresses: counted as it is now
+            self.table.refresh(key, ctx)
+
+    def _count_traffic(self, ctx: StreamContext, raw_before: int, wire_before: int) -> None:
+        tally = self.traffic.get((ctx.params.encoding, ctx.params.context))
+        if tally is None:
+            tally = self.traffic[(ctx.params.encoding, ctx.params.context)] = [0, 0]
+        tally[0] += ctx.writer.raw_bytes - raw_before
+        tally[1] += ctx.writer.wire_bytes - wire_before
 
     def _finished(self, key: StreamKey, ctx: StreamContext, end: bool) -> None:
         """A request of the stream is answered: drop the stream if it ended, then handle
@@ -393,6 +473,9 @@ class WorkerCore:
             bytes_raw=self.bytes_raw,
             bytes_wire=self.bytes_wire,
             evictions=self.table.evictions,
+            traffic=[
+                [enc, context, raw, wire] for (enc, context), (raw, wire) in self.traffic.items()
+            ],
         )
 
 

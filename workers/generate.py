@@ -13,14 +13,19 @@ import random
 import sys
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-__all__ = ["DEFAULT_MAX_SIZE", "KINDS", "GenerateError", "generate"]
+__all__ = ["CHUNK_BYTES", "DEFAULT_MAX_SIZE", "KINDS", "GenerateError", "generate", "iter_generate"]
 
 KINDS = ("text", "json", "log", "random", "zeros")
+#: The largest output by default (a server's ``max_generate_bytes`` sets its own): bytes are
+#: made a chunk at a time, so the cap bounds CPU time, not memory.
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024
+#: Bytes per chunk of :func:`iter_generate`.
+CHUNK_BYTES = 256 * 1024
 
 _BLOCK = 1 << 20  # bytes assembled per step (approximately)
+_LINES_BYTES = 64 * 1024  # lines of json and log gathered into one part
 
 
 class GenerateError(ValueError):
@@ -39,12 +44,31 @@ def _u16(rng: random.Random, n: int) -> array[int]:
     return values
 
 
-def _join(parts: list[bytes], total: int, size: int) -> bytes:
-    """Join ``parts`` (``total`` bytes long) cut to ``size`` bytes, copying the data once."""
-    excess = total - size
-    if excess > 0:
-        parts[-1] = parts[-1][: len(parts[-1]) - excess]
-    return b"".join(parts)
+def _cut(parts: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """The parts of a generator up to ``size`` bytes in all, the last one cut."""
+    left = size
+    for part in parts:
+        if len(part) >= left:
+            yield part[:left] if len(part) > left else part
+            return
+        left -= len(part)
+        yield part
+    raise AssertionError("generator produced too few bytes")
+
+
+def _rechunk(parts: Iterator[bytes], chunk_bytes: int) -> Iterator[bytes]:
+    """The same bytes in chunks of ``chunk_bytes`` (the last may be shorter)."""
+    buf = bytearray()
+    for part in parts:
+        if not buf and len(part) == chunk_bytes:
+            yield part
+            continue
+        buf += part
+        while len(buf) >= chunk_bytes:
+            yield bytes(buf[:chunk_bytes])
+            del buf[:chunk_bytes]
+    if buf:
+        yield bytes(buf)
 
 
 def _table(items: Sequence[bytes], weights: Sequence[int], slots: int = 1 << 16) -> list[bytes]:
@@ -205,19 +229,20 @@ def _text_table() -> list[bytes]:
     return list(map(b"".join, zip(*[picks] * _TOKENS_PER_ENTRY, strict=True)))
 
 
-def _gen_text(rng: random.Random, size: int) -> bytes:
+def _gen_text(rng: random.Random, size: int) -> Iterator[bytes]:
     lookup = _text_table().__getitem__
-    parts: list[bytes] = []
     total = 0
     while total < size:
         # Entries average ~20 bytes; 64 extra lookups make a short tail unlikely.
         n = min(_BLOCK, size - total) // 20 + 64
         block = b"".join(map(lookup, _u16(rng, n)))
-        if not parts:
+        if not total:
             block = block[:1].upper() + block[1:]
-        parts.append(block)
         total += len(block)
-    return _join(parts, total, size)
+        # A block is cut into pieces so that no one part holds more than a chunk's worth
+        # for long (the block itself is the unit of the random draws).
+        for start in range(0, len(block), CHUNK_BYTES):
+            yield block[start : start + CHUNK_BYTES]
 
 
 # --- json -------------------------------------------------------------------------------------
@@ -234,7 +259,7 @@ _NAME_PARTS = tuple((_NAME_TEXT + " sybil trent victor walter xavier yolanda zoe
 _PAGES = ("/", "/home", "/search", "/cart", "/checkout", "/account", "/help", "/blog")
 
 
-def _gen_json(rng: random.Random, size: int) -> bytes:
+def _gen_json(rng: random.Random, size: int) -> Iterator[bytes]:
     users = [
         b'"user": "%s%d", ' % (rng.choice(_NAME_PARTS).encode(), rng.randrange(10000))
         for _ in range(4096)
@@ -250,10 +275,10 @@ def _gen_json(rng: random.Random, size: int) -> bytes:
     browsers = [b.encode() for b in _BROWSERS]
     record_id = rng.randrange(1, 10**9)
     ts = 1_700_000_000_000 + rng.randrange(10**10)
-    parts: list[bytes] = []
-    total = 0
+    lines: list[bytes] = []
+    total = gathered = 0
     getrandbits = rng.getrandbits
-    while total < size:
+    while total + gathered < size:
         x = getrandbits(160)
         record_id += 1
         ts += x & 0x3FF  # bits 0-9
@@ -283,9 +308,15 @@ def _gen_json(rng: random.Random, size: int) -> bytes:
                 b"false" if (x >> 94) & 0xF == 0 else b"true",  # 94-97
             )
         )
-        parts.append(line)
-        total += len(line)
-    return _join(parts, total, size)
+        lines.append(line)
+        gathered += len(line)
+        if gathered >= _LINES_BYTES:
+            yield b"".join(lines)
+            total += gathered
+            lines.clear()
+            gathered = 0
+    if lines:
+        yield b"".join(lines)
 
 
 # --- log --------------------------------------------------------------------------------------
@@ -336,7 +367,7 @@ _APP_MESSAGES = (
 )
 
 
-def _gen_log(rng: random.Random, size: int) -> bytes:
+def _gen_log(rng: random.Random, size: int) -> Iterator[bytes]:
     # Line = timestamp + who (host, client address, user agent) + what (request, status, size)
     # + response time; who and what come from pools built per call.
     who: list[bytes] = []
@@ -360,10 +391,10 @@ def _gen_log(rng: random.Random, size: int) -> bytes:
     second = -1
     stamp = b""
     client = who[0]
-    parts: list[bytes] = []
-    total = 0
+    lines: list[bytes] = []
+    total = gathered = 0
     getrandbits = rng.getrandbits
-    while total < size:
+    while total + gathered < size:
         x = getrandbits(64)
         ms += x & 0x7F  # bits 0-6
         if ms // 1000 != second:
@@ -388,26 +419,32 @@ def _gen_log(rng: random.Random, size: int) -> bytes:
                 pids[h],
                 _APP_MESSAGES[(x >> 19) & 7] % ((x >> 22) & 0x3FF),  # 19-31
             )
-        parts.append(line)
-        total += len(line)
-    return _join(parts, total, size)
+        lines.append(line)
+        gathered += len(line)
+        if gathered >= _LINES_BYTES:
+            yield b"".join(lines)
+            total += gathered
+            lines.clear()
+            gathered = 0
+    if lines:
+        yield b"".join(lines)
 
 
 # --- random / zeros ---------------------------------------------------------------------------
 
 
-def _gen_random(rng: random.Random, size: int) -> bytes:
-    if size <= _BLOCK:
-        return rng.randbytes(size)
-    parts = [rng.randbytes(min(_BLOCK, size - i)) for i in range(0, size, _BLOCK)]
-    return b"".join(parts)
+def _gen_random(rng: random.Random, size: int) -> Iterator[bytes]:
+    for start in range(0, size, CHUNK_BYTES):
+        yield rng.randbytes(min(CHUNK_BYTES, size - start))
 
 
-def _gen_zeros(rng: random.Random, size: int) -> bytes:
-    return bytes(size)
+def _gen_zeros(rng: random.Random, size: int) -> Iterator[bytes]:
+    zeros = bytes(min(size, CHUNK_BYTES))
+    for start in range(0, size, CHUNK_BYTES):
+        yield zeros if size - start >= len(zeros) else zeros[: size - start]
 
 
-_GENERATORS: dict[str, Callable[[random.Random, int], bytes]] = {
+_GENERATORS: dict[str, Callable[[random.Random, int], Iterator[bytes]]] = {
     "text": _gen_text,
     "json": _gen_json,
     "log": _gen_log,
@@ -416,10 +453,8 @@ _GENERATORS: dict[str, Callable[[random.Random, int], bytes]] = {
 }
 
 
-def generate(
-    size: int, kind: str = "text", seed: int = 0, *, max_size: int = DEFAULT_MAX_SIZE
-) -> bytes:
-    """Return exactly ``size`` deterministic bytes of the given kind for ``seed``."""
+def _parts(size: int, kind: str, seed: int, max_size: int) -> Iterator[bytes]:
+    """The checked arguments' output as the generator's parts, cut to ``size`` in all."""
     if not _is_int(max_size) or max_size < 0:
         raise GenerateError("max_size must be an integer >= 0")
     if not _is_int(size):
@@ -433,10 +468,31 @@ def generate(
     if not _is_int(seed):
         raise GenerateError("seed must be an integer")
     if size == 0:
-        return b""
+        return iter(())
     # Random() seeds from abs(seed); map negative seeds to distinct odd numbers instead.
     rng = random.Random(2 * seed if seed >= 0 else -2 * seed - 1)
-    data = _GENERATORS[kind](rng, size)
+    return _cut(_GENERATORS[kind](rng, size), size)
+
+
+def generate(
+    size: int, kind: str = "text", seed: int = 0, *, max_size: int = DEFAULT_MAX_SIZE
+) -> bytes:
+    """Return exactly ``size`` deterministic bytes of the given kind for ``seed``."""
+    data = b"".join(_parts(size, kind, seed, max_size))
     if len(data) != size:
         raise AssertionError("generator produced the wrong size")
     return data
+
+
+def iter_generate(
+    size: int,
+    kind: str = "text",
+    seed: int = 0,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Iterator[bytes]:
+    """The bytes of :func:`generate`, made and returned ``chunk_bytes`` at a time (the last
+    chunk may be shorter): memory holds about a chunk, whatever ``size``. The arguments are
+    checked at the call (GenerateError), before any byte is made."""
+    return _rechunk(_parts(size, kind, seed, max_size), chunk_bytes)

@@ -190,6 +190,10 @@ class ObjectStore:
         while len(self._digests) > self._digest_cache:
             self._digests.popitem(last=False)
 
+    def remember(self, identity: tuple[int, ...], object_digest: str) -> None:
+        """Cache a whole object's digest under its file's identity (an ObjectReader's)."""
+        self._remember(identity, object_digest)
+
     @_os_errors
     def get_with_digest(
         self, key: object, offset: int = 0, length: int | None = None
@@ -264,6 +268,22 @@ class ObjectStore:
             return b"".join(parts), size, st
         finally:
             os.close(fd)
+
+    @_os_errors
+    def reader(self, key: object, offset: int = 0, length: int | None = None) -> ObjectReader:
+        """An open object (or a range of it) to read a chunk at a time; its digest is known
+        when the whole object is asked for and its file's digest is cached."""
+        if not _is_int(offset) or offset < 0:
+            raise BadRange("offset must be an integer >= 0")
+        if length is not None and (not _is_int(length) or length < 0):
+            raise BadRange("length must be an integer >= 0")
+        fd, st = self._open_stat(key)
+        start = min(offset, st.st_size)
+        size = st.st_size - start if length is None else min(length, st.st_size - start)
+        whole = start == 0 and size == st.st_size
+        identity = self._identity(st) if whole else None
+        cached = self._digests.get(identity) if identity is not None else None
+        return ObjectReader(self, fd, start, size, st.st_size, identity, cached)
 
     @_os_errors
     def size(self, key: object) -> int:
@@ -410,3 +430,62 @@ class ObjectStore:
             except (BadKey, FileNotFoundError):
                 continue
             yield key, size
+
+
+class ObjectReader:
+    """``size`` bytes of an object from ``offset``, through the descriptor opened once (a
+    ``put`` that replaces the object meanwhile does not change what is read). ``digest``:
+    the cached digest of the whole object, or None. Close it once done."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        fd: int,
+        offset: int,
+        size: int,
+        object_size: int,
+        identity: tuple[int, ...] | None,
+        digest: str | None,
+    ) -> None:
+        self._store = store
+        self._fd: int | None = fd
+        self.offset = offset
+        self.size = size
+        self.object_size = object_size
+        self._identity = identity
+        self.digest = digest
+
+    def chunks(self, chunk_bytes: int = _READ_CHUNK) -> Iterator[bytes]:
+        """The bytes, ``chunk_bytes`` at a time (fewer in all if the file was truncated);
+        StoreError on an I/O error or once closed."""
+        pos, end = self.offset, self.offset + self.size
+        while pos < end:
+            if self._fd is None:
+                raise StoreError("the object was closed")
+            try:
+                chunk = os.pread(self._fd, min(chunk_bytes, end - pos), pos)
+            except OSError as exc:
+                raise StoreError(f"store I/O error: {exc.strerror or 'read'}") from exc
+            if not chunk:  # truncated while reading
+                return
+            pos += len(chunk)
+            yield chunk
+
+    def remember(self, object_digest: str) -> None:
+        """The digest of the whole object, found by reading it (or the cached one, used
+        again): cached for the next reads, unless the file changed since it was opened."""
+        if self._identity is None or self._fd is None:
+            return
+        if object_digest != self.digest:
+            try:
+                changed = ObjectStore._identity(os.fstat(self._fd)) != self._identity
+            except OSError:
+                return
+            if changed:
+                return
+        self._store.remember(self._identity, object_digest)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)

@@ -90,7 +90,7 @@ class Supervisor:
         quick = self._quick_deaths.get(index, 0) + 1 if lived < STABLE_AFTER_S else 0
         self._quick_deaths[index] = quick
         delay = min(MAX_BACKOFF_S, 0.1 * 2 ** (quick - 1)) if quick else 0.0
-        log.warning(
+        log.info(
             "%s %d (pid %s) exited with %s; replacing it in %.1f s",
             self.role,
             index,

@@ -3,6 +3,8 @@
 The loop polls every front's socket, hands each batch that arrives to the core with the
 index of the front it came from, and sends what the core produced, one batch per front: at
 the end of each batch handled, or as soon as :data:`workers.core.FLUSH_BYTES` have gathered.
+While responses are in progress it polls without waiting and has the core take one step of
+them (a chunk of one stream) between polls.
 It says READY to every front at start, HEARTBEAT to a front it has sent nothing for
 :data:`HEARTBEAT_INTERVAL_S`, exits on SHUTDOWN from any front, and watches its parent (a
 local worker) or its fronts' heartbeats (a remote worker, ``zplex worker``).
@@ -26,6 +28,7 @@ import zmq
 import zmq.auth
 
 from server.ipc.remote import FRONT_KEY, HEARTBEAT_INTERVAL_S, REMOTE_SILENCE_S, WORKER_KEY_SECRET
+from server.logs import setup_logging
 from server.protocol.limits import Limits
 from workers.commands import Commands, ServerInfo
 from workers.core import ProcessUsage, WorkerCore
@@ -52,6 +55,7 @@ class WorkerConfig:
     limits: Limits
     max_generate_bytes: int = 256 << 20
     log_level: str = "WARNING"
+    log_format: str = "text"
     #: A remote worker (``zplex worker``): the directory of its CURVE keys. It joins the
     #: front over TCP, learns its index and limits from the front's WELCOME, and watches
     #: the front with heartbeats instead of its parent process.
@@ -189,14 +193,19 @@ class Worker:
         self.core.start()
         self.flush()
         tick_ms = int(min(HEARTBEAT_INTERVAL_S, PARENT_CHECK_S) * 1000)
+        core = self.core
         try:
             while True:
-                for sock, event in self._poller.poll(tick_ms):
+                # With responses in progress, a step of one between looks at the sockets.
+                for sock, event in self._poller.poll(0 if core.has_work() else tick_ms):
                     front = self._front_of[sock]
                     if event & zmq.POLLOUT:
                         self._send_backlog(front)
                     if event & zmq.POLLIN and not self._drain(front):
                         return
+                if core.has_work():
+                    core.work()
+                    self.flush()
                 if not self.remote and os.getppid() != self._parent:
                     log.warning("front is gone; worker %d exits", self.core.index)
                     return
@@ -289,9 +298,7 @@ def _stop(signum: int, frame: object) -> None:
 def main(config: dict[str, Any]) -> None:
     """Process entry point (started with the ``spawn`` method by the supervisor)."""
     cfg = WorkerConfig(**config)
-    logging.basicConfig(
-        level=cfg.log_level, format=f"%(asctime)s worker{cfg.index} %(levelname)s %(message)s"
-    )
+    setup_logging(cfg.log_level, cfg.log_format, "worker", cfg.index)
     # The supervisor owns Ctrl-C and shutdown: a SIGTERM or SIGINT sent to the whole process
     # group must not end a worker while its fronts drain. It ends on STOP_SIGNAL from the
     # supervisor, on SHUTDOWN, or when the supervisor is gone.
@@ -303,17 +310,26 @@ def main(config: dict[str, Any]) -> None:
     log.info("worker %d exits after %.1f s", cfg.index, time.monotonic() - started)
 
 
-def run_remote(endpoint: str, keys: str, store: str, log_level: str = "WARNING") -> int:
+def run_remote(
+    endpoint: str,
+    keys: str,
+    store: str,
+    log_level: str = "WARNING",
+    log_format: str = "text",
+    max_generate_bytes: int = 256 << 20,
+) -> int:
     """``zplex worker``: serve a front on another host until it says SHUTDOWN (or SIGTERM,
     Ctrl-C). Index, server name and limits come from the front's WELCOME."""
-    logging.basicConfig(level=log_level, format="%(asctime)s worker %(levelname)s %(message)s")
+    setup_logging(log_level, log_format, "worker")
     config = WorkerConfig(
         index=-1,
         endpoint=endpoint,
         store=store,
         server="zplex",
         limits=Limits(),
+        max_generate_bytes=max_generate_bytes,
         log_level=log_level,
+        log_format=log_format,
         keys=keys,
     )
     worker = Worker(config)

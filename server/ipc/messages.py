@@ -152,6 +152,8 @@ class WorkerStats:
     bytes_raw: int
     bytes_wire: int
     evictions: int
+    #: [encoding, context, raw bytes, wire bytes] per pair the worker has answered with.
+    traffic: list[list[Any]] = dataclasses.field(default_factory=list)
 
     def to_map(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -163,7 +165,8 @@ class WorkerStats:
     def decode(cls, data: bytes) -> Self:
         try:
             m = unpack_map(data, "worker stats")
-            return cls(**{f.name: m[f.name] for f in dataclasses.fields(cls)})
+            fields = dataclasses.fields(cls)
+            return cls(**{f.name: m[f.name] for f in fields if f.name in m or f.name != "traffic"})
         except (PayloadError, KeyError) as exc:
             raise ValueError(f"worker stats: {exc}") from None
 

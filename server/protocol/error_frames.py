@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ErrorCode
-from .frames import FrameType, encode_frame
-from .payloads import ErrorResponse, pack
+from .errors import ErrorCode, PayloadError
+from .frames import HEADER_SIZE, FrameType, encode_frame
+from .payloads import ErrorResponse, pack, unpack_map
 
 CONTROL_STREAM = 0
 
@@ -32,3 +32,21 @@ def connection_error_frame(
 ) -> bytes:
     """A connection-level error-response on the control stream (request id 0)."""
     return error_frame(0, CONTROL_STREAM, code, message, retryable, details=details)
+
+
+def final_error_code(data: bytes) -> str | None:
+    """The error code if the last whole frame of ``data`` (wire-ready frames) is an
+    error-response, else None. Reads only the frame headers, and the payload of an error."""
+    offset = 0
+    last = -1
+    end = len(data)
+    while end - offset >= HEADER_SIZE:
+        last = offset
+        offset += HEADER_SIZE + (data[offset] | data[offset + 1] << 8 | data[offset + 2] << 16)
+    if last < 0 or offset > end or data[last + 7] >> 4 != FrameType.ERROR_RESPONSE:
+        return None
+    try:
+        m = unpack_map(data[last + HEADER_SIZE : offset], "error-response")
+        return ErrorResponse.from_wire(m).code
+    except PayloadError:
+        return None

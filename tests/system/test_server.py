@@ -474,9 +474,12 @@ def test_a_client_that_does_not_read_is_dropped(tmp_path: Path) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             conn = ClientConnection(ClientSettings(encodings=("identity",)))
             data = conn.initiate()
-            for seed in range(8):  # 16 MB of incompressible responses, never read
+            # 16 MB of incompressible responses, never read, on 8 streams: a stream sends
+            # no more than its credit (4 MiB), so the front comes to hold over 4 MB only
+            # from several streams.
+            for seed in range(8):
                 args = {"size": 2_000_000, "kind": "random", "seed": seed}
-                data += conn.send_request(3, "generate", args)[1]
+                data += conn.send_request(1 + 2 * seed, "generate", args)[1]
             sock.sendall(data)
             with connect(srv) as client:
                 # The reader is dropped (reset): only the connection asking is left.

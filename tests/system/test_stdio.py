@@ -35,6 +35,7 @@ def serve_cmd(store: Path) -> list[str]:
     return [
         sys.executable, "-m", "server.cli", "serve", "--stdio", "--workers", "1",
         "--store", str(store), "--write-token", TOKEN,
+        "--log-level", "INFO",  # lifecycle lines ("shutting down") are INFO
     ]  # fmt: skip
 
 

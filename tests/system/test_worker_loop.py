@@ -165,3 +165,36 @@ def test_a_front_that_does_not_read_holds_up_no_other_front(
                     done.append(event.request_id)
     assert done == list(rids)
     assert all(body == data for body in bodies.values())
+
+
+def test_the_loop_answers_and_heartbeats_between_the_steps_of_a_long_response(
+    fronts: list[Front], worker: threading.Thread
+) -> None:
+    """Level 19 on 16 MiB of text is many seconds of the worker's CPU. Between its chunks the
+    loop still reads its sockets and heartbeats: a STATS asked once its first frames are out
+    is answered before its last, and the other front, sent nothing, gets HEARTBEATs."""
+    first, second, _third = fronts
+    for front in (first, second):
+        front.next_kind(Kind.READY)
+    level19 = StreamParams("zstd-8mb", 19, "stream", 32768, True).encode()
+    first.send(Envelope(Kind.STREAM_OPEN, 0, 1, 0, 5), level19)
+    command = pack({"name": "generate", "args": {"size": 16 << 20, "kind": "text"}})
+    first.send(Envelope(Kind.REQUEST, 0, 1, 1, 5), *encode_request(command, None))
+    _identity, env, _parts = first.next(timeout_s=30)
+    assert env.kind is Kind.FRAMES and not env.flags & Flag.DONE  # the first frames
+    first.send(Envelope(Kind.STATS, conn=7))
+    while True:
+        _identity, env, _parts = first.next(timeout_s=30)
+        if env.kind is Kind.STATS_REPLY:
+            break
+        assert not (env.kind is Kind.FRAMES and env.flags & Flag.DONE), "answered after"
+    # Reading both fronts as messages come: two HEARTBEATs reach the second front before
+    # the long response's last frames reach the first.
+    heartbeats = 0
+    while heartbeats < 2:
+        for front in (first, second):
+            if getattr(front, "_queue", None) or front.sock.poll(10):
+                _identity, env, _parts = front.next()
+                assert not (env.kind is Kind.FRAMES and env.flags & Flag.DONE), heartbeats
+                heartbeats += env.kind is Kind.HEARTBEAT
+    first.send(Envelope(Kind.CONN_CLOSED, 0, 1))  # the worker drops the long response

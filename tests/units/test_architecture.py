@@ -99,7 +99,7 @@ def test_layering() -> None:
         for target in imported:
             if name.startswith("workers"):
                 allowed = target.startswith(("workers", "server.protocol", "server.ipc")) or (
-                    target == "server"
+                    target in ("server", "server.logs")  # every process logs alike
                 )
             elif name.startswith("bench"):
                 allowed = target.startswith(("bench", "server.protocol")) or target == "server"
@@ -114,6 +114,16 @@ def test_layering() -> None:
             else:  # the front
                 allowed = target.startswith("server")
             assert allowed, f"{name} may not import {target}"
+
+
+def test_shared_leaves_import_nothing_of_ours() -> None:
+    """``server.logs`` (every process, the workers too) imports nothing of ours; the
+    request meter (on every connection's hot path) and the metric families (pure: a
+    snapshot in, families out) import only each other."""
+    graph = our_imports()
+    assert graph["server.logs"] == set()
+    assert graph["server.request_meter"] == set()
+    assert graph["server.metric_families"] <= {"server.request_meter"}
 
 
 def test_no_import_cycles() -> None:
@@ -137,8 +147,9 @@ def test_no_import_cycles() -> None:
 
 
 #: The worker's sans-I/O core: no sockets, processes or clocks (the loop, workers.worker,
-#: owns those and passes in what the core needs).
-WORKER_CORE = ("workers.core", "workers.contexts")
+#: owns those and passes in what the core needs). Chunked bodies (workers.bodies) do no I/O
+#: of their own either: their bytes come from the source they are given.
+WORKER_CORE = ("workers.core", "workers.contexts", "workers.bodies")
 NOT_IN_WORKER_CORE = ("zmq", "socket", "os", "time", "resource", "signal", "select", "asyncio")
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from server.protocol.errors import ErrorCode, RequestError
 from server.protocol.limits import Limits
+from workers.bodies import BODY_CHUNK_BYTES, CHUNKED_ABOVE_BYTES, ChunkedBody
 from workers.commands import Call, Commands, ServerInfo
 from workers.generate import generate
 from workers.store import ObjectStore, digest
@@ -20,10 +21,10 @@ BODY = bytes(range(256)) * 40
 def commands(tmp_path: Path) -> Commands:
     store = ObjectStore(tmp_path / "store")
     store.put("obj", BODY)
-    return Commands(store, ServerInfo("zplex/test", Limits(), 1 << 20))
+    return Commands(store, ServerInfo("zplex/test", Limits(), 4 << 20))
 
 
-def run(commands: Commands, name: str, **args: Any) -> tuple[dict[str, Any], bytes]:
+def run(commands: Commands, name: str, **args: Any) -> tuple[dict[str, Any], Any]:
     return commands.run(name, Call(args, None, False))
 
 
@@ -39,6 +40,7 @@ def test_get_without_digest(commands: Commands, monkeypatch: pytest.MonkeyPatch)
         raise AssertionError("the body was hashed although the client asked for no digest")
 
     monkeypatch.setattr(commands.store, "get_with_digest", no_hashing)
+    monkeypatch.setattr("workers.commands.digest", no_hashing)
     header, body = run(commands, "get", key="obj", digest=False)
     assert body == BODY
     assert header == {"status": "ok", "size": len(BODY)}
@@ -80,3 +82,36 @@ def test_capabilities_list_the_digest_argument(commands: Commands) -> None:
     assert header["commands"]["get"]["args"] == ["key", "offset", "length", "digest"]
     assert header["commands"]["generate"]["args"] == ["size", "kind", "seed", "digest"]
     assert header["commands"]["put"] == {"args": ["key"], "permission": "write"}
+
+
+def test_large_bodies_come_in_chunks_hashed_first_only_when_a_digest_is_wanted(
+    commands: Commands,
+) -> None:
+    """Over CHUNKED_ABOVE_BYTES, get and generate answer a ChunkedBody: with a digest that
+    is not cached, it is ready only after a first pass over the bytes; with digest false,
+    at once, and the header never gets one."""
+    size = CHUNKED_ABOVE_BYTES + 5
+    expected = generate(size, "log", 2)
+    commands.store.put("big", expected)
+    commands.store._digests.clear()
+    for name, args in (
+        ("generate", {"size": size, "kind": "log", "seed": 2}),
+        ("get", {"key": "big"}),
+    ):
+        header, body = run(commands, name, **args)
+        assert isinstance(body, ChunkedBody) and not body.ready
+        steps = 0
+        while not body.ready:
+            body.digest_step()
+            steps += 1
+        assert steps >= size // BODY_CHUNK_BYTES
+        assert header == {"status": "ok", "size": size, "digest": digest(expected)}
+        assert b"".join(body.chunks()) == expected
+        body.close()
+        header, body = run(commands, name, **args, digest=False)
+        assert isinstance(body, ChunkedBody) and body.ready
+        assert b"".join(body.chunks()) == expected and header == {"status": "ok", "size": size}
+        body.close()
+    header, body = run(commands, "get", key="big")  # the first pass cached the digest
+    assert isinstance(body, ChunkedBody) and body.ready and header["digest"] == digest(expected)
+    body.close()

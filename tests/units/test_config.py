@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main
+from server.cli import build_parser, main
 from server.config import ConfigError, ServeConfig, build_config, load_file
 
 
@@ -48,6 +48,7 @@ def test_token_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "[limits]\nmax_streams = -1\n",
         "[limits]\nmax_stream = 3\n",
         'encodings = ["brotli"]\n',
+        "max_generate_bytes = -1\n",
         "this is not toml",
     ],
 )
@@ -60,6 +61,15 @@ def test_defaults() -> None:
     config = ServeConfig()
     assert config.host == "127.0.0.1" and config.port == 7410 and config.workers >= 1
     assert config.write_token is None
+    assert config.max_generate_bytes == 256 << 20
+
+
+def test_the_generate_cap_from_the_file_or_the_flag(tmp_path: Path) -> None:
+    path = write(tmp_path, "max_generate_bytes = 1000\n")
+    assert build_config(load_file(path), {}).max_generate_bytes == 1000
+    args = build_parser().parse_args(["serve", "--max-generate-bytes", "5000"])
+    assert args.max_generate_bytes == 5000
+    assert build_config(load_file(path), {"max_generate_bytes": 5000}).max_generate_bytes == 5000
 
 
 def test_serve_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,3 +88,20 @@ def test_serve_reports_an_unusable_store(
     blocker.write_text("not a directory")
     assert main(["serve", "--store", str(blocker / "store")]) == 2
     assert "cannot use store" in capsys.readouterr().err
+
+
+def test_metrics_and_log_format_options(tmp_path: Path) -> None:
+    text = 'metrics_port = 9100\nmetrics_host = "0.0.0.0"\nlog_format = "json"\n'
+    config = build_config(load_file(write(tmp_path, text)), {})
+    assert (config.metrics_port, config.metrics_host, config.log_format) == (
+        9100,
+        "0.0.0.0",
+        "json",
+    )
+    assert ServeConfig().metrics_port is None and ServeConfig().log_format == "text"
+    with pytest.raises(ConfigError, match="log_format"):
+        ServeConfig(log_format="yaml")
+    with pytest.raises(ConfigError, match="metrics_port"):
+        ServeConfig(metrics_port=70000)
+    with pytest.raises(ConfigError, match="stdio"):
+        ServeConfig(metrics_port=0, stdio=True)

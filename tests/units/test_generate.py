@@ -8,7 +8,14 @@ import json
 import pytest
 import zstandard
 
-from workers.generate import DEFAULT_MAX_SIZE, KINDS, GenerateError, generate
+from workers.generate import (
+    CHUNK_BYTES,
+    DEFAULT_MAX_SIZE,
+    KINDS,
+    GenerateError,
+    generate,
+    iter_generate,
+)
 
 MIB = 1024 * 1024
 
@@ -166,3 +173,24 @@ def test_validation(args: tuple[object, ...], kwargs: dict[str, object], word: s
 def test_max_size_boundary() -> None:
     assert len(generate(10, "json", max_size=10)) == 10
     assert generate(0, "random", max_size=0) == b""
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("size", [1, CHUNK_BYTES - 1, CHUNK_BYTES, 4 * MIB + 3])
+def test_chunks_are_the_same_bytes(kind: str, size: int) -> None:
+    """iter_generate makes the bytes of generate, a chunk at a time: every chunk but the
+    last is exactly CHUNK_BYTES long."""
+    chunks = list(iter_generate(size, kind, seed=11))
+    assert b"".join(chunks) == generate(size, kind, seed=11)
+    assert all(len(c) == CHUNK_BYTES for c in chunks[:-1]) and 0 < len(chunks[-1]) <= CHUNK_BYTES
+    small = list(iter_generate(size, kind, seed=11, chunk_bytes=1000))
+    assert b"".join(small) == b"".join(chunks)
+    assert all(len(c) == 1000 for c in small[:-1]) and len(small[-1]) <= 1000
+
+
+def test_chunks_of_nothing_and_arguments_checked_at_the_call() -> None:
+    assert list(iter_generate(0, "text")) == []
+    with pytest.raises(GenerateError, match="size"):
+        iter_generate(11, max_size=10)  # raised before the first chunk is asked for
+    with pytest.raises(GenerateError, match="kind"):
+        iter_generate(10, "binary")

@@ -1,166 +1,49 @@
-"""The worker core driven directly: batches from fronts in, each front's batch out. No
-sockets, no processes. Output reads as a trace: one line per message, ``front kind
-conn/stream/request flags``, then for FRAMES the heads of its frames in the notation."""
+"""The worker core driven directly (tests/units/workerharness.py): batches from fronts in,
+each front's batch out. No sockets, no processes."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
+from workerharness import (
+    IDENTITY,
+    ZSTD,
+    Harness,
+    client_events,
+    completed,
+    errors,
+    frames,
+    live_contexts,
+    make_core,
+    trace,
+)
 
-from server.ipc.batch import decode_batch, encode_message
+from server.ipc.batch import encode_message
 from server.ipc.envelope import Envelope, Flag, Kind
-from server.ipc.flow import STREAM_CREDIT_BYTES, encode_credit
+from server.ipc.flow import STREAM_CREDIT_BYTES
 from server.ipc.messages import (
     Fatal,
     Ready,
     Rejection,
-    StreamParams,
     Welcome,
     WorkerStats,
     encode_request,
 )
-from server.protocol.client_conn import ClientConnection
 from server.protocol.events import (
-    ClientEvent,
     DataChunk,
     ResponseBody,
-    ResponseComplete,
     ResponseError,
 )
 from server.protocol.frames import FrameType, decode_frames
 from server.protocol.limits import Limits
-from server.protocol.notation import format_frame
 from server.protocol.payloads import pack
-from workers.commands import Commands, ServerInfo
-from workers.core import ProcessUsage, WorkerCore
-from workers.store import ObjectStore
-
-ZSTD = StreamParams("zstd-8mb", 3, "stream", 32768, True).encode()
-IDENTITY = StreamParams("identity", None, "stream", 32768, True).encode()
-FRONTS = ("ipc:///tmp/front-0", "ipc:///tmp/front-1")
-USAGE = ProcessUsage(pid=4321, cpu_user=1.5, cpu_system=0.25, rss=10 << 20, max_rss=12 << 20)
-
-
-class Sent(NamedTuple):
-    front: int
-    env: Envelope
-    parts: list[bytes]
-
-
-class Harness:
-    """A core and what it sent, front by front, in order."""
-
-    def __init__(self, core: WorkerCore) -> None:
-        self.core = core
-        self.sent: list[Sent] = []
-
-    def collect(self) -> list[Sent]:
-        new = [
-            Sent(front, Envelope.unpack(m[0]), m[1:])
-            for front, blob in self.core.take()
-            for m in decode_batch(blob)
-        ]
-        self.sent.extend(new)
-        return new
-
-    def send(self, front: int, env: Envelope, *parts: bytes) -> list[Sent]:
-        """One message from ``front``, as the loop hands it over; what the core sent."""
-        assert self.core.receive(front, encode_message([env.pack(), *parts]))
-        return self.collect()
-
-    def open(self, stream: int, params: bytes = ZSTD, *, front: int = 0, conn: int = 1) -> None:
-        assert self.send(front, Envelope(Kind.STREAM_OPEN, 0, conn, 0, stream), params) == []
-
-    def request(
-        self,
-        stream: int,
-        rid: int,
-        name: str,
-        args: dict[str, object] | None = None,
-        data: bytes | None = None,
-        *,
-        flags: int = 0,
-        front: int = 0,
-        conn: int = 1,
-    ) -> list[Sent]:
-        chunks = None
-        if data is not None:
-            flags |= Flag.HAS_DATA
-            chunks = [DataChunk(False, data)]
-        parts = encode_request(pack({"name": name, "args": args or {}}), chunks)
-        return self.send(front, Envelope(Kind.REQUEST, flags, conn, rid, stream), *parts)
-
-    def credit(self, stream: int, amount: int, *, front: int = 0, conn: int = 1) -> list[Sent]:
-        env = Envelope(Kind.CREDIT, 0, conn, 0, stream)
-        return self.send(front, env, encode_credit(amount))
-
-
-def make_core(tmp_path: Path, limits: Limits | None = None, **kwargs: object) -> WorkerCore:
-    limits = limits or Limits()
-    commands = Commands(
-        ObjectStore(str(tmp_path / "store")), ServerInfo("zplex/t", limits, 1 << 28)
-    )
-    options: dict[str, object] = {
-        "index": 2,
-        "endpoints": FRONTS,
-        "pid": 4321,
-        "host": "host-a",
-        "usage": lambda: USAGE,
-    }
-    options.update(kwargs)
-    return WorkerCore(commands, limits, **options)  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def w(tmp_path: Path) -> Harness:
     return Harness(make_core(tmp_path))
-
-
-def trace(sent: list[Sent]) -> list[str]:
-    lines = []
-    for s in sent:
-        env = s.env
-        flags = [
-            name
-            for name, bit in (("done", Flag.DONE), ("open", Flag.STREAM_OPEN))
-            if env.flags & bit
-        ]
-        ids = f"{env.conn}/{env.stream}/{env.request}"
-        line = f"{s.front} {env.kind.name} {ids} {'|'.join(flags) or '0'}"
-        if env.kind is Kind.FRAMES:
-            heads = [format_frame(f._replace(payload=b"")) for f in decode_frames(s.parts[0])]
-            line += " : " + " ; ".join(heads)
-        lines.append(line)
-    return lines
-
-
-def frames(sent: list[Sent], front: int = 0, stream: int | None = None) -> bytes:
-    return b"".join(
-        s.parts[0]
-        for s in sent
-        if s.env.kind is Kind.FRAMES
-        and s.front == front
-        and (stream is None or s.env.stream == stream)
-    )
-
-
-def client_events(data: bytes, *streams_and_ids: tuple[int, int]) -> list[ClientEvent]:
-    """What a client that sent these (stream, request id) pairs reads from ``data``."""
-    conn = ClientConnection()
-    for stream, rid in streams_and_ids:
-        conn.send_request(stream, "x", request_id=rid)
-    return conn.receive_data(data)
-
-
-def completed(events: list[ClientEvent]) -> list[int]:
-    return [e.request_id for e in events if isinstance(e, ResponseComplete)]
-
-
-def live_contexts(core: WorkerCore) -> list[tuple[int, int, int]]:
-    return [k for k, ctx in core.table.streams.items() if ctx.writer.encoder is not None]
 
 
 # -- start, fronts, control -----------------------------------------------------------------
@@ -396,20 +279,34 @@ def test_least_recently_used_contexts_are_evicted_by_bytes(tmp_path: Path) -> No
     assert w.core.table.context_bytes == 2 * one
 
 
-def test_a_context_being_sent_is_never_evicted(tmp_path: Path) -> None:
+def test_a_context_being_sent_is_never_evicted_and_counts_against_the_budget(
+    tmp_path: Path,
+) -> None:
+    """A response paused mid-way (a client that does not read) keeps its context and that
+    context counts: once such contexts fill the budget, a stream that needs a new context
+    gets a retryable ``overloaded`` until they complete."""
     w = Harness(make_core(tmp_path, Limits(max_contexts_per_worker=1)))
     w.open(1)
     w.request(1, 1, "echo", data=b"warm")  # the stream's context counts
     big = w.request(1, 3, "generate", {"size": 3 * STREAM_CREDIT_BYTES, "kind": "random"})
     assert not big[-1].env.flags & Flag.DONE  # paused mid-response
+    table = w.core.table
+    assert (table.context_count, table.sending_count) == (1, 1)
+    assert table.context_bytes == table.sending_bytes == w.core.table.memory() > 0
     for stream in (3, 5):
         w.open(stream)
-        w.request(stream, stream, "echo", data=b"small")
-    assert live_contexts(w.core) == [(0, 1, 1), (0, 1, 5)]  # kept though the budget is 1
-    assert w.core.table.context_count == 1  # a context being sent does not count
+        refused = w.request(stream, stream, "echo", data=b"small")
+        events = client_events(frames(refused), (stream, stream))
+        assert errors(events) == [(stream, "overloaded", True)]
+    assert live_contexts(w.core) == [(0, 1, 1)]  # kept though the budget is full
     w.credit(1, 1 << 30)
     events = client_events(frames(w.sent, stream=1), (1, 1), (1, 3))
     assert completed(events) == [1, 3]  # and its response decodes whole
+    assert (table.context_count, table.sending_count, table.sending_bytes) == (1, 0, 0)
+    # Complete, it is an idle context again: evicted for the next stream that needs one.
+    w.request(3, 7, "echo", data=b"small")
+    assert completed(client_events(frames(w.sent, stream=3), (3, 3), (3, 7))) == [7]
+    assert live_contexts(w.core) == [(0, 1, 3)]
 
 
 def test_the_budget_holds_and_the_running_totals_match_the_contexts(tmp_path: Path) -> None:
@@ -459,13 +356,13 @@ def test_stats_count_over_every_front_and_answer_the_front_that_asked(w: Harness
     sent = w.send(1, Envelope(Kind.STATS, conn=42))
     assert trace(sent) == ["1 STATS_REPLY 42/0/0 0"]
     stats = WorkerStats.decode(sent[0].parts[0])
-    # The responses' command-response frames (the wire bytes the worker counts).
+    # The responses' frames, stream-settings included (the wire bytes the worker counts).
     wire = sum(
         8 + len(f.payload)
         for s in w.sent
         if s.env.kind is Kind.FRAMES and s.env.request != 3
         for f in decode_frames(s.parts[0])
-        if f.frame_type is FrameType.COMMAND_RESPONSE
+        if f.frame_type in (FrameType.COMMAND_RESPONSE, FrameType.STREAM_SETTINGS)
     )
     assert (stats.pid, stats.index, stats.remote, stats.cpu_user, stats.rss) == (
         4321,
