@@ -59,7 +59,8 @@ from typing import Any
 
 import psutil
 
-from bench import phase_checks, results, stats
+from bench import chaos, phase_checks, results, stats
+from bench.chaos_driver import make_driver
 from bench.client import AsyncClient, ConnectionLost, ServerError
 from bench.client_processes import ClientProcesses
 from bench.config import POLICY_CONTEXT, BenchConfig, BenchError, describe_error
@@ -78,7 +79,7 @@ from bench.cpu import (
     other_load,
 )
 from bench.display import Display
-from bench.passes import PassDriver, Tally
+from bench.passes import Tally
 from bench.phase_outcome import PhaseOutcome
 from bench.repeats import median_index, spread_of
 from bench.server_limits import check_limits
@@ -331,7 +332,7 @@ class Runner:
             if clients is not None:
                 await clients.run(tally, on_pass)
             else:
-                driver = PassDriver(c, self.limits, self._connect)
+                driver = make_driver(c, self.limits, self._connect)
                 await driver.run_passes(
                     corpus, policy, tally, duration=duration, stop_at=stop_at, on_pass=on_pass
                 )
@@ -401,17 +402,21 @@ class Runner:
         cpu_before = self.probe.snapshot(header)
         client_before = client_cpu_s()
         host_before = host_busy_s()
+        killer = self._killer()
         t0 = time.monotonic()
-        passes = await self._passes_with_progress(
-            corpus,
-            policy,
-            tally,
-            duration=duration,
-            stop_at=None,
-            total=total,
-            samples=samples,
-            clients=clients,
-        )
+        try:
+            passes = await self._passes_with_progress(
+                corpus,
+                policy,
+                tally,
+                duration=duration,
+                stop_at=None,
+                total=total,
+                samples=samples,
+                clients=clients,
+            )
+        finally:
+            kills = await killer.stop() if killer is not None else 0
         elapsed = time.monotonic() - t0
         client_cpu = client_cpu_s() - client_before
         if clients is not None:
@@ -422,14 +427,19 @@ class Runner:
         cpu_after = self.probe.snapshot(header)
         samples.add(header, MONITOR_STREAMS)
         front_cpu, workers_cpu, same_workers = cpu_delta(cpu_before, cpu_after)
-        if not same_workers:
+        if killer is not None:  # the killed processes' CPU went with them
+            front_cpu = None
+            self.warnings.append(
+                f"{label}: --chaos killed {kills} processes: no server CPU figures"
+            )
+        elif not same_workers:
             self.warnings.append(f"{label}: a worker restarted; its CPU is partly missing")
         other = share = None
         if self.probe.local and front_cpu is not None and elapsed > 0:
             other, share = other_load(host_cpu, front_cpu, workers_cpu, client_cpu, elapsed)
         cpu: dict[str, float | None] = {
             "front": front_cpu,
-            "workers": workers_cpu,
+            "workers": workers_cpu if killer is None else None,
             "client": client_cpu,
         }
         short = phase_checks.too_short_for_cpu(label, elapsed, cpu)
@@ -439,6 +449,8 @@ class Runner:
             cpu["workers"] = max(0.0, cpu["workers"] - generation * tally.raw / 1e9)
         run = self._run_result(corpus, policy, tally, elapsed, cpu, samples)
         run.generation_cpu_s_per_gb = generation
+        if killer is not None:
+            run.chaos = chaos.chaos_figures(kills, tally.chaos)
         if corpus.workload.generated is not None and generation is None:
             # The workers' CPU still includes making the data: no fair comparison.
             run.worker_efficiency = run.server_efficiency = None
@@ -468,6 +480,15 @@ class Runner:
         if record:
             self.phases.append(outcome)
         return outcome
+
+    def _killer(self) -> chaos.Killer | None:
+        """--chaos: the killer of the measured phase, started (None without --chaos)."""
+        c = self.config
+        if c.chaos_s is None or not self.servers:
+            return None
+        killer = chaos.Killer(self.servers[-1], c.chaos_s, c.chaos_fronts, c.seed)
+        killer.start()
+        return killer
 
     def _run_result(
         self,
