@@ -164,6 +164,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--token to put it)",
     )
     server.add_argument("--token", help="write token of the --connect server (for put)")
+    server.add_argument(
+        "--chaos",
+        type=float,
+        metavar="SECONDS",
+        help="kill a random worker of the server bench starts every SECONDS while measuring; "
+        "the client retries what a user would (worker-lost before any of the response, "
+        "overloaded, shutting-down, a lost connection) and the run reports requests "
+        "answered, retried, failed and lost (lost: no answer or a wrong one; must be 0)",
+    )
+    server.add_argument(
+        "--chaos-fronts",
+        action="store_true",
+        help="with --chaos and --fronts N > 1: kill fronts too",
+    )
 
     server.add_argument(
         "--sweep-workers",

@@ -51,6 +51,7 @@ def add_report(tally: Tally, report: dict[str, Any]) -> None:
     tally.wire += int(report["wire"])
     for code, count in report["errors"].items():
         tally.error(code, int(count))
+    tally.chaos.update({name: int(n) for name, n in report.get("chaos", {}).items()})
     for number, indexes in report["answered"].items():
         tally.answered.setdefault(int(number), []).extend(indexes)
     if report.get("latency"):
@@ -151,6 +152,7 @@ class ClientProcesses:
             self.max_rss += int(report["max_rss"])
         tally.ok, tally.raw, tally.wire = merged.ok, merged.raw, merged.wire
         tally.errors, tally.answered, tally.latency = merged.errors, merged.answered, merged.latency
+        tally.chaos = merged.chaos
         passes = max(int(report["passes"]) for report in reports if report is not None)
         on_pass(passes)
         return passes

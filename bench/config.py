@@ -85,6 +85,10 @@ class BenchConfig:
     thresholds: tuple[str, ...] = ()
     #: Measured runs of each phase (median and spread over them).
     repeat: int = 1
+    #: --chaos: kill a random worker of the server every this many seconds (bench.chaos).
+    chaos_s: float | None = None
+    #: --chaos-fronts: fronts are killed too (needs --fronts N > 1).
+    chaos_fronts: bool = False
 
     @property
     def json_to_stdout(self) -> bool:
@@ -151,6 +155,25 @@ class BenchConfig:
             raise BenchError("--timeout must be positive")
         if self.repeat < 1:
             raise BenchError("--repeat must be at least 1")
+        self._validate_chaos()
+
+    def _validate_chaos(self) -> None:
+        if self.chaos_s is not None:
+            if not (self.chaos_s > 0 and math.isfinite(self.chaos_s)):
+                raise BenchError("--chaos takes a positive number of seconds between kills")
+            if self.connect is not None:
+                raise BenchError(
+                    "--chaos kills the server's processes: it needs the server bench starts "
+                    "itself, not --connect"
+                )
+        if self.chaos_fronts:
+            if self.chaos_s is None:
+                raise BenchError("--chaos-fronts goes with --chaos SECONDS")
+            if self.fronts is None or self.fronts < 2:
+                raise BenchError(
+                    "--chaos-fronts needs --fronts N with N > 1 (killing the only front "
+                    "would cut every connection)"
+                )
 
     @property
     def client_processes(self) -> int:
@@ -192,6 +215,8 @@ class BenchConfig:
             "include_hidden": self.include_hidden,
             "repeat": self.repeat,
             "thresholds": list(self.thresholds),
+            "chaos_s": self.chaos_s,
+            "chaos_fronts": self.chaos_fronts,
         }
 
 
@@ -312,6 +337,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         digest=args.digest == "on",
         thresholds=thresholds,
         repeat=args.repeat,
+        chaos_s=args.chaos,
+        chaos_fronts=args.chaos_fronts,
     )
 
 

@@ -25,10 +25,11 @@ import sys
 import time
 from typing import IO, Any
 
+from bench.chaos_driver import make_driver
 from bench.client import AsyncClient
 from bench.config import BenchConfig
 from bench.corpus import Corpus, Request
-from bench.passes import PassDriver, Tally
+from bench.passes import Tally
 from bench.workload_items import Workload
 
 #: Seconds between progress lines while measuring.
@@ -59,6 +60,7 @@ def tally_report(tally: Tally) -> dict[str, Any]:
         "answered": {str(k): v for k, v in tally.answered.items()},
         "latency": tally.latency.encode() if tally.latency.count else None,
         "clamped": tally.latency.clamped,
+        "chaos": dict(tally.chaos),
     }
 
 
@@ -87,7 +89,7 @@ async def run_job(job: LoadJob, go: IO[bytes], out: IO[str]) -> None:
             timeout=c.timeout_s,
         )
 
-    driver = PassDriver(c, job.limits, connect, job.connections)
+    driver = make_driver(c, job.limits, connect, job.connections)
     loop = asyncio.get_running_loop()
     warm = Tally()
     if c.warmup_s > 0:

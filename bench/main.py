@@ -43,9 +43,13 @@ class BenchOutcome:
 
     @property
     def error_rate(self) -> float:
+        """Errors over requests; under --chaos, lost requests only (those that failed with a
+        documented error after the retries are what the kills cause, reported apart)."""
         runs = list(self.result.runs) + [run for point in self.sweep for run in point.runs]
         errors = sum(run.error_count for run in runs)
         attempted = errors + sum(run.requests for run in runs)
+        if any(run.chaos is not None for run in runs):
+            errors = sum(run.chaos["lost"] for run in runs if run.chaos is not None)
         return errors / attempted if attempted else 0.0
 
     def to_json(self) -> dict[str, Any]:

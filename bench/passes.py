@@ -54,6 +54,8 @@ class Tally:
     wire: int = 0
     #: Per pass, the request indexes answered correctly (for the ideal of exactly those).
     answered: dict[int, list[int]] = dataclasses.field(default_factory=dict)
+    #: --chaos: requests answered, retried, failed and lost (:mod:`bench.chaos`).
+    chaos: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
     @property
     def attempted(self) -> int:
@@ -205,6 +207,15 @@ class PassDriver:
         #: of ``--clients`` replays its share of every pass (:mod:`bench.client_processes`).
         self.connections = connections
 
+    def capacity(self, schedule: Schedule | None) -> int:
+        """Requests outstanding per stream: ``--window`` (closed model), or (open model) the
+        server's per-stream limit within its share of ``max_inflight``."""
+        c = self.config
+        if schedule is None:
+            return c.window
+        capacity = int(self.limits.get("max_inflight_per_stream", 32))
+        return min(capacity, max(1, int(self.limits.get("max_inflight", 256)) // c.streams))
+
     async def run_pass(
         self,
         corpus: Corpus,
@@ -237,7 +248,15 @@ class PassDriver:
             await asyncio.gather(
                 *(
                     self.drive_stream(
-                        corpus, clients[conn], stream, indexes, plan, tally, stop_at, schedule
+                        corpus,
+                        clients[conn],
+                        stream,
+                        indexes,
+                        plan,
+                        tally,
+                        stop_at,
+                        schedule,
+                        context=context,
                     )
                     for (conn, stream), indexes in plan.slots.items()
                     if conn in clients
@@ -256,16 +275,16 @@ class PassDriver:
         tally: Tally,
         stop_at: float | None,
         schedule: Schedule | None,
+        context: str = "stream",
     ) -> None:
         """Send one stream's requests in order: at most ``window`` outstanding (closed model)
-        or at their due times (open model, within the server's per-stream limit)."""
+        or at their due times (open model, within the server's per-stream limit). ``context``
+        is the connection's (for a new one, :class:`bench.chaos_driver.ChaosPassDriver`)."""
         if schedule is None:
             await self._drive_closed(corpus, client, stream, indexes, plan, tally, stop_at)
             return
         c = self.config
-        capacity = int(self.limits.get("max_inflight_per_stream", 32))
-        capacity = min(capacity, max(1, int(self.limits.get("max_inflight", 256)) // c.streams))
-        window = asyncio.Semaphore(capacity)
+        window = asyncio.Semaphore(self.capacity(schedule))
         answered = tally.answered.setdefault(plan.number, [])
         futures: list[asyncio.Future[Response]] = []
 
@@ -315,6 +334,7 @@ class PassDriver:
         those cost more than the rest of the client's work). No answer within ``--timeout``
         ends the stream: what is unsent or outstanding counts as ``timeout``."""
         c = self.config
+        capacity = self.capacity(None)
         answered = tally.answered.setdefault(plan.number, [])
         finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         outstanding: set[asyncio.Future[Response]] = set()
@@ -324,7 +344,7 @@ class PassDriver:
 
         def send_more() -> None:
             nonlocal position, stopped
-            while not stopped and position < len(indexes) and len(outstanding) < c.window:
+            while not stopped and position < len(indexes) and len(outstanding) < capacity:
                 if stop_at is not None and time.monotonic() >= stop_at:
                     stopped = True
                     break

@@ -118,6 +118,8 @@ class RunResult:
     server_efficiency: float | None = None
     #: Client CPU per GB over the workers': how much load generator the workers need.
     client_worker_ratio: float | None = None
+    #: --chaos: ``{kills, answered, retried, failed, lost}`` (:mod:`bench.chaos`).
+    chaos: dict[str, int] | None = None
 
     @property
     def error_count(self) -> int:

@@ -59,7 +59,8 @@ from typing import Any
 
 import psutil
 
-from bench import phase_checks, results, stats
+from bench import chaos, phase_checks, results, stats
+from bench.chaos_driver import make_driver
 from bench.client import AsyncClient, ConnectionLost, ServerError
 from bench.client_processes import ClientProcesses
 from bench.config import POLICY_CONTEXT, BenchConfig, BenchError, describe_error
@@ -78,8 +79,8 @@ from bench.cpu import (
     other_load,
 )
 from bench.display import Display
-from bench.passes import PassDriver, Tally
-from bench.phase_outcome import PhaseOutcome
+from bench.passes import Tally
+from bench.phase_outcome import PhaseOutcome, run_result
 from bench.repeats import median_index, spread_of
 from bench.server_limits import check_limits
 from bench.server_process import Endpoint, ServerProcess
@@ -331,7 +332,7 @@ class Runner:
             if clients is not None:
                 await clients.run(tally, on_pass)
             else:
-                driver = PassDriver(c, self.limits, self._connect)
+                driver = make_driver(c, self.limits, self._connect)
                 await driver.run_passes(
                     corpus, policy, tally, duration=duration, stop_at=stop_at, on_pass=on_pass
                 )
@@ -401,17 +402,21 @@ class Runner:
         cpu_before = self.probe.snapshot(header)
         client_before = client_cpu_s()
         host_before = host_busy_s()
+        killer = self._killer()
         t0 = time.monotonic()
-        passes = await self._passes_with_progress(
-            corpus,
-            policy,
-            tally,
-            duration=duration,
-            stop_at=None,
-            total=total,
-            samples=samples,
-            clients=clients,
-        )
+        try:
+            passes = await self._passes_with_progress(
+                corpus,
+                policy,
+                tally,
+                duration=duration,
+                stop_at=None,
+                total=total,
+                samples=samples,
+                clients=clients,
+            )
+        finally:
+            kills = await killer.stop() if killer is not None else 0
         elapsed = time.monotonic() - t0
         client_cpu = client_cpu_s() - client_before
         if clients is not None:
@@ -422,14 +427,19 @@ class Runner:
         cpu_after = self.probe.snapshot(header)
         samples.add(header, MONITOR_STREAMS)
         front_cpu, workers_cpu, same_workers = cpu_delta(cpu_before, cpu_after)
-        if not same_workers:
+        if killer is not None:  # the killed processes' CPU went with them
+            front_cpu = None
+            self.warnings.append(
+                f"{label}: --chaos killed {kills} processes: no server CPU figures"
+            )
+        elif not same_workers:
             self.warnings.append(f"{label}: a worker restarted; its CPU is partly missing")
         other = share = None
         if self.probe.local and front_cpu is not None and elapsed > 0:
             other, share = other_load(host_cpu, front_cpu, workers_cpu, client_cpu, elapsed)
         cpu: dict[str, float | None] = {
             "front": front_cpu,
-            "workers": workers_cpu,
+            "workers": workers_cpu if killer is None else None,
             "client": client_cpu,
         }
         short = phase_checks.too_short_for_cpu(label, elapsed, cpu)
@@ -437,8 +447,10 @@ class Runner:
         if generation is not None and cpu["workers"] is not None:
             # Count compression alone (see _fetch_generated).
             cpu["workers"] = max(0.0, cpu["workers"] - generation * tally.raw / 1e9)
-        run = self._run_result(corpus, policy, tally, elapsed, cpu, samples)
+        run = run_result(self.config, corpus, policy, tally, elapsed, cpu, samples)
         run.generation_cpu_s_per_gb = generation
+        if killer is not None:
+            run.chaos = chaos.chaos_figures(kills, tally.chaos)
         if corpus.workload.generated is not None and generation is None:
             # The workers' CPU still includes making the data: no fair comparison.
             run.worker_efficiency = run.server_efficiency = None
@@ -469,44 +481,14 @@ class Runner:
             self.phases.append(outcome)
         return outcome
 
-    def _run_result(
-        self,
-        corpus: Corpus,
-        policy: str,
-        tally: Tally,
-        elapsed: float,
-        cpu_seconds: dict[str, float | None],
-        samples: Samples,
-    ) -> results.RunResult:
+    def _killer(self) -> chaos.Killer | None:
+        """--chaos: the killer of the measured phase, started (None without --chaos)."""
         c = self.config
-        ideal = 0
-        for indexes in tally.answered.values():
-            if indexes:
-                ideal += corpus.ideal_wire_bytes(tuple(sorted(indexes)), c.level, c.encoding)
-        used = {
-            where for where in corpus.placement(policy, c.connections, c.streams)[: tally.attempted]
-        }
-        each_worker = sorted(samples.worker_rss.values(), reverse=True)
-        return results.RunResult.from_measurements(
-            workload=corpus.name,
-            policy=policy,
-            encoding=c.encoding,
-            level=c.level if c.encoding != "identity" else None,
-            streams=len(used) or 1,
-            connections=len({conn for conn, _stream in used}) or 1,
-            requests=tally.ok,
-            duration_s=elapsed,
-            raw_bytes=tally.raw,
-            wire_bytes=tally.wire,
-            cpu_seconds=cpu_seconds,
-            latency=tally.latency,
-            errors=dict(tally.errors),
-            peak_rss={"front": samples.front_rss, "client": samples.client_rss},
-            peak_rss_each_worker=each_worker or None,
-            memory_per_stream=samples.memory_per_stream,
-            ideal_wire_bytes=ideal if tally.ok else None,
-            inprocess_cpu_s_per_gb=corpus.inprocess.get(POLICY_CONTEXT[policy]),
-        )
+        if c.chaos_s is None or not self.servers:
+            return None
+        killer = chaos.Killer(self.servers[-1], c.chaos_s, c.chaos_fronts, c.seed)
+        killer.start()
+        return killer
 
     async def run_workloads(self) -> list[results.RunResult]:
         """Every policy on every workload (``--repeat N``: N measured runs of each, the

@@ -63,8 +63,20 @@ class ServerProcess:
     def log_path(self) -> Path:
         return self.directory / "server.log"
 
+    @property
+    def ready_file(self) -> Path:
+        return self.directory / "ready.json"
+
+    def current_ready(self) -> dict[str, Any]:
+        """The ready file as the server keeps it now (it rewrites it when it replaces a front
+        or a worker); what was read at start if it cannot be read."""
+        with contextlib.suppress(OSError, ValueError):
+            ready: dict[str, Any] = json.loads(self.ready_file.read_text())
+            return ready
+        return self.ready
+
     def start(self) -> None:
-        ready_file = self.directory / "ready.json"
+        ready_file = self.ready_file
         tmp = self._server_tmpdir()
         cmd = [
             sys.executable,

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from bench import chaos
 from bench.projection import SplitRow
 from bench.results import POLICIES, BenchResult, Projection, RunResult
 
@@ -194,6 +195,9 @@ def workload_caption(runs: Sequence[RunResult]) -> str:
             f"workers' CPU excludes making the data ({first.generation_cpu_s_per_gb:.2f} "
             "s/GB, measured apart during set-up)"
         )
+    under_chaos = [f"{run.policy} {chaos.describe(run.chaos)}" for run in runs if run.chaos]
+    if under_chaos:
+        parts.append("chaos: " + "; ".join(under_chaos))
     errors = [f"{run.policy}: {_fmt_errors(run.errors)}" for run in runs if run.error_count]
     if errors:
         parts.append("errors by code: " + "; ".join(errors))

@@ -205,6 +205,19 @@ class FrontApp:
         if backlogged:
             log.info("worker %d is not keeping up: its connections wait", index)
 
+    def _check_output(self) -> None:
+        """Bound what the front holds for all its clients together: past
+        max_front_output_bytes no stream gets credit (so workers stop sending) until the
+        clients have taken a quarter of it."""
+        buffered = sum(conn.output_buffered for conn in self.connections.values())
+        budget = self.config.max_front_output_bytes
+        if not self.router.credit_held and buffered > budget:
+            log.warning("clients hold %d MiB of responses: credit held", buffered >> 20)
+            self.router.hold_credit()
+        elif self.router.credit_held and buffered < budget * 3 // 4:
+            log.info("clients caught up: credit released")
+            self.apply(self.router.release_credit())
+
     def worker_silent(self, index: int) -> None:
         """A local worker that stopped answering (hung, or stopped) is lost: its requests get
         worker-lost now, and it is killed so that the supervisor replaces it."""
@@ -243,6 +256,7 @@ class FrontApp:
 
     def _heartbeats(self) -> None:
         self.fleet.heartbeat()
+        self._check_output()
         self._heartbeat = self.loop.call_later(HEARTBEAT_INTERVAL_S, self._heartbeats)
 
     def _listen_remote(self) -> None:

@@ -73,7 +73,10 @@ class ServeConfig:
     drain_timeout_s: float = 10.0
     #: Response bytes the front holds for a client that does not read them; past this the
     #: connection is dropped (a client must not make the server buffer without bound).
-    max_output_buffer_bytes: int = 1 << 30
+    max_output_buffer_bytes: int = 128 << 20
+    #: Response bytes a front holds for all its clients together: past this, no stream gets
+    #: credit (workers stop sending) until the clients have taken a quarter of it.
+    max_front_output_bytes: int = 1 << 30
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -140,6 +143,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "drain_timeout_s": (int, float),
     "worker_silence_s": (int, float),
     "max_output_buffer_bytes": int,
+    "max_front_output_bytes": int,
 }
 
 

@@ -161,6 +161,12 @@ class FrontConnection(asyncio.Protocol):
         self.release_reading(WRITE_HOLD)
         self.host.apply(self.host.router.resume(self.id))
 
+    @property
+    def output_buffered(self) -> int:
+        """Response bytes waiting for the client in the transport."""
+        transport = self.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
     def hold_reading(self, reason: str) -> None:
         """Stop reading from the client (no new work) for ``reason``: its own writes are
         stuck, or a worker it feeds has a full queue. Reading resumes once every reason is

@@ -33,8 +33,14 @@ COMMANDS = frozenset(
 MAX_HEADER_BYTES = 16384
 #: Seconds to read a whole request (headers and body).
 READ_TIMEOUT_S = 30.0
-#: Seconds to answer one HTTP request's zplex connection.
+#: Seconds an answer may go without producing a byte before the connection is closed.
 ANSWER_TIMEOUT_S = 120.0
+#: An answer up to this size is sent whole with a Content-Length; a larger one streams to
+#: the client as it is produced, in chunks (Transfer-Encoding: chunked).
+STREAM_AFTER_BYTES = 1 << 20
+#: Bytes waiting for the HTTP client past which the zplex connection is told to pause (its
+#: streams stop getting credit, so its workers stop sending).
+HIGH_WATER_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,16 +51,59 @@ class HttpScope:
     write: bool
 
 
-class _BufferTransport(asyncio.Transport):
-    """Collects a connection's output; ``closed`` is set when the connection closes."""
+class _AnswerTransport(asyncio.Transport):
+    """Carries a zplex connection's output to the HTTP client. A small answer is kept and
+    sent whole with a Content-Length; once it passes STREAM_AFTER_BYTES it streams as a
+    chunked body, and the connection is paused while the client does not keep up (its write
+    buffer is what ``get_write_buffer_size`` reports, so max_output_buffer_bytes applies)."""
 
-    def __init__(self) -> None:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
         super().__init__()
+        self.writer = writer
+        self.conn: _Connection | None = None
         self.buffer = bytearray()
+        self.streaming = False
         self.closed = asyncio.Event()
+        self.wrote = asyncio.Event()  # set at every write: the answer makes progress
+        self._paused = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.buffer += data
+        if not data or self.closed.is_set():
+            return
+        self.wrote.set()
+        if not self.streaming:
+            self.buffer += data
+            if len(self.buffer) <= STREAM_AFTER_BYTES:
+                return
+            self.streaming = True
+            self.writer.write(_head(200, "OK", {"Content-Type": MEDIA_TYPE}, chunked=True))
+            data, self.buffer = bytes(self.buffer), bytearray()
+        if self.writer.transport.is_closing():  # the client went away
+            self.closed.set()
+            return
+        self.writer.write(b"%x\r\n" % len(data) + bytes(data) + b"\r\n")
+        if not self._paused and self.get_write_buffer_size() > HIGH_WATER_BYTES:
+            self._paused = True
+            if self.conn is not None:
+                self.conn.pause_writing()
+            asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self.writer.drain()
+        self._paused = False
+        if self.conn is not None and not self.closed.is_set():
+            self.conn.resume_writing()
+
+    async def finish(self) -> None:
+        """The connection closed: send what was kept, or end the chunked body."""
+        if self.streaming:
+            self.writer.write(b"0\r\n\r\n")
+        else:
+            headers = {"Content-Type": MEDIA_TYPE, "Content-Length": str(len(self.buffer))}
+            self.writer.write(_head(200, "OK", headers) + bytes(self.buffer))
+        with contextlib.suppress(ConnectionError):
+            await self.writer.drain()
 
     def is_closing(self) -> bool:
         return self.closed.is_set()
@@ -63,20 +112,39 @@ class _BufferTransport(asyncio.Transport):
         self.closed.set()
 
     def get_write_buffer_size(self) -> int:
-        return 0  # the answer is collected whole: its size is bounded by the request's
+        return len(self.buffer) + self.writer.transport.get_write_buffer_size()
 
     def pause_reading(self) -> None:
-        pass
+        pass  # the body was read whole before the connection started
 
     def resume_reading(self) -> None:
         pass
 
 
+def _head(status: int, reason: str, headers: dict[str, str], *, chunked: bool = False) -> bytes:
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    headers = {**headers, "Connection": "close"}
+    if chunked:
+        headers["Transfer-Encoding"] = "chunked"
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
 class _Connection(Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
     def data_received(self, data: bytes) -> None: ...
     def eof_received(self) -> bool: ...
     def connection_lost(self, exc: Exception | None) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """A request body to run as a zplex connection."""
+
+    scope: HttpScope
+    body: bytes
 
 
 class _Front(Protocol):
@@ -105,23 +173,24 @@ class HttpServer:
             self.pending -= 1
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        whole: tuple[int, str, dict[str, str], bytes] | None = None
         try:
-            status, reason, headers, body = await asyncio.wait_for(
-                self._respond(reader), READ_TIMEOUT_S + ANSWER_TIMEOUT_S
-            )
+            answer = await asyncio.wait_for(self._respond(reader), READ_TIMEOUT_S)
+            if isinstance(answer, _Run):
+                await self._run(answer, writer)
+            else:
+                whole = answer
         except HttpError as exc:
-            status, reason = exc.status, exc.reason
             headers = {"Content-Type": "text/plain; charset=utf-8", **exc.headers}
-            body = (str(exc) + "\n").encode()
+            whole = (exc.status, exc.reason, headers, (str(exc) + "\n").encode())
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-            return
-        head = [f"HTTP/1.1 {status} {reason}"]
-        headers = {**headers, "Content-Length": str(len(body)), "Connection": "close"}
-        head += [f"{k}: {v}" for k, v in headers.items()]
-        with contextlib.suppress(ConnectionError):
-            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-            await writer.drain()
+            pass  # nothing more to say: the connection is closed
+        if whole is not None:
+            status, reason, headers, body = whole
+            headers = {**headers, "Content-Length": str(len(body))}
+            with contextlib.suppress(ConnectionError):
+                writer.write(_head(status, reason, headers) + body)
+                await writer.drain()
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
@@ -186,7 +255,9 @@ class HttpServer:
 
     async def _respond(
         self, reader: asyncio.StreamReader
-    ) -> tuple[int, str, dict[str, str], bytes]:
+    ) -> tuple[int, str, dict[str, str], bytes] | _Run:
+        """Read the request: a whole answer (an HTTP error, ``GET /api/``, debugreflect),
+        or the zplex connection to run."""
         head = await self._read_request(reader)
         self._check_capacity()
         scope = self._route(head.method, head.target, head.headers)
@@ -195,24 +266,39 @@ class HttpServer:
         body = await self._read_body(reader, head)
         if scope.command == "debugreflect":
             return 200, "OK", {"Content-Type": "text/plain; charset=utf-8"}, self._reflect(body)
+        return _Run(scope, body)
+
+    async def _run(self, run: _Run, writer: asyncio.StreamWriter) -> None:
+        """Run the body as one zplex connection, its answer going to the client as it comes
+        (see :class:`_AnswerTransport`); an answer that produces nothing for
+        ANSWER_TIMEOUT_S is cut off."""
+        transport = _AnswerTransport(writer)
         self.pending -= 1  # from here on, its zplex connection counts
+        conn = self.front.new_connection(http=run.scope)
+        transport.conn = conn
         try:
-            return 200, "OK", {"Content-Type": MEDIA_TYPE}, await self._run(scope, body)
+            conn.connection_made(transport)
+            conn.data_received(run.body)
+            conn.eof_received()
+            while not transport.closed.is_set():
+                transport.wrote.clear()
+                closed = asyncio.ensure_future(transport.closed.wait())
+                wrote = asyncio.ensure_future(transport.wrote.wait())
+                done, _ = await asyncio.wait(
+                    {closed, wrote}, timeout=ANSWER_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                closed.cancel()
+                wrote.cancel()
+                if not done:
+                    log.warning(
+                        "HTTP answer made no progress for %.0f s; cut off", ANSWER_TIMEOUT_S
+                    )
+                    transport.close()
+                    raise ConnectionError("answer cut off")
         finally:
             self.pending += 1
-
-    async def _run(self, scope: HttpScope, body: bytes) -> bytes:
-        """Run the body as one zplex connection and return everything it sent."""
-        transport = _BufferTransport()
-        conn = self.front.new_connection(http=scope)
-        conn.connection_made(transport)
-        try:
-            conn.data_received(body)
-            conn.eof_received()
-            await asyncio.wait_for(transport.closed.wait(), ANSWER_TIMEOUT_S)
-        finally:
             conn.connection_lost(None)
-        return bytes(transport.buffer)
+        await transport.finish()
 
     def _reflect(self, body: bytes) -> bytes:
         """The frames of the body and the server's reading of them, as text."""

@@ -140,6 +140,8 @@ class Router:
         self.loads: list[int] = []  # open streams routed to each worker
         self._stats: dict[int, _PendingStats] = {}
         self._next_token = 1
+        #: The front holds more than max_front_output_bytes for its clients: no credit.
+        self.credit_held = False
 
     # -- workers ------------------------------------------------------------------------
 
@@ -217,6 +219,19 @@ class Router:
         closed = Envelope(Kind.CONN_CLOSED, conn=conn_id).pack()
         return [ToWorker(worker, [closed]) for worker in workers]
 
+    def hold_credit(self) -> None:
+        """The front holds too much for its clients: no stream gets credit until
+        :meth:`release_credit` (what is owed is kept)."""
+        self.credit_held = True
+
+    def release_credit(self) -> list[Action]:
+        self.credit_held = False
+        actions: list[Action] = []
+        for conn_id, conn in self.connections.items():
+            if conn.reading:
+                actions += self.resume(conn_id)
+        return actions
+
     def pause(self, conn_id: int) -> None:
         """The client stopped reading: its streams get no more credit."""
         conn = self.connections.get(conn_id)
@@ -230,6 +245,8 @@ class Router:
             return []
         conn.reading = True
         actions: list[Action] = []
+        if self.credit_held:
+            return actions
         for sid, route in conn.routes.items():
             self._grant(conn, sid, route, route.credit.take(), actions)
         return actions
@@ -397,7 +414,11 @@ class Router:
         ]
         if route is not None:
             self._grant(
-                conn, env.stream, route, route.credit.wrote(len(data), conn.reading), actions
+                conn,
+                env.stream,
+                route,
+                route.credit.wrote(len(data), conn.reading and not self.credit_held),
+                actions,
             )
             if done:
                 route.inflight.discard(env.request)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import struct
 
-STREAM_CREDIT_BYTES = 4 << 20
-CREDIT_GRANT_BYTES = 1 << 20
+#: A stream's window: with max_streams (64) streams, 128 MiB per connection at most, which is
+#: the default max_output_buffer_bytes, so a client that reads is never dropped for it.
+STREAM_CREDIT_BYTES = 2 << 20
+CREDIT_GRANT_BYTES = 512 << 10
 _CREDIT = struct.Struct("<Q")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ class ServerProcess:
         self.proc = proc
         self.ready_file = ready_file
         self.store = store
+        #: What :meth:`read_output_until` has read of the server's output.
+        self.output = ""
 
     @property
     def info(self) -> dict[str, Any]:
@@ -35,6 +38,24 @@ class ServerProcess:
 
     def worker_pids(self) -> list[int]:
         return [int(p) for p in self.info["workers"]]
+
+    def read_output_until(self, text: str, timeout: float = 20.0) -> str:
+        """The server's output (stdout and stderr) read until it holds ``text``; raises
+        TimeoutError with what it read if it does not within ``timeout``."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{text!r} not in the server's output: {self.output!r}")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise RuntimeError(f"the server's output ended: {self.output!r}")
+                self.output += chunk.decode(errors="replace")
+        return self.output
 
     def wait_for(self, predicate: Any, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -50,10 +71,17 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def running_server(
-    tmp: Path, *args: str, workers: int = 2, timeout: float = 30.0
+    tmp: Path,
+    *args: str,
+    workers: int = 2,
+    timeout: float = 30.0,
+    store: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
+    """A server with its ready file in ``tmp`` and its store ``store`` (default
+    ``tmp/store``); ``env`` is added to the environment (e.g. ``TMPDIR``)."""
     ready = tmp / "ready.json"
-    store = tmp / "store"
+    store = store if store is not None else tmp / "store"
     cmd = [
         sys.executable,
         "-m",
@@ -71,7 +99,7 @@ def running_server(
         TOKEN,
         *args,
     ]
-    env = {k: v for k, v in os.environ.items() if k != "ZPLEX_WRITE_TOKEN"}
+    env = {k: v for k, v in os.environ.items() if k != "ZPLEX_WRITE_TOKEN"} | (env or {})
     # Its own process group, so that a test can signal the whole group as systemd does.
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 from collections.abc import Iterator
@@ -224,3 +225,57 @@ def _served_http(address: tuple[str, int]) -> bytes:
     _conn, data = frames_for(("echo", {}, b"x"))
     head = request_head(b"Content-Length: " + str(len(data)).encode())
     return raw_request(address, head, data)
+
+
+def test_a_large_answer_streams_and_a_slow_client_holds_it_back(server: ServerProcess) -> None:
+    """An answer over 1 MiB streams as a chunked body while it is produced; a client that
+    reads slowly pauses it (the front holds about a stream's credit, not the whole answer)
+    and then gets every byte."""
+    import psutil
+
+    size = 24_000_000
+    requests = [("generate", {"size": size, "kind": "random", "seed": n}, None) for n in (1, 2)]
+    conn = ClientConnection(ClientSettings(encodings=("identity",)))
+    data = conn.initiate() + b"".join(conn.send_request(3, *r)[1] for r in requests)
+    front = psutil.Process(server.info["fronts"][0])
+    before = front.memory_info().rss
+    host, port = server.info["http"]
+    sock = socket.create_connection((host, port), timeout=30)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    head = (
+        "POST /api/zplex-v1/ro/multirequest HTTP/1.1\r\n"
+        f"Host: x\r\nContent-Type: {MEDIA}\r\nAccept: {MEDIA}\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    with sock:
+        sock.sendall(head + data)
+        first = sock.recv(65536)
+        assert b"Transfer-Encoding: chunked" in first.split(b"\r\n\r\n")[0]
+        # The client now reads nothing for a while: the front must not gather the answer.
+        growth = 0
+        for _ in range(20):
+            growth = max(growth, front.memory_info().rss - before)
+            sock.settimeout(0.1)
+            with contextlib.suppress(TimeoutError):
+                sock.recv(1, socket.MSG_PEEK)
+        assert growth < 40_000_000, f"the front grew by {growth} bytes"
+        sock.settimeout(30)
+        raw = first
+        while not raw.endswith(b"0\r\n\r\n"):
+            piece = sock.recv(1 << 20)
+            assert piece, "the answer ended early"
+            raw += piece
+    body = dechunk(raw.split(b"\r\n\r\n", 1)[1])
+    result = outcomes(conn, body)
+    assert [len(result[rid]) for rid in sorted(result)] == [size, size]  # type: ignore[arg-type]
+
+
+def dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    while True:
+        line, _, body = body.partition(b"\r\n")
+        length = int(line, 16)
+        if length == 0:
+            return bytes(out)
+        out += body[:length]
+        body = body[length + 2 :]

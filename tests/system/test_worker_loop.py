@@ -14,6 +14,7 @@ import zmq
 
 from server.ipc.batch import decode_batch, encode_message
 from server.ipc.envelope import Envelope, Flag, Kind
+from server.ipc.flow import STREAM_CREDIT_BYTES
 from server.ipc.messages import Ready, StreamParams, Welcome, WorkerStats, encode_request
 from server.protocol.client_conn import ClientConnection
 from server.protocol.events import DataChunk, ResponseBody, ResponseComplete
@@ -141,8 +142,9 @@ def test_a_front_that_does_not_read_holds_up_no_other_front(
     # The second front sends requests and reads nothing; the worker answers each in a
     # batch of its own, far more batches than the second front's queues hold. The first
     # front is answered all the same.
-    data = bytes(range(256)) * 400
     rids = range(1, 61, 2)
+    # All of them within the stream's credit (the second front grants none).
+    data = bytes(range(256)) * (STREAM_CREDIT_BYTES // 256 // (len(rids) + 2))
     command = pack({"name": "echo", "args": {}})
     for rid in rids:
         parts = encode_request(command, [DataChunk(False, data)])

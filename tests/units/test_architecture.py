@@ -190,6 +190,10 @@ def test_bench_starts_servers_only_through_the_command_line() -> None:
     for name, path in our_modules().items():
         if name.startswith("bench") and name != "bench.client_processes":
             assert "create_subprocess" not in path.read_text(), name
+    # Signals: the bench stops the server it started, and --chaos kills its processes.
+    for name, path in our_modules().items():
+        if name.startswith("bench") and name not in ("bench.server_process", "bench.chaos"):
+            assert "os.kill(" not in path.read_text() and "SIGKILL" not in path.read_text(), name
 
 
 def test_client_calls_do_no_io() -> None:

@@ -194,3 +194,33 @@ def test_protocol_announces_the_default_limits() -> None:
     text = protocol_text()
     for name, value in Limits().to_wire().items():
         assert f'"{name}": {value}' in text, name
+
+
+def test_every_test_the_guarantees_name_exists() -> None:
+    """README's "Guarantees" names the test behind each guarantee (``file::name``, or
+    ``::name`` for one in the file named before it): each must exist, so a renamed or removed
+    test cannot leave a guarantee unproven in silence."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Guarantees\n", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`((?:tests/[\w/]+\.py)?)::(test_\w+)`", section)
+    assert len(named) >= 20
+    current = None
+    for path, name in named:
+        current = path or current
+        assert current is not None, name
+        source = (ROOT / current).read_text()
+        assert re.search(rf"^(?:async )?def {name}\(", source, re.MULTILINE), f"{current}::{name}"
+
+
+def test_the_layout_names_every_module() -> None:
+    """README's "Layout" is a map of the tree: every module of server/, workers/ and bench/ is
+    named there, so a new module cannot go unexplained."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    modules = [
+        path.name
+        for package in ("server", "workers", "bench")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path.name != "__init__.py"
+    ]
+    assert [name for name in modules if name not in section] == []

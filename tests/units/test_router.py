@@ -235,3 +235,15 @@ def test_connections_using_a_worker() -> None:
     r.event(3, ready(3, sid=3))  # w1
     assert sorted(r.connections_using(0)) == [1, 3]
     assert sorted(r.connections_using(1)) == [2, 3]
+
+
+def test_credit_held_front_wide_is_kept_and_granted_on_release() -> None:
+    r = router()
+    r.event(1, ready(1, sid=1))
+    r.hold_credit()
+    frames = Envelope(Kind.FRAMES, Flag.STREAM_OPEN, 1, 1, 1)
+    actions = r.frames(0, frames, b"x" * CREDIT_GRANT_BYTES)
+    assert [type(a) for a in actions] == [Deliver]  # delivered, but no credit back
+    assert r.resume(1) == []  # a client reading again gets nothing while credit is held
+    (grant,) = [a for a in r.release_credit() if isinstance(a, ToWorker)]
+    assert decode_credit(grant.message[1]) == CREDIT_GRANT_BYTES
