@@ -61,6 +61,8 @@ class AsyncClient(
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._can_write = asyncio.Event()
         self._can_write.set()
+        #: Requests written during this turn of the loop: they go out in one write.
+        self._out: builtins.list[bytes] = []
 
     @classmethod
     async def _open(
@@ -130,9 +132,22 @@ class AsyncClient(
         return self._transport is not None and not self._transport.is_closing()
 
     def _transmit(self, data: bytes, timeout: float | None) -> None:
+        """Queue the bytes; what one turn of the loop queues goes out in one write (one
+        system call for a window of pipelined requests, not one per request)."""
         self._ensure_writable()
-        assert self._transport is not None
-        self._transport.write(data)
+        if not self._out:
+            self._loop.call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def _sent(
         self, request_id: int, data: bytes, timeout: float | None
@@ -181,6 +196,7 @@ class AsyncClient(
             self._resolve(self._session.fail_all(ConnectionLost("closed by the client")))
             return
         if not transport.is_closing():
+            self._flush()
             transport.close()
         limit = self.timeout if timeout is None else timeout
         try:

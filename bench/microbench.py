@@ -4,10 +4,16 @@ so compare figures of one run (the machine is shared and noisy)."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from collections.abc import Callable
 
+from bench.client_results import Response, body_digest
+from bench.client_session import ClientSession
+from bench.corpus import Request
+from bench.passes import acquire_slot, check_response
+from bench.stats import LatencyRecorder
 from server.protocol.client_conn import ClientConnection
 from server.protocol.encoding import Encoder
 from server.protocol.frames import FrameDecoder
@@ -61,10 +67,10 @@ def encoder_us_per_response(context: str, body: bytes, count: int = 2000) -> flo
     return (time.perf_counter() - start) / count * 1e6
 
 
-def response_capture(count: int, body: bytes) -> bytes:
+def response_capture(count: int, body: bytes, digest: str = "blake2b-256:" + "0" * 64) -> bytes:
     """``count`` zstd-8mb responses on one stream context, as a worker sends them."""
     writer = ServerStreamWriter(2, StreamSettings("zstd-8mb", 3, 23, "stream"), 32768)
-    header = {"status": "ok", "size": len(body), "digest": "blake2b-256:" + "0" * 64}
+    header = {"status": "ok", "size": len(body), "digest": digest}
     return b"".join(writer.response(2 * i + 1, header, body) for i in range(count))
 
 
@@ -78,6 +84,42 @@ def client_connection_us_per_response(capture: bytes, count: int) -> float:
     elapsed = time.perf_counter() - start
     assert client.in_flight == 0
     return elapsed / count * 1e6
+
+
+def client_session_us_per_request(body: bytes, count: int) -> tuple[float, float]:
+    """The bench client's own work per request, without I/O: (building the request,
+    reading its response: frames, decoding, the Response, verification, latency)."""
+    digest = body_digest(body)
+    answers = response_capture(count, body, digest)
+    session = ClientSession(ClientSettings(encodings=("zstd-8mb",)))
+    request = Request("get", {"key": "k"}, "group", len(body), digest)
+    recorder = LatencyRecorder()
+    start = time.perf_counter()
+    for _ in range(count):
+        session.request("get", request.args, None, 1, False)
+    built = time.perf_counter()
+    ok = 0
+    for offset in range(0, len(answers), 65536):
+        for _rid, outcome in session.feed(answers[offset : offset + 65536]):
+            assert isinstance(outcome, Response)
+            ok += check_response(outcome, request) is None
+            recorder.record_s(outcome.latency_s)
+    end = time.perf_counter()
+    assert ok == count == recorder.count, (ok, recorder.count)
+    return (built - start) / count * 1e6, (end - built) / count * 1e6
+
+
+def window_acquire_us(count: int = 20_000) -> float:
+    """The closed model's window, acquired while a slot is free (the usual case)."""
+
+    async def measure() -> float:
+        window = asyncio.Semaphore(count)
+        start = time.perf_counter()
+        for _ in range(count):
+            await acquire_slot(window, 60.0)
+        return (time.perf_counter() - start) / count * 1e6
+
+    return asyncio.run(measure())
 
 
 def main() -> None:
@@ -104,6 +146,11 @@ def main() -> None:
             "us/response",
         )
     )
+    build, read = client_session_us_per_request(body, 5000)
+    rows.append(("ClientSession, get request built", build, "us/request"))
+    rows.append((f"ClientSession, {len(body)} B response read and verified", read, "us/response"))
+    window = median_of(RUNS, window_acquire_us)
+    rows.append(("bench window acquired (a slot is free)", window, "us"))
     for context in ("stream", "request", "frame"):
 
         def measure(context: str = context) -> float:

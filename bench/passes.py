@@ -98,6 +98,46 @@ def check_response(response: Response, request: Request, digest: bool = True) ->
     return None
 
 
+def settle(
+    tally: Tally,
+    answered: list[int],
+    index: int,
+    request: Request,
+    digest: bool,
+    queued_s: float,
+    future: asyncio.Future[Response],
+) -> None:
+    """Count the outcome of request ``index``; ``queued_s``: how long it waited in the
+    client after its due time (open model), counted in its latency."""
+    if future.cancelled():
+        tally.error("timeout")
+        return
+    exc = future.exception()
+    if exc is not None:
+        tally.error(error_code(exc))
+        return
+    response = future.result()
+    code = check_response(response, request, digest)
+    if code is not None:
+        tally.error(code)
+        return
+    tally.latency.record_s(max(0.0, queued_s + response.latency_s))
+    tally.ok += 1
+    tally.raw += len(response.body)
+    tally.wire += response.wire_bytes
+    answered.append(index)
+
+
+async def acquire_slot(window: asyncio.Semaphore, timeout: float) -> None:
+    """Take a slot of the window, waiting at most ``timeout`` seconds (TimeoutError). A free
+    slot is taken at once: ``wait_for`` costs a task and a timer, more than the rest of the
+    client's work on a small request."""
+    if window.locked():
+        await asyncio.wait_for(window.acquire(), timeout)
+    else:
+        await window.acquire()  # returns without suspending
+
+
 @dataclasses.dataclass(frozen=True)
 class Schedule:
     """Open model: request ``k`` of the phase is due at ``t0 + k / rate``."""
@@ -240,42 +280,26 @@ class PassDriver:
         """Send one stream's requests in order: at most ``window`` outstanding (closed model)
         or at their due times (open model, within the server's per-stream limit). ``context``
         is the connection's (for a new one, :class:`bench.chaos_driver.ChaosPassDriver`)."""
+        if schedule is None:
+            await self._drive_closed(corpus, client, stream, indexes, plan, tally, stop_at)
+            return
         c = self.config
         window = asyncio.Semaphore(self.capacity(schedule))
         answered = tally.answered.setdefault(plan.number, [])
         futures: list[asyncio.Future[Response]] = []
 
-        def settled(
-            index: int, due: float | None, sent: float, future: asyncio.Future[Response]
-        ) -> None:
+        def settled(index: int, due: float, sent: float, future: asyncio.Future[Response]) -> None:
             window.release()
-            if future.cancelled():
-                tally.error("timeout")
-                return
-            exc = future.exception()
-            if exc is not None:
-                tally.error(error_code(exc))
-                return
-            response = future.result()
-            code = check_response(response, corpus.requests[index], c.digest)
-            if code is not None:
-                tally.error(code)
-                return
-            latency = response.latency_s if due is None else sent - due + response.latency_s
-            tally.latency.record_s(max(0.0, latency))
-            tally.ok += 1
-            tally.raw += len(response.body)
-            tally.wire += response.wire_bytes
-            answered.append(index)
+            request = corpus.requests[index]
+            settle(tally, answered, index, request, c.digest, sent - due, future)
 
         for position, index in enumerate(indexes):
-            due = schedule.due(plan.first + index) if schedule is not None else None
-            if due is not None:
-                await sleep_until(due)
+            due = schedule.due(plan.first + index)
+            await sleep_until(due)
             if stop_at is not None and time.monotonic() >= stop_at:
                 break
             try:
-                await asyncio.wait_for(window.acquire(), c.timeout_s)
+                await acquire_slot(window, c.timeout_s)
             except TimeoutError:
                 tally.error("timeout", len(indexes) - position)
                 break
@@ -294,6 +318,69 @@ class PassDriver:
             _done, pending = await asyncio.wait(futures, timeout=c.timeout_s)
             for future in pending:
                 future.cancel()
+
+    async def _drive_closed(
+        self,
+        corpus: Corpus,
+        client: AsyncClient,
+        stream: int,
+        indexes: list[int],
+        plan: PassPlan,
+        tally: Tally,
+        stop_at: float | None,
+    ) -> None:
+        """The closed model: ``window`` requests outstanding, each answer's callback sending
+        the next request (no task step, semaphore or timer per request: on small requests
+        those cost more than the rest of the client's work). No answer within ``--timeout``
+        ends the stream: what is unsent or outstanding counts as ``timeout``."""
+        c = self.config
+        capacity = self.capacity(None)
+        answered = tally.answered.setdefault(plan.number, [])
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        outstanding: set[asyncio.Future[Response]] = set()
+        position = 0
+        stopped = False
+        progress = time.monotonic()
+
+        def send_more() -> None:
+            nonlocal position, stopped
+            while not stopped and position < len(indexes) and len(outstanding) < capacity:
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    stopped = True
+                    break
+                index = indexes[position]
+                request = corpus.requests[index]
+                sent = time.monotonic()
+                try:
+                    args = request.args if c.digest else {**request.args, "digest": False}
+                    future = client.send(request.name, args, stream=stream)
+                except (ServerError, ConnectionLost) as exc:
+                    tally.error(error_code(exc), len(indexes) - position)
+                    stopped = True
+                    break
+                position += 1
+                outstanding.add(future)
+                future.add_done_callback(functools.partial(settled, index, sent))
+            if not outstanding and not finished.done():
+                finished.set_result(None)
+
+        def settled(index: int, sent: float, future: asyncio.Future[Response]) -> None:
+            nonlocal progress
+            outstanding.discard(future)
+            progress = time.monotonic()
+            settle(tally, answered, index, corpus.requests[index], c.digest, 0.0, future)
+            send_more()
+
+        send_more()
+        while not finished.done():
+            idle = time.monotonic() - progress
+            if idle >= c.timeout_s:
+                stopped = True
+                tally.error("timeout", len(indexes) - position)
+                for future in list(outstanding):
+                    future.cancel()  # counted as ``timeout`` by ``settled``
+                break
+            await asyncio.wait([finished], timeout=c.timeout_s - idle)
 
     async def run_passes(
         self,

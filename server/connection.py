@@ -185,21 +185,7 @@ class FrontConnection(asyncio.Protocol):
     # -- events from the core -------------------------------------------------------------
 
     def _event(self, event: ServerEvent) -> None:
-        match event:
-            case SettingsReceived(settings=settings):
-                params = negotiate(self.host.config, settings)
-                if self.http is not None:  # over HTTP, only the URL grants write permission
-                    params = dataclasses.replace(params, write=self.http.write)
-                self.host.router.set_params(self.id, params)
-                for refused in self.sc.permit_writes(params.write):
-                    self.host.apply(self.host.router.event(self.id, refused))
-            case ConnectionFailed(code=code, message=message):
-                log.info(
-                    "connection %d: %s error: %s", self.id, code, message,
-                    extra={"conn": self.id, "code": str(code)},
-                )  # fmt: skip
-                self.meter.connection_failed(str(code))
-                self.close()  # the core queued the error frame
+        match event:  # the usual event first
             case RequestReady():
                 self.host.counters.requests += 1
                 self.meter.begin(self.pending, event.request_id, event.stream_id, event.name)
@@ -215,6 +201,20 @@ class FrontConnection(asyncio.Protocol):
                     self.host.apply(self.host.router.event(self.id, rejected))
                     return
                 self.host.apply(self.host.router.event(self.id, event))
+            case SettingsReceived(settings=settings):
+                params = negotiate(self.host.config, settings)
+                if self.http is not None:  # over HTTP, only the URL grants write permission
+                    params = dataclasses.replace(params, write=self.http.write)
+                self.host.router.set_params(self.id, params)
+                for refused in self.sc.permit_writes(params.write):
+                    self.host.apply(self.host.router.event(self.id, refused))
+            case ConnectionFailed(code=code, message=message):
+                log.info(
+                    "connection %d: %s error: %s", self.id, code, message,
+                    extra={"conn": self.id, "code": str(code)},
+                )  # fmt: skip
+                self.meter.connection_failed(str(code))
+                self.close()  # the core queued the error frame
             case RequestRejected():
                 self.meter.begin(self.pending, event.request_id, event.stream_id, REJECTED)
                 self.host.apply(self.host.router.event(self.id, event))

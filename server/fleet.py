@@ -79,6 +79,8 @@ class Fleet:
         self.events = events
         self.clock = clock
         self.slots = [WorkerSlot(i, f"w{i}".encode()) for i in range(local_count)]
+        #: A local worker's index by its identity (looked up for every message).
+        self._local_index = {slot.identity: slot.index for slot in self.slots}
         self.local: Link | None = None
         self.remote: Link | None = None
         self._remote_slots: dict[bytes, WorkerSlot] = {}
@@ -172,10 +174,14 @@ class Fleet:
 
     def from_local(self, identity: bytes, parts: list[bytes]) -> None:
         env = Envelope.unpack(parts[0])
-        index = int(identity[1:]) if identity[:1] == b"w" and identity[1:].isdigit() else -1
-        if not 0 <= index < len(self.slots) or self.slots[index].remote:
+        index = self._local_index.get(identity)
+        if index is None:
             raise ValueError(f"message from unknown worker {identity!r}")
         slot = self.slots[index]
+        if env.kind is Kind.FRAMES and slot.ready:  # the usual message first
+            slot.last_seen = self.clock()
+            self.events.frames(index, env, parts[1])
+            return
         if env.kind is Kind.READY:
             ready = Ready.decode(parts[1])
             if ready.index != index:

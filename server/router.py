@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
-from server.ipc.envelope import Envelope, Flag, Kind
+from server.ipc.envelope import ENVELOPE, Envelope, Flag, Kind
 from server.ipc.flow import OwedCredit, encode_credit
 from server.ipc.messages import (
     Fatal,
@@ -470,7 +470,7 @@ class Router:
         parts: list[bytes],
         actions: list[Action],
     ) -> None:
-        message = [Envelope(kind, flags, conn.conn, request, sid).pack(), *parts]
+        message = [ENVELOPE.pack(kind, flags, conn.conn, request, sid), *parts]  # Envelope.pack
         if route.held is not None:
             route.held.append(message)
         else:
@@ -480,5 +480,5 @@ class Router:
         self, conn: ConnectionRoutes, sid: int, route: Route, amount: int, actions: list[Action]
     ) -> None:
         if amount:
-            envelope = Envelope(Kind.CREDIT, 0, conn.conn, 0, sid).pack()
+            envelope = ENVELOPE.pack(Kind.CREDIT, 0, conn.conn, 0, sid)
             actions.append(ToWorker(route.worker, [envelope, encode_credit(amount)]))

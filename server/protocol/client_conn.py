@@ -57,6 +57,15 @@ _BEGIN = int(StreamFlags.BEGIN)
 _END = int(StreamFlags.END)
 _ENCODED = int(StreamFlags.ENCODED)
 _EOS = int(CommandResponseFlags.EOS)
+# Plain ints for the frames of every request (IntFlag arithmetic is slow on this path).
+_NEW = int(CommandRequestFlags.NEW)
+_CONTINUATION = int(CommandRequestFlags.CONTINUATION)
+_MORE = int(CommandRequestFlags.MORE)
+_HAVE_DATA = int(CommandRequestFlags.HAVE_DATA)
+_REQUEST = int(FrameType.COMMAND_REQUEST)
+_DATA = int(FrameType.COMMAND_DATA)
+_DATA_EOS = int(CommandDataFlags.EOS)
+_DATA_CONTINUATION = int(CommandDataFlags.CONTINUATION)
 
 
 def _split_header(buffer: bytearray) -> tuple[dict[str, Any], bytes] | None:
@@ -151,7 +160,7 @@ class ClientConnection:
         if stream_id in self._open_streams:
             return 0
         self._open_streams.add(stream_id)
-        return StreamFlags.BEGIN
+        return _BEGIN
 
     def set_data_encoding(self, stream_id: int, settings: StreamSettings) -> bytes:
         """Announce (and use) an encoding for this stream's command data."""
@@ -185,8 +194,24 @@ class ClientConnection:
             raise ValueError(f"request id {rid} is in flight")
         payload = pack({"name": name, "args": args or {}})
         size = self.peer_max_frame_size
+        sflags = self._stream_flags(stream_id)
+        end = _END if end_stream else 0
+        if data is None and len(payload) <= size:  # the usual request: one frame
+            out = encode_frame(rid, stream_id, sflags | end, _REQUEST, _NEW, payload)
+        else:
+            out = self._request_frames(rid, stream_id, sflags, end, payload, data)
+        if end_stream:
+            self._close_stream(stream_id)
+        self._pending[rid] = _Pending(rid, stream_id)
+        return rid, out
+
+    def _request_frames(
+        self, rid: int, stream_id: int, sflags: int, end: int, payload: bytes, data: bytes | None
+    ) -> bytes:
+        """The frames of a request whose map spans frames or that carries data."""
+        size = self.peer_max_frame_size
         pieces = [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
-        have_data = CommandRequestFlags.HAVE_DATA if data is not None else 0
+        have_data = _HAVE_DATA if data is not None else 0
         out = bytearray()
         data_payloads: list[bytes] = []
         encoded = 0
@@ -194,7 +219,7 @@ class ClientConnection:
             encoder = self._data_encoders.get(stream_id)
             if encoder is not None:
                 data_payloads = encoder.encode_response(data)
-                encoded = StreamFlags.ENCODED
+                encoded = _ENCODED
             else:
                 data_payloads = [data[i : i + size] for i in range(0, len(data), size)]
             if not data_payloads:
@@ -202,26 +227,20 @@ class ClientConnection:
                 # frame carries the eos; an empty ``encoded`` payload is not a complete unit.
                 data_payloads = [b""]
                 encoded = 0
+        last_piece = len(pieces) - 1
         for i, piece in enumerate(pieces):
-            flags = CommandRequestFlags.NEW if i == 0 else CommandRequestFlags.CONTINUATION
-            if i < len(pieces) - 1:
-                flags |= CommandRequestFlags.MORE
-            last_frame = i == len(pieces) - 1 and not data_payloads
-            sflags = self._stream_flags(stream_id) | (
-                StreamFlags.END if last_frame and end_stream else 0
-            )
-            out += encode_frame(
-                rid, stream_id, sflags, FrameType.COMMAND_REQUEST, flags | have_data, piece
-            )
+            flags = _NEW if i == 0 else _CONTINUATION
+            if i < last_piece:
+                flags |= _MORE
+            last_frame = i == last_piece and not data_payloads
+            frame_sflags = (sflags if i == 0 else 0) | (end if last_frame else 0)
+            out += encode_frame(rid, stream_id, frame_sflags, _REQUEST, flags | have_data, piece)
+        last_data = len(data_payloads) - 1
         for i, piece in enumerate(data_payloads):
-            last = i == len(data_payloads) - 1
-            dflags = CommandDataFlags.EOS if last else CommandDataFlags.CONTINUATION
-            sflags = encoded | (StreamFlags.END if last and end_stream else 0)
-            out += encode_frame(rid, stream_id, sflags, FrameType.COMMAND_DATA, dflags, piece)
-        if end_stream:
-            self._close_stream(stream_id)
-        self._pending[rid] = _Pending(rid, stream_id)
-        return rid, bytes(out)
+            dflags = _DATA_EOS if i == last_data else _DATA_CONTINUATION
+            dsflags = encoded | (end if i == last_data else 0)
+            out += encode_frame(rid, stream_id, dsflags, _DATA, dflags, piece)
+        return bytes(out)
 
     def _close_stream(self, stream_id: int) -> None:
         self._open_streams.discard(stream_id)

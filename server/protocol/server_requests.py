@@ -232,8 +232,9 @@ class ConnectionRequests:
 
     def _release(self, request: PendingRequest) -> None:
         """Drop the command data the request holds."""
-        self.buffered -= sum(len(chunk.payload) for chunk in request.data)
-        request.data.clear()
+        if request.data:  # most requests hold none: no generator for them
+            self.buffered -= sum(len(chunk.payload) for chunk in request.data)
+            request.data.clear()
 
     def _reject(
         self,

@@ -233,3 +233,10 @@ def test_bench_judgements_do_no_io() -> None:
         assert not imported & {"asyncio", "socket", "selectors", "subprocess", "zmq"}, name
         assert not any(m.startswith(("bench.runner", "bench.main")) for m in our_imports()[name])
     assert our_imports()["bench.corpus_selection"] == set()
+
+
+def test_micro_benchmarks_are_leaves() -> None:
+    """``python -m bench.microbench`` (the core and the client's path) and ``python -m
+    server.front_microbench`` (a front's path) are tools: nothing of ours imports them."""
+    for name, imported in our_imports().items():
+        assert not imported & {"bench.microbench", "server.front_microbench"}, name

@@ -7,6 +7,7 @@ import zlib
 
 import pytest
 import zstandard
+from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -250,3 +251,23 @@ def test_workers_one_front_can_feed_edges() -> None:
     assert stats.workers_one_front_can_feed(0.5, 0.0) is None
     assert stats.workers_one_front_can_feed(None, 2.0) is None
     assert stats.workers_one_front_can_feed(0.5, None) is None
+
+
+@settings(max_examples=50)
+@given(st.lists(st.floats(min_value=0.0, max_value=90.0), min_size=1, max_size=300))
+def test_latencies_recorded_in_batches_equal_each_recorded_alone(seconds: list[float]) -> None:
+    """The recorder counts latencies per HDR bucket and adds them to the histogram when it is
+    read: the histogram is the one ``record_value`` of each latency makes."""
+    recorder = LatencyRecorder()
+    alone = HdrHistogram(stats.LOWEST_US, stats.HIGHEST_US, stats.SIGNIFICANT_DIGITS)
+    for i, value in enumerate(seconds):
+        recorder.record_s(value)
+        micros = min(stats.HIGHEST_US, max(stats.LOWEST_US, round(value * 1_000_000)))
+        alone.record_value(micros)
+        if i == len(seconds) // 2:
+            assert recorder.count == i + 1  # a read half-way: the rest still adds up
+    assert recorder.count == alone.get_total_count() == len(seconds)
+    assert recorder.encode() == alone.encode().decode("ascii")
+    assert recorder.max_ms() == alone.get_max_value() / 1000.0
+    assert recorder.mean_ms() == alone.get_mean_value() / 1000.0
+    assert recorder.clamped == sum(round(v * 1_000_000) > stats.HIGHEST_US for v in seconds)
