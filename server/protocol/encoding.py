@@ -160,6 +160,12 @@ class Encoder:
     def _cut(self, final: bool) -> list[bytes]:
         pending = self._pending
         size = self.max_payload
+        if len(pending) < size or (final and len(pending) == size):  # at most one payload
+            if not final or not pending:
+                return []
+            last = bytes(pending)
+            pending.clear()
+            return [last]
         count = len(pending) // size if not final else -(-len(pending) // size)
         out = [bytes(pending[i * size : (i + 1) * size]) for i in range(count)]
         del pending[: count * size]
