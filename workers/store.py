@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from workers.store_dirs import DirectoryFds
 from workers.store_temp import TMP_PREFIX, put_lock
 from workers.store_temp import sweep as sweep_temp_files
 
@@ -146,6 +147,7 @@ class ObjectStore:
         # rewritten or replaced file never matches an old entry.
         self._digests: collections.OrderedDict[tuple[int, ...], str] = collections.OrderedDict()
         self._digest_cache = digest_cache
+        self._dirs = DirectoryFds(self._root_str)
         if sweep:
             self.sweep_temp_files()
 
@@ -216,7 +218,23 @@ class ObjectStore:
         return fd, st.st_size
 
     def _open_stat(self, key: object) -> tuple[int, os.stat_result]:
-        """Open the object for reading; return (fd, its stat)."""
+        """Open the object for reading; return (fd, its stat). Through its directory's kept
+        descriptor when no component is a symlink (no walk: :mod:`workers.store_dirs`), else
+        by its full path, checked."""
+        fd = self._dirs.open_file(validate_key(key))
+        if fd is None:
+            fd = self._open_path(key)
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise NotFound("no such object")
+        return fd, st
+
+    def _open_path(self, key: object) -> int:
         path = self._path_str(key)
         try:
             # O_NONBLOCK so that a FIFO does not block the open; no effect on regular files.
@@ -227,15 +245,7 @@ class ObjectStore:
             if exc.errno == errno.ELOOP:
                 raise BadKey("key cannot be resolved") from None
             raise
-        try:
-            st = os.fstat(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise NotFound("no such object")
-        return fd, st
+        return fd
 
     @_os_errors
     def get(self, key: object, offset: int = 0, length: int | None = None) -> tuple[bytes, int]:

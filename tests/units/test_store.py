@@ -668,10 +668,12 @@ def test_a_store_whose_sweep_cannot_run_still_opens(
     stale.write_bytes(b"partial")
     real_open, real_unlink = os.open, os.unlink
 
-    def read_only_open(path: str, flags: int, mode: int = 0o777) -> int:
+    def read_only_open(
+        path: str, flags: int, mode: int = 0o777, *, dir_fd: int | None = None
+    ) -> int:
         if flags & os.O_CREAT:
             raise PermissionError(13, "Permission denied")
-        return real_open(path, flags, mode)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
 
     def read_only_unlink(path: str) -> None:
         raise PermissionError(13, "Permission denied")
