@@ -292,6 +292,30 @@ def test_symlink_escape_rejected(store: ObjectStore, tmp_path: Path) -> None:
     assert (outside / "secret.txt").read_bytes() == b"secret"
 
 
+def test_a_directory_swapped_for_a_symlink_after_a_read_never_leads_outside(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    """The store keeps the descriptor of a directory it read from: a symlink put in that
+    directory's place (or in place of the object) is never followed out of the store."""
+    outside = tmp_path / "outside"
+    (outside / "d").mkdir(parents=True)
+    (outside / "d" / "obj").write_bytes(b"secret")
+    (outside / "file").write_bytes(b"secret")
+    store.put("d/obj", b"inside")
+    store.put("e/obj", b"inside")
+    assert store.get("d/obj") == (b"inside", 6) and store.get("e/obj") == (b"inside", 6)
+    (store.root / "d").rename(store.root / "moved")
+    (store.root / "d").symlink_to(outside / "d")
+    (store.root / "e" / "obj").unlink()
+    (store.root / "e" / "obj").symlink_to(outside / "file")
+    for key in ("d/obj", "e/obj"):
+        try:
+            data, _ = store.get(key)
+        except BadKey:
+            continue
+        assert data != b"secret", key
+
+
 def test_symlink_to_root_rejected(store: ObjectStore) -> None:
     (store.root / "self").symlink_to(store.root)
     with pytest.raises(BadKey):
