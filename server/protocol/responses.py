@@ -37,6 +37,9 @@ class ServerStreamWriter:
         self.max_frame_size = max_frame_size
         self.begun = False
         self.encoder: Encoder | None = None
+        #: Whether the next encoder made (the stream's next context) has small zstd match
+        #: tables (:data:`server.protocol.encoding.SMALL_TABLES_LOG`).
+        self.small_tables = False
         self.raw_bytes = 0
         self.wire_bytes = 0
 
@@ -57,7 +60,7 @@ class ServerStreamWriter:
         """Stream-settings and a new encoder when the stream (re)starts."""
         if self.encoder is not None:
             return b""
-        self.encoder = Encoder(self.settings, self.max_frame_size)
+        self.encoder = Encoder(self.settings, self.max_frame_size, small_tables=self.small_tables)
         if not self.encoder.encoded:
             return b""
         frame = encode_frame(
