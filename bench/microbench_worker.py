@@ -8,12 +8,14 @@ four streams (one per directory), as ``zplex bench -w stdlib --policies stream``
 
 from __future__ import annotations
 
+import functools
 import os
 import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -24,6 +26,7 @@ from server.protocol.encoding import stream_settings_for
 from server.protocol.limits import Limits
 from server.protocol.payloads import StreamSettings, pack
 from server.protocol.responses import ServerStreamWriter
+from workers.bodies import ChunkedBody
 from workers.commands import Call, Commands, ServerInfo
 from workers.core import WorkerCore
 from workers.store import ObjectStore
@@ -124,7 +127,12 @@ def _measure(root: Path, keys: list[str], runs: int) -> list[tuple[str, float, s
             store.reader(key).close()
 
     add("store: open, stat, digest cache", open_stat)
-    add("get: open, read, digest cache", lambda: [commands.get(c) for c in calls])
+
+    def get() -> None:
+        for call in calls:  # each body dropped at once, as the worker does once it is sent
+            commands.get(call)
+
+    add("get: open, read, digest cache", get)
     writers = [ServerStreamWriter(2 * s + 2, _settings(), 32768) for s in range(STREAMS)]
 
     def compress() -> None:
@@ -133,6 +141,9 @@ def _measure(root: Path, keys: list[str], runs: int) -> list[tuple[str, float, s
             writers[i % STREAMS].begin_response(2 * i + 1, header, body).step()
 
     add("pack header, compress, frame", compress)
+    for small in (False, True):
+        label = f"compress, 64 streams in turn, {'small' if small else 'default'} tables"
+        add(label, functools.partial(_interleaved, results, small))
     frames = [b"\0" * 1100] * REQUESTS
 
     def outbox() -> None:
@@ -167,6 +178,17 @@ def _measure(root: Path, keys: list[str], runs: int) -> list[tuple[str, float, s
 
 def _settings() -> StreamSettings:
     return stream_settings_for("zstd-8mb", 3, "stream")
+
+
+def _interleaved(results: list[tuple[dict[str, Any], bytes | ChunkedBody]], small: bool) -> None:
+    """The responses over 64 fresh stream contexts in turn (64 hot contexts, as a worker
+    serving 64 busy streams holds), with default or small zstd match tables."""
+    writers = [ServerStreamWriter(2 * s + 2, _settings(), 32768) for s in range(64)]
+    for writer in writers:
+        writer.small_tables = small
+    for i, (header, body) in enumerate(results):
+        assert isinstance(body, bytes)
+        writers[(i // 4) % 64].begin_response(2 * i + 1, header, body).step()
 
 
 class ZmqPair:
