@@ -9,6 +9,10 @@ import dataclasses
 from typing import Any
 
 from bench import results
+from bench.config import POLICY_CONTEXT, BenchConfig
+from bench.corpus import Corpus
+from bench.cpu import Samples
+from bench.passes import Tally
 
 
 @dataclasses.dataclass
@@ -48,3 +52,45 @@ class PhaseOutcome:
             f"{label}: {self.passes} pass(es), {run.requests:,} requests in "
             f"{run.duration_s:.1f} s, {mbps} MB/s raw, ratio {ratio}, {run.error_count:,} errors"
         )
+
+
+def run_result(
+    config: BenchConfig,
+    corpus: Corpus,
+    policy: str,
+    tally: Tally,
+    elapsed: float,
+    cpu_seconds: dict[str, float | None],
+    samples: Samples,
+) -> results.RunResult:
+    """A phase's figures from what it counted: requests, bytes, latency, CPU per role, the
+    ideal wire bytes of the bodies it answered, memory."""
+    c = config
+    ideal = 0
+    for indexes in tally.answered.values():
+        if indexes:
+            ideal += corpus.ideal_wire_bytes(tuple(sorted(indexes)), c.level, c.encoding)
+    used = {
+        where for where in corpus.placement(policy, c.connections, c.streams)[: tally.attempted]
+    }
+    each_worker = sorted(samples.worker_rss.values(), reverse=True)
+    return results.RunResult.from_measurements(
+        workload=corpus.name,
+        policy=policy,
+        encoding=c.encoding,
+        level=c.level if c.encoding != "identity" else None,
+        streams=len(used) or 1,
+        connections=len({conn for conn, _stream in used}) or 1,
+        requests=tally.ok,
+        duration_s=elapsed,
+        raw_bytes=tally.raw,
+        wire_bytes=tally.wire,
+        cpu_seconds=cpu_seconds,
+        latency=tally.latency,
+        errors=dict(tally.errors),
+        peak_rss={"front": samples.front_rss, "client": samples.client_rss},
+        peak_rss_each_worker=each_worker or None,
+        memory_per_stream=samples.memory_per_stream,
+        ideal_wire_bytes=ideal if tally.ok else None,
+        inprocess_cpu_s_per_gb=corpus.inprocess.get(POLICY_CONTEXT[policy]),
+    )

@@ -80,7 +80,7 @@ from bench.cpu import (
 )
 from bench.display import Display
 from bench.passes import Tally
-from bench.phase_outcome import PhaseOutcome
+from bench.phase_outcome import PhaseOutcome, run_result
 from bench.repeats import median_index, spread_of
 from bench.server_limits import check_limits
 from bench.server_process import Endpoint, ServerProcess
@@ -447,7 +447,7 @@ class Runner:
         if generation is not None and cpu["workers"] is not None:
             # Count compression alone (see _fetch_generated).
             cpu["workers"] = max(0.0, cpu["workers"] - generation * tally.raw / 1e9)
-        run = self._run_result(corpus, policy, tally, elapsed, cpu, samples)
+        run = run_result(self.config, corpus, policy, tally, elapsed, cpu, samples)
         run.generation_cpu_s_per_gb = generation
         if killer is not None:
             run.chaos = chaos.chaos_figures(kills, tally.chaos)
@@ -489,45 +489,6 @@ class Runner:
         killer = chaos.Killer(self.servers[-1], c.chaos_s, c.chaos_fronts, c.seed)
         killer.start()
         return killer
-
-    def _run_result(
-        self,
-        corpus: Corpus,
-        policy: str,
-        tally: Tally,
-        elapsed: float,
-        cpu_seconds: dict[str, float | None],
-        samples: Samples,
-    ) -> results.RunResult:
-        c = self.config
-        ideal = 0
-        for indexes in tally.answered.values():
-            if indexes:
-                ideal += corpus.ideal_wire_bytes(tuple(sorted(indexes)), c.level, c.encoding)
-        used = {
-            where for where in corpus.placement(policy, c.connections, c.streams)[: tally.attempted]
-        }
-        each_worker = sorted(samples.worker_rss.values(), reverse=True)
-        return results.RunResult.from_measurements(
-            workload=corpus.name,
-            policy=policy,
-            encoding=c.encoding,
-            level=c.level if c.encoding != "identity" else None,
-            streams=len(used) or 1,
-            connections=len({conn for conn, _stream in used}) or 1,
-            requests=tally.ok,
-            duration_s=elapsed,
-            raw_bytes=tally.raw,
-            wire_bytes=tally.wire,
-            cpu_seconds=cpu_seconds,
-            latency=tally.latency,
-            errors=dict(tally.errors),
-            peak_rss={"front": samples.front_rss, "client": samples.client_rss},
-            peak_rss_each_worker=each_worker or None,
-            memory_per_stream=samples.memory_per_stream,
-            ideal_wire_bytes=ideal if tally.ok else None,
-            inprocess_cpu_s_per_gb=corpus.inprocess.get(POLICY_CONTEXT[policy]),
-        )
 
     async def run_workloads(self) -> list[results.RunResult]:
         """Every policy on every workload (``--repeat N``: N measured runs of each, the

@@ -18,9 +18,9 @@ from bench.client import ConnectionLost, Response, ServerError, body_digest
 from bench.config import BenchConfig
 from bench.corpus import Corpus, Request, build_workload
 from bench.cpu import Samples
-from bench.display import PlainDisplay
 from bench.main import BenchOutcome, run_bench, write_json
 from bench.passes import Tally
+from bench.phase_outcome import run_result
 from bench.results import BenchResult, RunResult, project_runs
 from bench.runner import Runner
 from bench.sweep import SweepPoint, skipped_note, sweep_pairs, sweep_table
@@ -101,7 +101,6 @@ def test_schedule_is_open_loop() -> None:
 def test_run_result_from_a_known_tally() -> None:
     corpus = make_corpus(["a", "a", "b", "b"], size=1000)
     settings = BenchConfig(connections=1, streams=2, requests=10)
-    bench = Runner(settings, PlainDisplay(sys.stderr))
     tally = Tally()
     for ms in range(1, 101):  # 1..100 ms
         tally.latency.record_s(ms / 1000)
@@ -120,7 +119,7 @@ def test_run_result_from_a_known_tally() -> None:
     )
     corpus.inprocess["stream"] = 4.0
     cpu = {"front": 0.01, "workers": 0.08, "client": 0.02}
-    run = bench._run_result(corpus, "stream", tally, 2.0, cpu, samples)
+    run = run_result(settings, corpus, "stream", tally, 2.0, cpu, samples)
     full = stats.ideal_wire_bytes(corpus.bodies, 3)
     prefix = stats.ideal_wire_bytes(corpus.bodies[:2], 3)
     assert run.ideal_wire_bytes == 2 * full + prefix

@@ -210,3 +210,17 @@ def test_every_test_the_guarantees_name_exists() -> None:
         assert current is not None, name
         source = (ROOT / current).read_text()
         assert re.search(rf"^(?:async )?def {name}\(", source, re.MULTILINE), f"{current}::{name}"
+
+
+def test_the_layout_names_every_module() -> None:
+    """README's "Layout" is a map of the tree: every module of server/, workers/ and bench/ is
+    named there, so a new module cannot go unexplained."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    modules = [
+        path.name
+        for package in ("server", "workers", "bench")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path.name != "__init__.py"
+    ]
+    assert [name for name in modules if name not in section] == []
