@@ -148,6 +148,8 @@ class ObjectStore:
         self._digests: collections.OrderedDict[tuple[int, ...], str] = collections.OrderedDict()
         self._digest_cache = digest_cache
         self._dirs = DirectoryFds(self._root_str)
+        #: Keys read before, known valid (validate_key depends on the key alone).
+        self._valid_keys: set[str] = set()
         if sweep:
             self.sweep_temp_files()
 
@@ -221,7 +223,14 @@ class ObjectStore:
         """Open the object for reading; return (fd, its stat). Through its directory's kept
         descriptor when no component is a symlink (no walk: :mod:`workers.store_dirs`), else
         by its full path, checked."""
-        fd = self._dirs.open_file(validate_key(key))
+        if type(key) is str and key in self._valid_keys:
+            valid = key
+        else:
+            valid = validate_key(key)
+            if len(self._valid_keys) >= DIGEST_CACHE_ENTRIES:
+                self._valid_keys.clear()
+            self._valid_keys.add(valid)
+        fd = self._dirs.open_file(valid)
         if fd is None:
             fd = self._open_path(key)
         try:
