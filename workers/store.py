@@ -47,6 +47,8 @@ _READ_CHUNK = 1 << 20
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 #: Whole-object digests remembered per store (about 200 bytes each).
 DIGEST_CACHE_ENTRIES = 100_000
+#: Keys of objects read, remembered as valid (at most MAX_KEY_BYTES each).
+VALID_KEYS_ENTRIES = 16_384
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -223,14 +225,9 @@ class ObjectStore:
         """Open the object for reading; return (fd, its stat). Through its directory's kept
         descriptor when no component is a symlink (no walk: :mod:`workers.store_dirs`), else
         by its full path, checked."""
-        if type(key) is str and key in self._valid_keys:
-            valid = key
-        else:
-            valid = validate_key(key)
-            if len(self._valid_keys) >= DIGEST_CACHE_ENTRIES:
-                self._valid_keys.clear()
-            self._valid_keys.add(valid)
-        fd = self._dirs.open_file(valid)
+        known = type(key) is str and key in self._valid_keys
+        valid = key if known else validate_key(key)
+        fd = self._dirs.open_file(valid)  # type: ignore[arg-type]  # a str: known or validated
         if fd is None:
             fd = self._open_path(key)
         try:
@@ -241,6 +238,10 @@ class ObjectStore:
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise NotFound("no such object")
+        if not known:  # objects' keys only, a bounded number of them
+            if len(self._valid_keys) >= VALID_KEYS_ENTRIES:
+                self._valid_keys.clear()
+            self._valid_keys.add(valid)  # type: ignore[arg-type]
         return fd, st
 
     def _open_path(self, key: object) -> int:
