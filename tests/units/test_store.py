@@ -712,3 +712,25 @@ def test_a_store_whose_sweep_cannot_run_still_opens(
     monkeypatch.setattr(os, "unlink", real_unlink)
     assert store.sweep_temp_files() == 1
     assert not stale.exists()
+
+
+def test_directory_descriptors_are_bounded_and_renewed(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most MAX_DIR_FDS directory descriptors are kept; once DIR_FD_TTL_S has passed a
+    directory is reached again, so a directory replaced from outside the server is seen."""
+    from workers import store_dirs
+
+    monkeypatch.setattr(store_dirs, "MAX_DIR_FDS", 2)
+    monkeypatch.setattr(store_dirs, "DIR_FD_TTL_S", 600.0)
+    for name in ("a", "b", "c"):
+        store.put(f"{name}/obj", name.encode())
+        assert store.get(f"{name}/obj") == (name.encode(), 1)
+    fds = store._dirs._fds
+    assert list(fds) == ["b", "c"]  # "a"'s descriptor closed, least recently reached
+    (store.root / "c").rename(store.root / "old-c")
+    (store.root / "c").mkdir()
+    (store.root / "c" / "obj").write_bytes(b"new")
+    assert store.get("c/obj") == (b"c", 1)  # within the TTL: the directory it reached
+    monkeypatch.setattr(store_dirs, "DIR_FD_TTL_S", 0.0)
+    assert store.get("c/obj") == (b"new", 3)
