@@ -1,4 +1,5 @@
-"""Micro-benchmarks of the protocol core, kept to check the speed-ups they proved:
+"""Micro-benchmarks of the protocol core and of the worker's steps
+(:mod:`bench.microbench_worker`), kept to check the speed-ups they proved:
 ``python -m bench.microbench``. Each figure is the median of several runs in this process,
 so compare figures of one run (the machine is shared and noisy)."""
 
@@ -9,6 +10,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from bench import microbench_worker
 from bench.client_results import Response, body_digest
 from bench.client_session import ClientSession
 from bench.corpus import Request
@@ -158,6 +160,7 @@ def main() -> None:
 
         label = f"Encoder zstd-8mb level 3, {context} context, {len(body)} B"
         rows.append((label, median_of(RUNS, measure), "us/response"))
+    rows += microbench_worker.rows(RUNS)
     for name, value, unit in rows:
         print(f"{name:<52} {value:10.2f} {unit}")
 

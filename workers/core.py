@@ -51,6 +51,11 @@ log = logging.getLogger("zplex.worker")
 
 #: Output gathered before the outbox asks to be sent without waiting for the end of the batch.
 FLUSH_BYTES = 256 * 1024
+#: A stream that makes a new compression context while the worker holds this many or more
+#: gets small zstd match tables (server.protocol.encoding.SMALL_TABLES_LOG): past about this
+#: many hot contexts their default tables no longer share a CPU's caches, and each costs
+#: more to compress with than the 2.5% of ratio small tables cost (docs/performance.md).
+SMALL_TABLES_FROM_CONTEXTS = 16
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -104,6 +109,7 @@ class WorkerCore:
         remote: bool = False,
         usage: Callable[[], ProcessUsage] | None = None,
         on_full: Callable[[], None] | None = None,
+        small_tables_from: int = SMALL_TABLES_FROM_CONTEXTS,
     ) -> None:
         self.commands = commands
         self.limits = limits
@@ -128,6 +134,9 @@ class WorkerCore:
         self.bytes_wire = 0
         #: Raw and wire bytes of the finished responses by (encoding, context).
         self.traffic: dict[tuple[str, str], list[int]] = {}
+        #: Contexts held from which a new one gets small zstd match tables, and how many did.
+        self.small_tables_from = small_tables_from
+        self.small_table_contexts = 0
         self.stopped = False
 
     # -- the loop's side -----------------------------------------------------------------
@@ -305,11 +314,16 @@ class WorkerCore:
             except DecodeError as exc:
                 self._fatal(key, env, exc.code, exc.message)
                 return
-        if ctx.writer.encoder is None and not self.table.make_room():
-            message = "the worker's contexts are all held by responses in progress"
-            self._answer_error(key, env, ctx, ErrorCode.OVERLOADED, message, True, end)
-            self._finished(key, ctx, end)
-            return
+        if ctx.writer.encoder is None:
+            if not self.table.make_room():
+                message = "the worker's contexts are all held by responses in progress"
+                self._answer_error(key, env, ctx, ErrorCode.OVERLOADED, message, True, end)
+                self._finished(key, ctx, end)
+                return
+            small = self.table.context_count >= self.small_tables_from
+            ctx.writer.small_tables = small
+            if small and ctx.params.encoding == "zstd-8mb" and ctx.params.context != "frame":
+                self.small_table_contexts += 1
         call = Call(request.command.args, data, ctx.params.write, request.snapshot)
         try:
             header, body = self.commands.run(name, call)
@@ -473,6 +487,7 @@ class WorkerCore:
             bytes_raw=self.bytes_raw,
             bytes_wire=self.bytes_wire,
             evictions=self.table.evictions,
+            small_table_contexts=self.small_table_contexts,
             traffic=[
                 [enc, context, raw, wire] for (enc, context), (raw, wire) in self.traffic.items()
             ],

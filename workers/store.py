@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from workers.store_dirs import DirectoryFds
 from workers.store_temp import TMP_PREFIX, put_lock
 from workers.store_temp import sweep as sweep_temp_files
 
@@ -46,6 +47,8 @@ _READ_CHUNK = 1 << 20
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 #: Whole-object digests remembered per store (about 200 bytes each).
 DIGEST_CACHE_ENTRIES = 100_000
+#: Keys of objects read, remembered as valid (at most MAX_KEY_BYTES each).
+VALID_KEYS_ENTRIES = 16_384
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -146,6 +149,9 @@ class ObjectStore:
         # rewritten or replaced file never matches an old entry.
         self._digests: collections.OrderedDict[tuple[int, ...], str] = collections.OrderedDict()
         self._digest_cache = digest_cache
+        self._dirs = DirectoryFds(self._root_str)
+        #: Keys read before, known valid (validate_key depends on the key alone).
+        self._valid_keys: set[str] = set()
         if sweep:
             self.sweep_temp_files()
 
@@ -216,7 +222,29 @@ class ObjectStore:
         return fd, st.st_size
 
     def _open_stat(self, key: object) -> tuple[int, os.stat_result]:
-        """Open the object for reading; return (fd, its stat)."""
+        """Open the object for reading; return (fd, its stat). Through its directory's kept
+        descriptor when no component is a symlink (no walk: :mod:`workers.store_dirs`), else
+        by its full path, checked."""
+        known = type(key) is str and key in self._valid_keys
+        valid = key if known else validate_key(key)
+        fd = self._dirs.open_file(valid)  # type: ignore[arg-type]  # a str: known or validated
+        if fd is None:
+            fd = self._open_path(key)
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise NotFound("no such object")
+        if not known:  # objects' keys only, a bounded number of them
+            if len(self._valid_keys) >= VALID_KEYS_ENTRIES:
+                self._valid_keys.clear()
+            self._valid_keys.add(valid)  # type: ignore[arg-type]
+        return fd, st
+
+    def _open_path(self, key: object) -> int:
         path = self._path_str(key)
         try:
             # O_NONBLOCK so that a FIFO does not block the open; no effect on regular files.
@@ -227,15 +255,7 @@ class ObjectStore:
             if exc.errno == errno.ELOOP:
                 raise BadKey("key cannot be resolved") from None
             raise
-        try:
-            st = os.fstat(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise NotFound("no such object")
-        return fd, st
+        return fd
 
     @_os_errors
     def get(self, key: object, offset: int = 0, length: int | None = None) -> tuple[bytes, int]:

@@ -154,6 +154,9 @@ class WorkerStats:
     evictions: int
     #: [encoding, context, raw bytes, wire bytes] per pair the worker has answered with.
     traffic: list[list[Any]] = dataclasses.field(default_factory=list)
+    #: Of the zstd contexts made, those with small match tables (made while the worker held
+    #: many contexts: see workers/core.py).
+    small_table_contexts: int = 0
 
     def to_map(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -166,7 +169,12 @@ class WorkerStats:
         try:
             m = unpack_map(data, "worker stats")
             fields = dataclasses.fields(cls)
-            return cls(**{f.name: m[f.name] for f in fields if f.name in m or f.name != "traffic"})
+            optional = {f.name for f in fields if f.default is not dataclasses.MISSING} | {
+                "traffic"
+            }
+            return cls(
+                **{f.name: m[f.name] for f in fields if f.name in m or f.name not in optional}
+            )
         except (PayloadError, KeyError) as exc:
             raise ValueError(f"worker stats: {exc}") from None
 

@@ -173,7 +173,8 @@ def encode_frame(
         raise ValueError("request id or stream id out of range")
     if not 0 <= stream_flags <= 0xFF or not 0 <= ftype <= 0xF or not 0 <= flags <= 0xF:
         raise ValueError("flags or type out of range")
-    return pack_header(length, request_id, stream_id, stream_flags, ftype, flags) + bytes(payload)
+    # bytes + any buffer is bytes: the payload is copied once, into the frame.
+    return pack_header(length, request_id, stream_id, stream_flags, ftype, flags) + payload
 
 
 # Plain-int tables for the per-frame checks (IntEnum and IntFlag arithmetic is slow on a

@@ -15,6 +15,14 @@ from .payloads import StreamSettings, pack
 
 #: Wire bytes gathered before a chunk is handed to the transport.
 CHUNK_BYTES = 256 * 1024
+# Plain ints for the flags of every frame (IntFlag arithmetic is slow on this path).
+_BEGIN = int(StreamFlags.BEGIN)
+_END = int(StreamFlags.END)
+_ENCODED = int(StreamFlags.ENCODED)
+_EOS = int(CommandResponseFlags.EOS)
+_CONTINUATION = int(CommandResponseFlags.CONTINUATION)
+_COMMAND_RESPONSE = int(FrameType.COMMAND_RESPONSE)
+
 #: Body bytes a step of a response feeds its encoder, at most (a ``bytes`` body is fed in
 #: pieces of this size, so that no one step compresses a whole large body).
 BODY_STEP_BYTES = 256 * 1024
@@ -29,16 +37,19 @@ class ServerStreamWriter:
         self.max_frame_size = max_frame_size
         self.begun = False
         self.encoder: Encoder | None = None
+        #: Whether the next encoder made (the stream's next context) has small zstd match
+        #: tables (:data:`server.protocol.encoding.SMALL_TABLES_LOG`).
+        self.small_tables = False
         self.raw_bytes = 0
         self.wire_bytes = 0
 
     def _stream_flags(self, last: bool, end_stream: bool) -> int:
         flags = 0
         if not self.begun:
-            flags |= StreamFlags.BEGIN
+            flags = _BEGIN
             self.begun = True
         if last and end_stream:
-            flags |= StreamFlags.END
+            flags |= _END
         return flags
 
     def _finish_stream(self) -> None:
@@ -49,7 +60,7 @@ class ServerStreamWriter:
         """Stream-settings and a new encoder when the stream (re)starts."""
         if self.encoder is not None:
             return b""
-        self.encoder = Encoder(self.settings, self.max_frame_size)
+        self.encoder = Encoder(self.settings, self.max_frame_size, small_tables=self.small_tables)
         if not self.encoder.encoded:
             return b""
         frame = encode_frame(
@@ -191,10 +202,10 @@ class ResponseInProgress:
 
     def _emit(self, out: bytearray, payload: bytes, last: bool) -> None:
         writer = self.writer
-        flags = CommandResponseFlags.EOS if last else CommandResponseFlags.CONTINUATION
+        flags = _EOS if last else _CONTINUATION
         sflags = writer._stream_flags(last, self.end_stream) | self._flags_encoded
         out += encode_frame(
-            self.request_id, writer.stream_id, sflags, FrameType.COMMAND_RESPONSE, flags, payload
+            self.request_id, writer.stream_id, sflags, _COMMAND_RESPONSE, flags, payload
         )
         writer.wire_bytes += 8 + len(payload)
         self._sent_any = True
@@ -227,7 +238,7 @@ class ResponseInProgress:
                 out += writer._prologue()
                 encoder = writer.encoder
                 assert encoder is not None
-                self._flags_encoded = StreamFlags.ENCODED if encoder.encoded else 0
+                self._flags_encoded = _ENCODED if encoder.encoded else 0
                 head = pack(self._header)
                 self._header = None
                 writer.raw_bytes += len(head)

@@ -94,6 +94,11 @@ def test_protocol_core_imports_only_itself_stdlib_zstandard_msgpack() -> None:
                 )
 
 
+#: The one bench module that imports the worker (its core, commands and store, driven in the
+#: bench's process by ``python -m bench.microbench``); the bench never starts a worker so.
+WORKER_MICROBENCH = "bench.microbench_worker"
+
+
 def test_layering() -> None:
     for name, imported in our_imports().items():
         for target in imported:
@@ -101,6 +106,9 @@ def test_layering() -> None:
                 allowed = target.startswith(("workers", "server.protocol", "server.ipc")) or (
                     target in ("server", "server.logs")  # every process logs alike
                 )
+            elif name == WORKER_MICROBENCH:  # times the worker's steps in its own process
+                allowed = target.startswith(("bench", "server.protocol", "server.ipc", "workers"))
+                allowed = allowed and target != "workers.worker"  # no worker process, no loop
             elif name.startswith("bench"):
                 allowed = target.startswith(("bench", "server.protocol")) or target == "server"
             elif name == "server.cli":
@@ -178,7 +186,9 @@ def test_bench_starts_servers_only_through_the_command_line() -> None:
         if not name.startswith("bench"):
             continue
         imported = imports_of(path)
-        assert not any(m == "server.cli" or m.startswith("workers") for m in imported), name
+        assert "server.cli" not in imported, name
+        if name != WORKER_MICROBENCH:  # the worker's core in-process, never a worker process
+            assert not any(m.startswith("workers") for m in imported), name
         if "subprocess" in imported:
             assert name in ("bench.server_process", "bench.git_workload"), name
     source = (ROOT / "bench" / "server_process.py").read_text()
@@ -216,6 +226,21 @@ def test_store_temp_files_module_is_a_leaf() -> None:
     """workers/store_temp.py (the temp-file rule shared by put and the sweep) imports nothing
     of ours, so the store and its sweep cannot drift apart through a third module."""
     assert our_imports()["workers.store_temp"] == set()
+
+
+def test_store_directory_descriptors_module_is_a_leaf() -> None:
+    """workers/store_dirs.py (how the store opens an object without following a symlink)
+    imports nothing of ours."""
+    assert our_imports()["workers.store_dirs"] == set()
+
+
+def test_only_the_worker_microbench_imports_the_worker() -> None:
+    importers = {
+        name
+        for name, imported in our_imports().items()
+        if name.startswith("bench") and any(m.startswith("workers") for m in imported)
+    }
+    assert importers <= {WORKER_MICROBENCH}
 
 
 def test_http_request_parsing_is_sans_io() -> None:

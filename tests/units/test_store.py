@@ -292,6 +292,30 @@ def test_symlink_escape_rejected(store: ObjectStore, tmp_path: Path) -> None:
     assert (outside / "secret.txt").read_bytes() == b"secret"
 
 
+def test_a_directory_swapped_for_a_symlink_after_a_read_never_leads_outside(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    """The store keeps the descriptor of a directory it read from: a symlink put in that
+    directory's place (or in place of the object) is never followed out of the store."""
+    outside = tmp_path / "outside"
+    (outside / "d").mkdir(parents=True)
+    (outside / "d" / "obj").write_bytes(b"secret")
+    (outside / "file").write_bytes(b"secret")
+    store.put("d/obj", b"inside")
+    store.put("e/obj", b"inside")
+    assert store.get("d/obj") == (b"inside", 6) and store.get("e/obj") == (b"inside", 6)
+    (store.root / "d").rename(store.root / "moved")
+    (store.root / "d").symlink_to(outside / "d")
+    (store.root / "e" / "obj").unlink()
+    (store.root / "e" / "obj").symlink_to(outside / "file")
+    for key in ("d/obj", "e/obj"):
+        try:
+            data, _ = store.get(key)
+        except BadKey:
+            continue
+        assert data != b"secret", key
+
+
 def test_symlink_to_root_rejected(store: ObjectStore) -> None:
     (store.root / "self").symlink_to(store.root)
     with pytest.raises(BadKey):
@@ -668,10 +692,12 @@ def test_a_store_whose_sweep_cannot_run_still_opens(
     stale.write_bytes(b"partial")
     real_open, real_unlink = os.open, os.unlink
 
-    def read_only_open(path: str, flags: int, mode: int = 0o777) -> int:
+    def read_only_open(
+        path: str, flags: int, mode: int = 0o777, *, dir_fd: int | None = None
+    ) -> int:
         if flags & os.O_CREAT:
             raise PermissionError(13, "Permission denied")
-        return real_open(path, flags, mode)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
 
     def read_only_unlink(path: str) -> None:
         raise PermissionError(13, "Permission denied")
@@ -686,3 +712,25 @@ def test_a_store_whose_sweep_cannot_run_still_opens(
     monkeypatch.setattr(os, "unlink", real_unlink)
     assert store.sweep_temp_files() == 1
     assert not stale.exists()
+
+
+def test_directory_descriptors_are_bounded_and_renewed(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most MAX_DIR_FDS directory descriptors are kept; once DIR_FD_TTL_S has passed a
+    directory is reached again, so a directory replaced from outside the server is seen."""
+    from workers import store_dirs
+
+    monkeypatch.setattr(store_dirs, "MAX_DIR_FDS", 2)
+    monkeypatch.setattr(store_dirs, "DIR_FD_TTL_S", 600.0)
+    for name in ("a", "b", "c"):
+        store.put(f"{name}/obj", name.encode())
+        assert store.get(f"{name}/obj") == (name.encode(), 1)
+    fds = store._dirs._fds
+    assert list(fds) == ["b", "c"]  # "a"'s descriptor closed, least recently reached
+    (store.root / "c").rename(store.root / "old-c")
+    (store.root / "c").mkdir()
+    (store.root / "c" / "obj").write_bytes(b"new")
+    assert store.get("c/obj") == (b"c", 1)  # within the TTL: the directory it reached
+    monkeypatch.setattr(store_dirs, "DIR_FD_TTL_S", 0.0)
+    assert store.get("c/obj") == (b"new", 3)

@@ -374,3 +374,27 @@ def test_stats_count_over_every_front_and_answer_the_front_that_asked(w: Harness
     assert (stats.streams, stats.requests, stats.evictions) == (2, 3, 0)
     assert stats.bytes_raw > 5100 and stats.bytes_wire == wire
     assert stats.context_bytes == w.core.table.memory() > 0
+
+
+def test_contexts_made_while_many_are_hot_get_small_match_tables(tmp_path: Path) -> None:
+    """From ``small_tables_from`` contexts held, a new zstd context gets small match tables:
+    less memory, the same bodies for the client, and counted in the stats."""
+    w = Harness(make_core(tmp_path, small_tables_from=2))
+    body = b"".join(b"line %d of a text that repeats itself\n" % (i % 50) for i in range(3000))
+    for n, stream in enumerate((1, 3, 5, 7)):
+        w.open(stream, IDENTITY if stream == 7 else ZSTD)
+        w.request(stream, 1, "echo", data=body)
+        events = client_events(frames(w.sent, stream=stream), (stream, 1))
+        assert b"".join(e.data for e in events if isinstance(e, ResponseBody)) == body
+        assert w.core.table.streams[(0, 1, stream)].writer.small_tables is (n >= 2)
+    memory = {s: w.core.table.streams[(0, 1, s)].writer.memory() for s in (1, 3, 5)}
+    assert memory[5] < memory[1] - (512 << 10) and memory[1] == memory[3]  # tables, not window
+    stats = WorkerStats.decode(w.send(0, Envelope(Kind.STATS, conn=1))[0].parts[0])
+    assert stats.small_table_contexts == 1  # stream 5's (stream 7 is identity: no tables)
+
+
+def test_worker_stats_from_a_worker_that_predates_a_field_decode_with_its_default() -> None:
+    stats = WorkerStats(7, 1, False, 1.5, 0.25, 10, 20, 3, 4096, 9, 100, 40, 0)
+    older = stats.to_map()
+    del older["small_table_contexts"], older["traffic"]
+    assert WorkerStats.decode(pack(older)) == stats
