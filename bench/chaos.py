@@ -139,11 +139,14 @@ class Killer:
                 self.kills += 1
 
     def pick(self) -> int | None:
-        """A random worker (or front) of the server as its ready file lists them now."""
+        """A random worker (or front) of the server as its ready file lists them now. A front
+        is a candidate only while at least two serve: one is always left to accept the
+        bench's connections (its stats, its reconnects), as a real deployment would keep one."""
         ready = self.server.current_ready()
         candidates = [int(pid) for pid in ready.get("workers") or []]
-        if self.fronts:
-            candidates += [int(pid) for pid in ready.get("fronts") or []]
+        serving = [int(pid) for pid in ready.get("fronts") or []]
+        if self.fronts and len(serving) >= 2:
+            candidates += serving
         candidates = [pid for pid in candidates if pid != ready.get("pid")]
         return self.random.choice(candidates) if candidates else None
 
