@@ -239,7 +239,7 @@ def test_connect_open_model_and_store_reuse(
     assert not server.directory.exists()
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)
 def test_interrupt_stops_the_server(tmp_path: Path) -> None:
     env = dict(os.environ, TMPDIR=str(tmp_path))
     cmd = [sys.executable, "-m", "server.cli", "bench", "-w", "generate:text", "-d", "30"]
