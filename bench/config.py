@@ -230,7 +230,7 @@ def default_workers() -> int:
 
 def default_clients() -> int:
     """One client process per :data:`CORES_PER_CLIENT` usable cores, at least one: a client
-    spends about 0.6 of the workers' CPU per GB (decoding and verifying every response), so on
+    spends about 0.5 of the workers' CPU per GB (decoding and verifying every response), so on
     a host that runs the server too a quarter of the cores keeps the rest busy."""
     return max(1, default_workers() // CORES_PER_CLIENT)
 
