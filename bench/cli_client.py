@@ -228,7 +228,9 @@ def _stats(args: argparse.Namespace) -> int:
         table = Table(title="zplex stats")
         columns = ("proc", "pid", "user s", "sys s", "RSS MiB", "strm", "reqs", "raw MB")
         for column in (*columns, "wire MB", "ratio"):
-            table.add_column(column, justify="right")
+            # Names (front0*, w3 remote) and ratios are never cut; other headers wrap instead.
+            whole = {"proc": 9, "ratio": 5}.get(column)
+            table.add_column(column, justify="right", no_wrap=bool(whole), min_width=whole)
         front = header.get("front", {})
         # A row per front (``fronts``); the one that answered is marked with a star.
         for f in header.get("fronts") or [front]:
