@@ -50,7 +50,9 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="token that grants write permission (put); or set ZPLEX_WRITE_TOKEN",
     )
     p.add_argument(
-        "--ready-file", help="write JSON {tcp, pid, workers} here once serving (atomically)"
+        "--ready-file",
+        help="write JSON {tcp, pid, fronts, workers, ...} here once every front serves "
+        "(atomically; kept current)",
     )
     p.add_argument(
         "--stdio",
@@ -216,6 +218,20 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_ready_file(path: str | None) -> None:
+    """The ready file's directory must exist and be writable, before anything starts: a tool
+    waiting for the file would otherwise wait for ever."""
+    import os
+
+    from server.config import ConfigError
+
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise ConfigError(f"--ready-file {path}: {directory} is not a writable directory")
+
+
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -256,6 +272,7 @@ def _serve(args: argparse.Namespace) -> int:
             except ValueError:
                 raise ConfigError(f"--limit {name}: {value!r} is not a number") from None
         config = build_config(file_values, overrides)
+        _check_ready_file(config.ready_file)
     except ConfigError as exc:
         print(f"zplex serve: {exc}", file=sys.stderr)
         return 2

@@ -138,8 +138,22 @@ def front_endpoint(ipc_dir: str, index: int) -> str:
 
 def reserve_port(host: str, port: int) -> socket.socket:
     """Bind ``host:port`` with SO_REUSEPORT and do not listen: the port is ours (a port of 0
-    becomes a fixed one) and every front can bind it too."""
+    becomes a fixed one) and every front can bind it too.
+
+    SO_REUSEPORT would also let this server share a port another server of the same user
+    listens on (the kernel would then spread clients over two unrelated servers), so the port
+    is first bound without it: that fails, ``address in use``, while anything listens there.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            probe.bind((host, port))
+        except socket.gaierror:
+            raise  # the host names no address: the caller names the flag
+        except OSError as exc:
+            raise OSError(exc.errno, f"{host}:{port}: {exc.strerror}") from None
+        port = int(probe.getsockname()[1])
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -142,3 +142,22 @@ def test_client_library_digest_parameter(server: ServerProcess) -> None:
         generated = client.generate(1000, "json", 3, digest=False)
         assert "digest" not in generated.header and len(generated.body) == 1000
         assert client.generate(1000, "json", 3).header["digest"] == body_digest(generated.body)
+
+
+def test_serve_refuses_a_port_another_server_listens_on(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """The fronts share their port with SO_REUSEPORT: without a check, a second server would
+    silently share the first one's port and split its clients."""
+    result = zplex("serve", "--port", str(server.port), "--store", str(tmp_path / "s"))
+    assert result.returncode == 1
+    assert f"127.0.0.1:{server.port}: Address already in use" in result.stderr
+
+
+def test_serve_checks_the_ready_files_directory_before_it_starts(tmp_path: Path) -> None:
+    missing = tmp_path / "missing" / "ready.json"
+    result = zplex(
+        "serve", "--port", "0", "--store", str(tmp_path / "s"), "--ready-file", str(missing)
+    )
+    assert result.returncode == 2
+    assert "is not a writable directory" in result.stderr

@@ -52,6 +52,20 @@ def test_a_port_taken_without_reuseport_cannot_be_reserved() -> None:
         other.close()
 
 
+def test_a_port_another_server_listens_on_with_reuseport_cannot_be_reserved() -> None:
+    """Another zplex server (its fronts listen with SO_REUSEPORT) must not be joined: the
+    kernel would spread clients over two unrelated servers."""
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    other.bind(("127.0.0.1", 0))
+    other.listen()
+    try:
+        with pytest.raises(OSError):
+            reserve_port("127.0.0.1", other.getsockname()[1])
+    finally:
+        other.close()
+
+
 def test_front_k_accepts_remote_workers_on_the_listen_port_plus_k() -> None:
     assert remote_endpoint_for("tcp://0.0.0.0:7500", 0) == "tcp://0.0.0.0:7500"
     assert remote_endpoint_for("tcp://0.0.0.0:7500", 3) == "tcp://0.0.0.0:7503"
