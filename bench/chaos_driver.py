@@ -20,6 +20,7 @@ from bench.passes import (
     Tally,
     check_response,
     error_code,
+    request_args,
     sleep_until,
 )
 
@@ -69,7 +70,7 @@ class ChaosPassDriver(PassDriver):
 
         async def follow(index: int, due: float | None) -> None:
             request = corpus.requests[index]
-            args = request.args if c.digest else {**request.args, "digest": False}
+            args = request_args(request, c.digest)
             first_sent = time.monotonic()
             for attempt in range(1, chaos.MAX_ATTEMPTS + 1):
                 try:
@@ -96,12 +97,8 @@ class ChaosPassDriver(PassDriver):
                     tally.chaos["lost"] += 1
                     return
                 start = first_sent if due is None else due
-                tally.latency.record_s(max(0.0, time.monotonic() - start))
-                tally.ok += 1
-                tally.raw += len(response.body)
-                tally.wire += response.wire_bytes
+                tally.right_answer(answered, index, response, time.monotonic() - start)
                 tally.chaos["answered"] += 1
-                answered.append(index)
                 return
 
         async def one(index: int, due: float | None) -> None:

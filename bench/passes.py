@@ -65,6 +65,22 @@ class Tally:
         if count > 0:
             self.errors[code] += count
 
+    def right_answer(
+        self, answered: list[int], index: int, response: Response, latency_s: float
+    ) -> None:
+        """Count request ``index`` answered rightly, ``latency_s`` after it was due."""
+        self.latency.record_s(max(0.0, latency_s))
+        self.ok += 1
+        self.raw += len(response.body)
+        self.wire += response.wire_bytes
+        answered.append(index)
+
+
+def request_args(request: Request, digest: bool) -> dict[str, Any]:
+    """The arguments the bench sends for ``request``: ``"digest": false`` added with
+    ``--digest off``."""
+    return request.args if digest else {**request.args, "digest": False}
+
 
 def error_code(exc: BaseException) -> str:
     if isinstance(exc, ServerError):
@@ -121,11 +137,7 @@ def settle(
     if code is not None:
         tally.error(code)
         return
-    tally.latency.record_s(max(0.0, queued_s + response.latency_s))
-    tally.ok += 1
-    tally.raw += len(response.body)
-    tally.wire += response.wire_bytes
-    answered.append(index)
+    tally.right_answer(answered, index, response, queued_s + response.latency_s)
 
 
 async def acquire_slot(window: asyncio.Semaphore, timeout: float) -> None:
@@ -306,7 +318,7 @@ class PassDriver:
             request = corpus.requests[index]
             sent = time.monotonic()
             try:
-                args = request.args if c.digest else {**request.args, "digest": False}
+                args = request_args(request, c.digest)
                 future = client.send(request.name, args, stream=stream)
             except (ServerError, ConnectionLost) as exc:
                 window.release()
@@ -352,7 +364,7 @@ class PassDriver:
                 request = corpus.requests[index]
                 sent = time.monotonic()
                 try:
-                    args = request.args if c.digest else {**request.args, "digest": False}
+                    args = request_args(request, c.digest)
                     future = client.send(request.name, args, stream=stream)
                 except (ServerError, ConnectionLost) as exc:
                     tally.error(error_code(exc), len(indexes) - position)
