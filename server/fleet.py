@@ -141,9 +141,9 @@ class Fleet:
     def backlogged(self, identity: bytes, backlogged: bool) -> None:
         """A worker's queue is full (True), or takes messages again (False)."""
         slot = self._remote_slots.get(identity)
-        if slot is None and identity[:1] == b"w" and identity[1:].isdigit():
-            index = int(identity[1:])
-            slot = self.slots[index] if index < len(self.slots) else None
+        if slot is None:
+            index = self._local_index.get(identity)
+            slot = self.slots[index] if index is not None else None
         if slot is not None:
             self.events.worker_backlogged(slot.index, backlogged)
 
