@@ -19,14 +19,13 @@ from server.http_request import HttpError, RequestHead, content_length, parse_he
 from server.http_request import http_error as _error
 from server.protocol.frames import decode_frames
 from server.protocol.notation import format_frame
-from server.protocol.payloads import ServerSettings
+from server.protocol.payloads import WRITE_COMMANDS, ServerSettings
 from server.protocol.server_conn import ServerConnection
 
 log = logging.getLogger("zplex.http")
 
 API = "zplex-v1"
 MEDIA_TYPE = "application/x-zplex-frames-1"
-WRITE_COMMANDS = frozenset({"put"})
 COMMANDS = frozenset(
     {"capabilities", "get", "list", "generate", "echo", "put", "stats", "multirequest"}
 )

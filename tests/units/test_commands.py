@@ -115,3 +115,14 @@ def test_large_bodies_come_in_chunks_hashed_first_only_when_a_digest_is_wanted(
     header, body = run(commands, "get", key="big")  # the first pass cached the digest
     assert isinstance(body, ChunkedBody) and body.ready and header["digest"] == digest(expected)
     body.close()
+
+
+def test_the_front_knows_the_write_commands_the_workers_enforce() -> None:
+    """The front refuses a write command before its data with the protocol's list; the
+    workers check their own table: the two must name the same commands."""
+    from server.protocol.payloads import WRITE_COMMANDS
+    from workers.commands import TABLE
+
+    assert {name for name, command in TABLE.items() if command.permission == "write"} == (
+        WRITE_COMMANDS
+    )
