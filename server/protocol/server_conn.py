@@ -153,12 +153,6 @@ class ServerConnection:
     def goaway(self, value: bool) -> None:
         self.requests.goaway = value
 
-    @property
-    def write_allowed(self) -> bool | None:
-        """Whether this connection may run write commands; None until the front says
-        (:meth:`permit_writes`)."""
-        return self.requests.write_allowed
-
     def permit_writes(self, allowed: bool) -> list[ServerEvent]:
         """The front's verdict on write permission (from the client's settings): from now
         on a write command without it is refused as soon as its map is complete, before its
