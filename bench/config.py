@@ -152,7 +152,7 @@ class BenchConfig:
             if self.small_tables_from < 0:
                 raise BenchError(
                     "--small-tables-from must be >= 0 (0: small match tables for every zstd "
-                    "context)"
+                    f"context), got {self.small_tables_from}"
                 )
             if self.connect is not None:
                 raise BenchError(
