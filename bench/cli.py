@@ -158,6 +158,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="front processes of the server bench starts (default: the server's own default)",
     )
     server.add_argument(
+        "--small-tables-from",
+        type=int,
+        metavar="N",
+        help="--small-tables-from of the server bench starts: small zstd match tables for a "
+        "context made while its worker holds N or more (default 16; 0: every context, and "
+        "the in-process reference of the efficiency figures uses them too)",
+    )
+    server.add_argument(
         "--connect",
         metavar="HOST:PORT",
         help="bench a running server instead (its store must hold the workload, or pass "

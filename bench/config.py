@@ -15,6 +15,7 @@ from typing import Any
 from bench import results, stats
 from bench.cli_client import parse_address
 from bench.thresholds import ThresholdError, parse_threshold
+from server.protocol.encoding import SMALL_TABLES_FROM_CONTEXTS
 
 POLICIES = results.POLICIES
 #: The server context each policy asks for.
@@ -62,6 +63,8 @@ class BenchConfig:
     window: int = DEFAULT_WINDOW
     workers: int | None = None
     fronts: int | None = None
+    #: ``--small-tables-from`` of the server bench starts (None: the server's default).
+    small_tables_from: int | None = None
     clients: int | None = None
     connect: tuple[str, int] | None = None
     token: str | None = None
@@ -145,6 +148,17 @@ class BenchConfig:
                 "--workers and --sweep-workers (and --fronts, --sweep-fronts) need the server "
                 "bench starts itself"
             )
+        if self.small_tables_from is not None:
+            if self.small_tables_from < 0:
+                raise BenchError(
+                    "--small-tables-from must be >= 0 (0: small match tables for every zstd "
+                    f"context), got {self.small_tables_from}"
+                )
+            if self.connect is not None:
+                raise BenchError(
+                    "--small-tables-from sets an option of the server bench starts itself; a "
+                    "--connect server has its own (zplex serve --small-tables-from)"
+                )
         if any(w < 1 for w in self.sweep_workers):
             raise BenchError("--sweep-workers takes worker counts >= 1")
         if any(f < 1 for f in self.sweep_fronts):
@@ -182,6 +196,15 @@ class BenchConfig:
         return max(1, min(self.clients or default_clients(), self.connections))
 
     @property
+    def server_small_tables_from(self) -> int | None:
+        """``--small-tables-from`` of the server measured (None: a --connect server's)."""
+        if self.connect is not None:
+            return None
+        if self.small_tables_from is None:
+            return SMALL_TABLES_FROM_CONTEXTS
+        return self.small_tables_from
+
+    @property
     def effective_duration_s(self) -> float | None:
         if self.requests is None and self.duration_s is None:
             return DEFAULT_DURATION_S
@@ -204,6 +227,7 @@ class BenchConfig:
             "window": self.window,
             "workers": self.workers,
             "fronts": self.fronts,
+            "small_tables_from": self.server_small_tables_from,
             "clients": self.client_processes,
             "connect": f"{self.connect[0]}:{self.connect[1]}" if self.connect else None,
             "limit_bytes": self.limit_bytes,
@@ -319,6 +343,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         window=args.window,
         workers=args.workers,
         fronts=args.fronts,
+        small_tables_from=args.small_tables_from,
         clients=args.clients,
         connect=parse_endpoint(args.connect) if args.connect else None,
         token=args.token,

@@ -118,8 +118,9 @@ class CpuProbe:
 
     def snapshot(self, header: dict[str, Any]) -> dict[str, Any]:
         """``{"fronts": {pid: seconds}, "workers": {pid: seconds}, "connections": {pid:
-        connections accepted so far}}`` from a stats header: every front of ``fronts`` (or
-        the one that answered, from a server without ``fronts``)."""
+        connections accepted so far}, "small_tables": {pid: small-table contexts made so far,
+        None if unknown}}`` from a stats header: every front of ``fronts`` (or the one that
+        answered, from a server without ``fronts``)."""
         fronts = front_entries(header)
         workers = header.get("workers") or []
         return {
@@ -128,6 +129,7 @@ class CpuProbe:
             "connections": {
                 int(f.get("pid", 0)): int(f.get("connections_total", 0)) for f in fronts
             },
+            "small_tables": {int(w["pid"]): w.get("small_table_contexts") for w in workers},
         }
 
 
@@ -160,6 +162,18 @@ def connections_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[int
         pid: total - before["connections"].get(pid, 0)
         for pid, total in after["connections"].items()
     }
+
+
+def small_tables_delta(before: dict[str, Any], after: dict[str, Any]) -> int | None:
+    """zstd contexts the workers made with small match tables between two snapshots; None
+    if unknown (a worker restarted, or a server that does not report them)."""
+    made_before, made_after = before["small_tables"], after["small_tables"]
+    if set(made_before) != set(made_after):
+        return None
+    pairs = [(made_before[pid], made_after[pid]) for pid in made_before]
+    if any(then is None or now is None for then, now in pairs):
+        return None
+    return sum(int(now) - int(then) for then, now in pairs)
 
 
 def host_busy_s() -> float:

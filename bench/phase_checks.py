@@ -71,3 +71,22 @@ def busy_host(label: str, share: float) -> str | None:
         f"{label}: other processes used {share:.0%} of the host's CPU during the phase; its "
         "CPU figures are noisy (run again on a quiet host)"
     )
+
+
+def unlike_tables(label: str, small_made: int | None, reference_small: bool) -> str | None:
+    """Whether the workers' zstd contexts of the phase and the in-process reference of its
+    efficiency figures had unlike match tables: ``small_made`` contexts with small tables
+    (None: unknown) against a reference with small tables or default ones."""
+    if small_made is None or (small_made > 0) == reference_small:
+        return None
+    if reference_small:
+        what = (
+            "the in-process reference used small zstd match tables (--small-tables-from 0) "
+            "but the workers gave none of the phase's contexts small ones"
+        )
+    else:
+        what = (
+            f"the workers gave {small_made:,} of the phase's zstd contexts small match tables "
+            "(the server's --small-tables-from) but the in-process reference used default ones"
+        )
+    return f"{label}: {what}: worker_efficiency and server_efficiency compare unlike compressions"

@@ -77,6 +77,7 @@ from bench.cpu import (
     host_busy_s,
     is_loopback,
     other_load,
+    small_tables_delta,
 )
 from bench.display import Display
 from bench.passes import Tally
@@ -128,7 +129,7 @@ class Runner:
     def start_server(self, workers: int, fronts: int | None = None) -> Endpoint:
         if self.token is None:
             self.token = secrets.token_urlsafe(24)
-        server = ServerProcess(workers, self.token, fronts)
+        server = ServerProcess(workers, self.token, fronts, self.config.small_tables_from)
         self.servers.append(server)
         with_fronts = f" and {fronts} fronts" if fronts is not None else ""
         self.display.info(f"starting a server with {workers} workers{with_fronts}")
@@ -228,8 +229,14 @@ class Runner:
             if c.encoding == "identity":
                 corpus.inprocess[context] = None
                 continue
+            small = stats.reference_small_tables(c.small_tables_from, context, c.encoding)
             corpus.inprocess[context] = stats.inprocess_cpu_s_per_gb(
-                corpus.bodies, level, context=context, encoding=c.encoding, repeat=INPROCESS_REPEAT
+                corpus.bodies,
+                level,
+                context=context,
+                encoding=c.encoding,
+                repeat=INPROCESS_REPEAT,
+                small_tables=small,
             )
         corpus.ideal_wire_bytes(tuple(range(len(corpus.requests))), level, c.encoding)
 
@@ -462,6 +469,13 @@ class Runner:
             phase_checks.busy_host(label, share) if share is not None and not short else None,
             phase_checks.client_bound(label, utilisation),
             phase_checks.rate_not_reached(label, run, c.rate),
+            phase_checks.unlike_tables(
+                label,
+                small_tables_delta(cpu_before, cpu_after),
+                stats.reference_small_tables(
+                    c.small_tables_from, POLICY_CONTEXT[policy], c.encoding
+                ),
+            ),
         ]
         self.warnings += [warning for warning in warnings if warning]
         run.target_rate = c.rate

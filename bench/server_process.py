@@ -48,9 +48,17 @@ class ServerProcess:
     whatever is left at :data:`SERVER_STOP_DEADLINE_S`; the temporary directory goes with it
     (the server's own temporary files too: its ``TMPDIR`` points inside)."""
 
-    def __init__(self, workers: int, token: str, fronts: int | None = None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        token: str,
+        fronts: int | None = None,
+        small_tables_from: int | None = None,
+    ) -> None:
         self.workers = workers
         self.fronts = fronts
+        #: ``--small-tables-from`` of the server (None: the server's default).
+        self.small_tables_from = small_tables_from
         self.token = token
         self.directory = Path(tempfile.mkdtemp(prefix="zplex-bench-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -96,6 +104,8 @@ class ServerProcess:
         ]
         if self.fronts is not None:
             cmd += ["--fronts", str(self.fronts)]
+        if self.small_tables_from is not None:
+            cmd += ["--small-tables-from", str(self.small_tables_from)]
         env = dict(os.environ, ZPLEX_WRITE_TOKEN=self.token)
         if tmp is not None:
             env["TMPDIR"] = str(tmp)

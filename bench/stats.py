@@ -20,6 +20,8 @@ from typing import Literal, TypedDict
 import zstandard
 from hdrh.histogram import HdrHistogram
 
+from server.protocol.encoding import zstd_parameters
+
 MB = 1_000_000
 GB = 1_000_000_000
 #: The window every zstd stream uses (docs/protocol.md ``zstd-8mb``): 8 MiB.
@@ -132,8 +134,18 @@ def front_overhead(
 # --- in-process references -------------------------------------------------------------------
 
 
-def _zstd_compressor(level: int, window_log: int) -> zstandard.ZstdCompressor:
-    params = zstandard.ZstdCompressionParameters.from_level(level, window_log=window_log)
+def reference_small_tables(small_tables_from: int | None, context: str, encoding: str) -> bool:
+    """Whether the in-process reference of a phase compresses with small zstd match tables:
+    when the server gives them to every context (``--small-tables-from 0``) and the phase's
+    contexts can have them (``stream`` and ``request`` zstd); otherwise default tables, those
+    a worker gives its first contexts (with N > 0, whether a run reaches N contexts on a
+    worker is not known in advance: the phase's stats say it, see
+    :func:`bench.phase_checks.unlike_tables`)."""
+    return small_tables_from == 0 and encoding == "zstd-8mb" and context != "frame"
+
+
+def _zstd_compressor(level: int, window_log: int, small_tables: bool) -> zstandard.ZstdCompressor:
+    params = zstd_parameters(level, window_log, small_tables)
     return zstandard.ZstdCompressor(compression_params=params)
 
 
@@ -144,8 +156,10 @@ def _compress_all(
     context: Context,
     encoding: str,
     frame_unit: int,
+    small_tables: bool = False,
 ) -> tuple[int, int]:
-    """Compress ``bodies`` the way a worker does under ``context``; (raw bytes, wire bytes)."""
+    """Compress ``bodies`` the way a worker does under ``context`` (``small_tables``: a zstd
+    context with small match tables); (raw bytes, wire bytes)."""
     raw = wire = 0
     if encoding == "identity":
         for body in bodies:
@@ -170,7 +184,7 @@ def _compress_all(
         return raw, wire
     if encoding != "zstd-8mb":
         raise ValueError(f"unknown encoding {encoding!r}")
-    cctx = _zstd_compressor(level, window_log)
+    cctx = _zstd_compressor(level, window_log, small_tables)
     if context == "frame":
         for body in bodies:
             raw += len(body)
@@ -210,12 +224,14 @@ def inprocess_cpu_s_per_gb(
     encoding: str = "zstd-8mb",
     frame_unit: int = FRAME_UNIT_BYTES,
     repeat: int = 1,
+    small_tables: bool = False,
 ) -> float | None:
     """CPU seconds per GB (``time.process_time``, this process, one core) to compress
     ``bodies`` in process with the same settings as the workers: one stream (``stream``), one
     frame per body on a reused context (``request``), or independent ``frame_unit`` slices
-    (``frame``). The best of ``repeat`` passes; ``bodies`` must then be re-iterable (a list).
-    None if there are no bytes. The reference of ``worker_efficiency``."""
+    (``frame``); ``small_tables``: small zstd match tables (:func:`reference_small_tables`).
+    The best of ``repeat`` passes; ``bodies`` must then be re-iterable (a list). None if there
+    are no bytes. The reference of ``worker_efficiency``."""
     if repeat < 1:
         raise ValueError("repeat must be >= 1")
     if repeat > 1 and not isinstance(bodies, list | tuple):
@@ -224,7 +240,9 @@ def inprocess_cpu_s_per_gb(
     raw = 0
     for _ in range(repeat):
         start = time.process_time()
-        raw, _wire = _compress_all(bodies, level, window_log, context, encoding, frame_unit)
+        raw, _wire = _compress_all(
+            bodies, level, window_log, context, encoding, frame_unit, small_tables
+        )
         spent = time.process_time() - start
         best = spent if best is None else min(best, spent)
     return cpu_s_per_gb(best, raw)

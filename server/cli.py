@@ -98,6 +98,13 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "a chunk at a time, so it bounds CPU, not memory)",
     )
     p.add_argument(
+        "--small-tables-from",
+        type=int,
+        metavar="N",
+        help="small zstd match tables for a context made while its worker holds N or more "
+        "(default 16; 0: every context, -18%% worker CPU for about -2.4%% ratio on source code)",
+    )
+    p.add_argument(
         "--limit",
         action="append",
         default=[],
@@ -252,6 +259,7 @@ def _serve(args: argparse.Namespace) -> int:
             "ready_file": args.ready_file,
             "level": args.level,
             "max_generate_bytes": args.max_generate_bytes,
+            "small_tables_from": args.small_tables_from,
             "stdio": args.stdio,
             "http_port": args.http_port,
             "http_debugreflect": args.http_debugreflect,
@@ -320,6 +328,7 @@ class ServerLayout:
                 server=f"zplex/{_version()}",
                 limits=config.limits,
                 max_generate_bytes=config.max_generate_bytes,
+                small_tables_from=config.small_tables_from,
                 log_level=config.log_level,
                 log_format=config.log_format,
                 # This front takes no HEARTBEAT from its local workers (its own children).

@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from server.protocol.encoding import DEFAULT_LEVEL
+from server.protocol.encoding import DEFAULT_LEVEL, SMALL_TABLES_FROM_CONTEXTS
 from server.protocol.limits import Limits
 from server.protocol.payloads import ENCODINGS
 
@@ -66,6 +66,10 @@ class ServeConfig:
     #: Largest ``generate`` response, bytes. Its bytes are made, compressed and sent a chunk
     #: at a time, so the cap bounds the CPU one request may take, not memory.
     max_generate_bytes: int = DEFAULT_MAX_GENERATE_BYTES
+    #: A stream that makes a new zstd context while its worker holds this many contexts or
+    #: more gets small match tables (0: every ``stream`` and ``request`` zstd context): less
+    #: worker CPU for a little ratio (docs/performance.md, "Small zstd match tables").
+    small_tables_from: int = SMALL_TABLES_FROM_CONTEXTS
     #: A local worker silent this long (it heartbeats every second when idle) is declared
     #: lost, its requests get worker-lost, and it is killed and replaced.
     worker_silence_s: float = 10.0
@@ -108,6 +112,11 @@ class ServeConfig:
                 raise ConfigError("worker_listen needs worker_keys (make them: zplex keys DIR)")
         if self.max_generate_bytes < 0:
             raise ConfigError(f"max_generate_bytes must be >= 0, got {self.max_generate_bytes}")
+        if self.small_tables_from < 0:
+            raise ConfigError(
+                f"--small-tables-from (small_tables_from) must be >= 0 (0: small match tables "
+                f"for every zstd context), got {self.small_tables_from}"
+            )
         unknown = [e for e in self.encodings if e not in ENCODINGS]
         if unknown or not self.encodings:
             raise ConfigError(f"encodings must be a non-empty subset of {list(ENCODINGS)}")
@@ -140,6 +149,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "metrics_host": str,
     "level": int,
     "max_generate_bytes": int,
+    "small_tables_from": int,
     "drain_timeout_s": (int, float),
     "worker_silence_s": (int, float),
     "max_output_buffer_bytes": int,

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from server.ipc.envelope import Envelope, Kind
 from server.ipc.messages import Fatal, Ready, Welcome, WorkerStats
 from server.ipc.remote import REMOTE_SILENCE_S
+from server.protocol.encoding import SMALL_TABLES_FROM_CONTEXTS
 from server.protocol.limits import Limits
 
 log = logging.getLogger("zplex.fleet")
@@ -68,8 +69,11 @@ class Fleet:
         clock: Callable[[], float],
         remote_fronts: tuple[str, ...] = (),
         local_silence_s: float = LOCAL_SILENCE_S,
+        small_tables_from: int = SMALL_TABLES_FROM_CONTEXTS,
     ) -> None:
         self.server_name = server_name
+        #: Told to remote workers in their WELCOME (local ones have it in their config).
+        self.small_tables_from = small_tables_from
         #: The endpoints where the other fronts accept remote workers (named in WELCOME).
         self.remote_fronts = remote_fronts
         #: A local worker heard from for this long is declared lost (it heartbeats every
@@ -219,7 +223,13 @@ class Fleet:
             slot.host = ready.host
             slot.ready = True
             slot.last_seen = self.clock()
-            welcome = Welcome(slot.index, self.server_name, self.limits, self.remote_fronts)
+            welcome = Welcome(
+                slot.index,
+                self.server_name,
+                self.limits,
+                self.remote_fronts,
+                self.small_tables_from,
+            )
             self.send(slot.index, [Envelope(Kind.WELCOME).pack(), welcome.encode()])
             log.info("remote worker %d joined from %s (pid %d)", slot.index, slot.host, slot.pid)
             self.events.worker_ready(slot.index)

@@ -38,7 +38,7 @@ from server.ipc.messages import (
     decode_request,
     decode_stream_settings,
 )
-from server.protocol.encoding import Decoder, stream_settings_for
+from server.protocol.encoding import SMALL_TABLES_FROM_CONTEXTS, Decoder, stream_settings_for
 from server.protocol.errors import DecodeError, ErrorCode, RequestError
 from server.protocol.events import DataChunk
 from server.protocol.limits import Limits
@@ -51,11 +51,6 @@ log = logging.getLogger("zplex.worker")
 
 #: Output gathered before the outbox asks to be sent without waiting for the end of the batch.
 FLUSH_BYTES = 256 * 1024
-#: A stream that makes a new compression context while the worker holds this many or more
-#: gets small zstd match tables (server.protocol.encoding.SMALL_TABLES_LOG): past about this
-#: many hot contexts their default tables no longer share a CPU's caches, and each costs
-#: more to compress with than the 2.5% of ratio small tables cost (docs/performance.md).
-SMALL_TABLES_FROM_CONTEXTS = 16
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -261,12 +256,14 @@ class WorkerCore:
             log.error("unexpected message kind %s from front %d", kind, front)
 
     def _welcome(self, front: int, welcome: Welcome) -> None:
-        """A remote worker learns its index, the server's name and the limits; from its
-        first front, also the endpoints of the other fronts, which it joins."""
+        """A remote worker learns its index, the server's name, the limits and from how many
+        contexts held a new one gets small match tables; from its first front, also the
+        endpoints of the other fronts, which it joins."""
         self.indexes[front] = welcome.index
         if front == 0:
             self.index = welcome.index
         self.limits = welcome.limits
+        self.small_tables_from = welcome.small_tables_from
         self.table.max_contexts = welcome.limits.max_contexts_per_worker
         self.table.max_bytes = welcome.limits.max_context_bytes_per_worker
         info = self.commands.info

@@ -29,6 +29,7 @@ import zmq.auth
 
 from server.ipc.remote import FRONT_KEY, HEARTBEAT_INTERVAL_S, REMOTE_SILENCE_S, WORKER_KEY_SECRET
 from server.logs import setup_logging
+from server.protocol.encoding import SMALL_TABLES_FROM_CONTEXTS
 from server.protocol.limits import Limits
 from workers.commands import Commands, ServerInfo
 from workers.core import ProcessUsage, WorkerCore
@@ -54,6 +55,9 @@ class WorkerConfig:
     server: str
     limits: Limits
     max_generate_bytes: int = 256 << 20
+    #: Contexts held from which a new zstd context gets small match tables (--small-tables-
+    #: from; a remote worker learns it from the front's WELCOME).
+    small_tables_from: int = SMALL_TABLES_FROM_CONTEXTS
     log_level: str = "WARNING"
     log_format: str = "text"
     #: A remote worker (``zplex worker``): the directory of its CURVE keys. It joins the
@@ -104,6 +108,7 @@ class Worker:
             remote=self.remote,
             usage=process_usage,
             on_full=self.flush,
+            small_tables_from=config.small_tables_from,
         )
         self._ctx = zmq.Context()
         self._curve: tuple[bytes, bytes, bytes] | None = None
@@ -319,7 +324,7 @@ def run_remote(
     max_generate_bytes: int = 256 << 20,
 ) -> int:
     """``zplex worker``: serve a front on another host until it says SHUTDOWN (or SIGTERM,
-    Ctrl-C). Index, server name and limits come from the front's WELCOME."""
+    Ctrl-C). Index, server name, limits and small_tables_from come from the front's WELCOME."""
     setup_logging(log_level, log_format, "worker")
     config = WorkerConfig(
         index=-1,

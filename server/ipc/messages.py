@@ -7,12 +7,14 @@ field by field on decode). ``decode`` raises ValueError for anything else.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Self
 
 import msgpack
 
+from server.protocol.encoding import SMALL_TABLES_FROM_CONTEXTS
 from server.protocol.errors import ErrorCode, PayloadError
 from server.protocol.events import DataChunk
 from server.protocol.limits import Limits
@@ -104,35 +106,46 @@ class Ready:
         return cls(*_fields(data, "ready", (int, int, str)))
 
 
+_WELCOME_TYPES: tuple[type, ...] = (int, str, dict, list, int)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Welcome:
-    """WELCOME: a remote worker learns its index, the server's name and the limits, and
-    the endpoints of further fronts it is to serve too (empty: only this one)."""
+    """WELCOME: a remote worker learns its index, the server's name and the limits, the
+    endpoints of further fronts it is to serve too (empty: only this one), and the contexts
+    held from which a new one gets small zstd match tables (the front's
+    ``--small-tables-from``: the front is the one source of the server's settings)."""
 
     index: int
     server: str
     limits: Limits
     fronts: tuple[str, ...] = ()
+    small_tables_from: int = SMALL_TABLES_FROM_CONTEXTS
 
     def encode(self) -> bytes:
-        fields: list[Any] = [self.index, self.server, self.limits.to_wire()]
-        if self.fronts:
-            fields.append(list(self.fronts))
-        return pack(fields)
+        limits = self.limits.to_wire()
+        return pack([self.index, self.server, limits, list(self.fronts), self.small_tables_from])
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
-        try:
-            index, server, limits, fronts = _fields(data, "welcome", (int, str, dict, list))
-        except ValueError:
-            index, server, limits = _fields(data, "welcome", (int, str, dict))
-            fronts = []
+        # A front of an earlier version sends no small_tables_from, or no fronts either.
+        for count in (5, 4, 3):
+            with contextlib.suppress(ValueError):
+                fields = _fields(data, "welcome", _WELCOME_TYPES[:count])
+                break
+        else:
+            raise ValueError("welcome: expected [index, server, limits, fronts, small_tables_from]")
+        defaults: list[Any] = [[], SMALL_TABLES_FROM_CONTEXTS]
+        index, server, limits, fronts, small_tables_from = fields + defaults[len(fields) - 3 :]
         if not all(isinstance(endpoint, str) for endpoint in fronts):
             raise ValueError("welcome: fronts must be endpoints")
+        if small_tables_from < 0:
+            raise ValueError(f"welcome: small_tables_from must be >= 0, got {small_tables_from}")
         try:
-            return cls(index, server, Limits.from_mapping(limits), tuple(fronts))
+            parsed = Limits.from_mapping(limits)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"welcome: bad limits: {exc}") from None
+        return cls(index, server, parsed, tuple(fronts), small_tables_from)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -64,6 +64,28 @@ def stream_settings_for(encoding: str, level: int | None, context: str) -> Strea
 #: caches (in one process, 64 interleaved contexts compress 1.7x faster for about 2.5% of
 #: ratio; see docs/performance.md). The decoder does not see the difference.
 SMALL_TABLES_LOG = 14
+#: A stream that makes a new compression context while its worker holds this many or more
+#: gets small match tables: past about this many hot contexts their default tables no longer
+#: share a CPU's caches, and each costs more to compress with than the 2.5% of ratio small
+#: tables cost (docs/performance.md). The server's default ``--small-tables-from``; 0 gives
+#: small tables to every ``stream`` and ``request`` zstd context.
+SMALL_TABLES_FROM_CONTEXTS = 16
+
+
+def zstd_parameters(
+    level: int, window_log: int, small_tables: bool = False
+) -> zstandard.ZstdCompressionParameters:
+    """The parameters of a zstd context at ``level`` with ``window_log``; ``small_tables``:
+    ``hash_log`` and ``chain_log`` at most :data:`SMALL_TABLES_LOG`."""
+    params = zstandard.ZstdCompressionParameters.from_level(level, window_log=window_log)
+    if not small_tables:
+        return params
+    return zstandard.ZstdCompressionParameters.from_level(
+        level,
+        window_log=window_log,
+        hash_log=min(params.hash_log, SMALL_TABLES_LOG),
+        chain_log=min(params.chain_log, SMALL_TABLES_LOG),
+    )
 
 
 class _Unit(Protocol):
@@ -81,14 +103,7 @@ class _ZstdUnit:
     def __init__(
         self, level: int, window_log: int, finish_each: bool, small_tables: bool = False
     ) -> None:
-        params = zstandard.ZstdCompressionParameters.from_level(level, window_log=window_log)
-        if small_tables:
-            params = zstandard.ZstdCompressionParameters.from_level(
-                level,
-                window_log=window_log,
-                hash_log=min(params.hash_log, SMALL_TABLES_LOG),
-                chain_log=min(params.chain_log, SMALL_TABLES_LOG),
-            )
+        params = zstd_parameters(level, window_log, small_tables)
         self._cctx = zstandard.ZstdCompressor(compression_params=params)
         self._obj = self._cctx.compressobj()
         self._finish_each = finish_each

@@ -93,6 +93,21 @@ def test_remote_only_server(tmp_path: Path, keys: Path) -> None:
             assert client.echo(b"now", stream=3).body == b"now"
 
 
+def test_a_remote_worker_learns_small_tables_from_the_front(tmp_path: Path, keys: Path) -> None:
+    """--small-tables-from is the front's: a remote worker, which has no such flag, gives its
+    first zstd context small match tables when the front says 0 in its WELCOME."""
+    args = ("--worker-listen", "tcp://127.0.0.1:0", "--worker-keys", str(keys))
+    with (
+        running_server(tmp_path, *args, "--small-tables-from", "0", workers=0) as srv,
+        remote_worker(srv.info["worker_endpoint"], keys, srv.store),
+    ):
+        srv.wait_for(lambda: remote_count(srv) == 1)
+        with Client.connect("127.0.0.1", srv.port, encodings=("zstd-8mb",), timeout=20) as c:
+            assert c.generate(30_000, "log", 1, stream=3).body == generate(30_000, "log", 1)
+            (worker,) = c.stats(stream=3).header["workers"]
+    assert worker["remote"] and worker["small_table_contexts"] == 1
+
+
 def test_lost_remote_worker(tmp_path: Path, keys: Path) -> None:
     with (
         serve_with_remote(tmp_path, keys) as srv,
