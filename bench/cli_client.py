@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 from typing import Any
 
+from bench import connect_failure
 from bench.client import Client, ConnectionLost, ServerError
 
 TOKEN_ENV = "ZPLEX_WRITE_TOKEN"
@@ -107,6 +107,8 @@ def _fail(command: str, message: str, status: int = 1) -> int:
 
 
 def _connect(args: argparse.Namespace, token: str | None = None) -> Client:
+    """The connection to ``--connect``, opened within the handshake timeout (or ``--timeout``
+    if shorter); :class:`ValueError` for a malformed address."""
     host, port = parse_address(args.connect)
     return Client.connect(
         host,
@@ -115,15 +117,23 @@ def _connect(args: argparse.Namespace, token: str | None = None) -> Client:
         level=args.level,
         token=token,
         timeout=args.timeout,
+        connect_timeout=min(args.timeout, connect_failure.HANDSHAKE_TIMEOUT_S),
     )
 
 
 def _run(args: argparse.Namespace, command: str, action: Any) -> int:
     """Connect, run ``action(client)``, and turn every failure into a message that names the
-    thing at fault: a local file, the host's name, the server, the network."""
+    thing at fault: a local file, the host's name, the address, the server, the network."""
     token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
     try:
-        with _connect(args, token if command == "put" else None) as client:
+        client = _connect(args, token if command == "put" else None)
+    except ValueError as exc:
+        return _fail(command, str(exc), 2)
+    except connect_failure.CONNECT_ERRORS as exc:
+        seconds = min(args.timeout, connect_failure.HANDSHAKE_TIMEOUT_S)
+        return _fail(command, connect_failure.describe_connect_failure(args.connect, exc, seconds))
+    try:
+        with client:
             result: int = action(client)
             return result
     except LocalError as exc:
@@ -141,9 +151,6 @@ def _run(args: argparse.Namespace, command: str, action: Any) -> int:
         return _fail(command, message)
     except BrokenPipeError:
         raise  # our standard output was closed: zplex's main ends quietly
-    except socket.gaierror as exc:
-        host = args.connect.rpartition(":")[0].strip("[]")
-        return _fail(command, f"cannot resolve host {host!r}: {exc.strerror or exc}")
     except (ConnectionLost, OSError, TimeoutError) as exc:
         return _fail(command, f"cannot talk to {args.connect}: {exc or type(exc).__name__}")
 

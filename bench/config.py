@@ -42,7 +42,17 @@ CORES_PER_CLIENT = 4
 
 
 class BenchError(Exception):
-    """Bad arguments or environment (exit status 2): the message says what to fix."""
+    """Bad arguments or unusable input, found before the run (exit status 2): the message
+    says what to fix."""
+
+    status = 2
+
+
+class BenchFailure(BenchError):
+    """The run failed (exit status 1): the server could not be reached or started, or its
+    set-up traffic failed."""
+
+    status = 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,7 +55,6 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     [
         (["--git", "{tmp}"], "not a git repository"),
         (["--dir", "{tmp}/missing"], "is not a directory"),
-        (["--connect", "127.0.0.1:1"], "cannot connect to 127.0.0.1:1"),
         (["--connect", "localhost"], "--connect"),
         (["--policies", "stream,fast"], "unknown policy"),
         (["--limit", "lots"], "not a size"),
