@@ -86,7 +86,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=_put)
 
     p = subparsers.add_parser("list", help="list the keys of a server's store")
-    p.add_argument("prefix", nargs="?", default=None, help="only keys under this prefix")
+    p.add_argument(
+        "prefix", nargs="?", default=None, help="only keys under this prefix (default: every key)"
+    )
     p.add_argument("--limit", type=int, help="at most this many keys (default: the server's)")
     _common(p)
     p.set_defaults(func=_list)
