@@ -248,7 +248,7 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from server.cluster import serve
-    from server.config import ConfigError, build_config, load_file
+    from server.config import ConfigError, build_config, load_file, parse_limit_option
     from server.logs import setup_logging
     from workers.store import ObjectStore
 
@@ -276,13 +276,8 @@ def _serve(args: argparse.Namespace) -> int:
             "metrics_host": args.metrics_host,
         }
         for item in args.limit:
-            name, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--limit takes NAME=VALUE, got {item!r}")
-            try:
-                overrides["limit_" + name.strip()] = float(value) if "." in value else int(value)
-            except ValueError:
-                raise ConfigError(f"--limit {name}: {value!r} is not a number") from None
+            name, value = parse_limit_option(item)
+            overrides["limit_" + name] = value
         config = build_config(file_values, overrides)
         _check_ready_file(config.ready_file)
     except ConfigError as exc:
