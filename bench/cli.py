@@ -24,8 +24,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog="Policies: stream (-s streams per connection, context per stream, requests "
         "placed by affinity group), connection (one stream per connection), request (a fresh "
         "compressed unit per response), frame (every frame independent). Exit status: 0, 1 "
-        "when the error rate exceeds --max-error-rate or a --threshold is not met, 2 for bad "
-        "arguments, 130 interrupted (the phases that finished are still written). "
+        "when the error rate exceeds --max-error-rate, a --threshold is not met or the run "
+        "failed (server unreachable), 2 for bad arguments or unusable input, 130 interrupted "
+        "(the phases that finished are still written). "
         "Compare runs (their --json) with: zplex bench compare A.json B.json [...] (see zplex "
         "bench compare --help)",
     )

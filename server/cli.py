@@ -211,7 +211,7 @@ def _keys(args: argparse.Namespace) -> int:
             "replace them (every front and worker using them then needs the new ones)",
             file=sys.stderr,
         )
-        return 1
+        return 2
     try:
         os.makedirs(args.dir, exist_ok=True)
         old_umask = os.umask(0o077)  # the secret keys are written 0600 from the start

@@ -200,7 +200,7 @@ def test_keys_are_private_and_not_overwritten(tmp_path: Path) -> None:
         assert stat.S_IMODE((keys / name).stat().st_mode) == 0o600
     before = (keys / "front.key_secret").read_bytes()
     again = zplex("keys", str(keys))
-    assert again.returncode == 1
+    assert again.returncode == 2
     assert "--force" in again.stderr
     assert (keys / "front.key_secret").read_bytes() == before
     assert zplex("keys", "--force", str(keys)).returncode == 0
