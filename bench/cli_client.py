@@ -108,9 +108,9 @@ def _fail(command: str, message: str, status: int = 1) -> int:
     return status
 
 
-def _connect(args: argparse.Namespace, token: str | None = None) -> Client:
-    """The connection to ``--connect``, opened within the handshake timeout (or ``--timeout``
-    if shorter); :class:`ValueError` for a malformed address."""
+def _connect(args: argparse.Namespace, token: str | None, handshake: float) -> Client:
+    """The connection to ``--connect``, opened within ``handshake`` seconds;
+    :class:`ValueError` for a malformed address."""
     host, port = parse_address(args.connect)
     return Client.connect(
         host,
@@ -119,7 +119,7 @@ def _connect(args: argparse.Namespace, token: str | None = None) -> Client:
         level=args.level,
         token=token,
         timeout=args.timeout,
-        connect_timeout=min(args.timeout, connect_failure.HANDSHAKE_TIMEOUT_S),
+        connect_timeout=handshake,
     )
 
 
@@ -127,13 +127,15 @@ def _run(args: argparse.Namespace, command: str, action: Any) -> int:
     """Connect, run ``action(client)``, and turn every failure into a message that names the
     thing at fault: a local file, the host's name, the address, the server, the network."""
     token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
+    # A server gets the bench's handshake timeout (or --timeout if shorter) to answer.
+    handshake = min(args.timeout, connect_failure.HANDSHAKE_TIMEOUT_S)
     try:
-        client = _connect(args, token if command == "put" else None)
+        client = _connect(args, token if command == "put" else None, handshake)
     except ValueError as exc:
         return _fail(command, str(exc), 2)
     except connect_failure.CONNECT_ERRORS as exc:
-        seconds = min(args.timeout, connect_failure.HANDSHAKE_TIMEOUT_S)
-        return _fail(command, connect_failure.describe_connect_failure(args.connect, exc, seconds))
+        reason = connect_failure.describe_connect_failure(args.connect, exc, handshake)
+        return _fail(command, reason)
     try:
         with client:
             result: int = action(client)

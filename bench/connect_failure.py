@@ -18,7 +18,7 @@ HANDSHAKE_TIMEOUT_S = 10.0
 CONNECT_ERRORS = (OSError, ServerError, ConnectionLost)
 
 
-def host_of(address: str) -> str:
+def _host_of(address: str) -> str:
     """The host of ``HOST:PORT`` (or ``[v6]:PORT``)."""
     return address.rpartition(":")[0].strip("[]")
 
@@ -27,7 +27,7 @@ def describe_connect_failure(address: str, exc: BaseException, seconds: float) -
     """What to tell a person whose connection to ``address`` (``HOST:PORT``) failed with
     ``exc``; ``seconds`` is the time the connection was given."""
     if isinstance(exc, socket.gaierror):
-        return f"cannot resolve host {host_of(address)}: {exc.strerror or exc}"
+        return f"cannot resolve host {_host_of(address)}: {exc.strerror or exc}"
     if isinstance(exc, HandshakeTimeout):
         return (
             f"{address} did not answer the zplex handshake within {exc.seconds:g} s: "

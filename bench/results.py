@@ -256,9 +256,9 @@ def _number_fields(cls: type) -> list[str]:
 
 
 def figure_names() -> tuple[str, ...]:
-    """The numbers of a run's JSON, dotted into nested objects, as ``--threshold`` and
-    ``compare`` name them (``ratio``, ``cpu_s_per_gb.front``, ``latency_ms.p99``,
-    ``chaos.lost``), and ``error_count``: the run's errors summed."""
+    """The numbers of a run's JSON, dotted into nested objects, as ``--threshold`` names them
+    (``ratio``, ``cpu_s_per_gb.front``, ``latency_ms.p99``, ``chaos.lost``), and
+    ``error_count``: the run's errors summed."""
     return (
         *_number_fields(RunResult),
         *(f"latency_ms.{name}" for name in stats.PERCENTILES),
