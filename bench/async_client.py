@@ -9,8 +9,8 @@ from collections.abc import Coroutine
 from typing import Any, Self
 
 from bench.client_base import ClientBase
-from bench.client_results import ConnectionLost, Outcome, Response, fresh
-from bench.client_session import ClientSession, settings_timeout
+from bench.client_results import ConnectionLost, HandshakeTimeout, Outcome, Response, fresh
+from bench.client_session import ClientSession
 from server.protocol.payloads import ServerSettings
 
 
@@ -66,18 +66,18 @@ class AsyncClient(
 
     @classmethod
     async def _open(
-        cls, session: ClientSession, host: str, port: int, timeout: float
+        cls, session: ClientSession, host: str, port: int, timeout: float, connect_timeout: float
     ) -> AsyncClient:
         client = cls(session, timeout)
         loop = asyncio.get_running_loop()
         await asyncio.wait_for(
-            loop.create_connection(lambda: _AsyncProtocol(client), host, port), timeout
+            loop.create_connection(lambda: _AsyncProtocol(client), host, port), connect_timeout
         )
         try:
-            await asyncio.wait_for(asyncio.shield(client._settings), timeout)
+            await asyncio.wait_for(asyncio.shield(client._settings), connect_timeout)
         except TimeoutError:
             await client.close()
-            raise settings_timeout(timeout) from None
+            raise HandshakeTimeout(connect_timeout) from None
         except BaseException:
             await client.close()
             raise

@@ -14,6 +14,7 @@ from bench.main import run_bench
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "bench",
+        usage="%(prog)s [options]\n       %(prog)s compare A.json B.json [...]",
         help="load-test compression scaling and context policies, with a report",
         description="Measure what long-lived per-stream compression contexts buy against "
         "per-request and per-frame contexts on your data, and how throughput and CPU split "
@@ -23,9 +24,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog="Policies: stream (-s streams per connection, context per stream, requests "
         "placed by affinity group), connection (one stream per connection), request (a fresh "
         "compressed unit per response), frame (every frame independent). Exit status: 0, 1 "
-        "when the error rate exceeds --max-error-rate or a --threshold is not met, 2 for bad "
-        "arguments, 130 interrupted (the phases that finished are still written). "
-        "Compare runs with: zplex bench compare A.json B.json",
+        "when the error rate exceeds --max-error-rate, a --threshold is not met or the run "
+        "failed (server unreachable), 2 for bad arguments or unusable input, 130 interrupted "
+        "(the phases that finished are still written). "
+        "Compare runs (their --json) with: zplex bench compare A.json B.json [...] (see zplex "
+        "bench compare --help)",
     )
     what = p.add_argument_group("what to run")
     what.add_argument(
@@ -37,8 +40,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="stdlib, versioned, git:PATH, dir:PATH or generate:KIND (text, json, log, random, "
         "zeros); repeat or separate with commas (default: stdlib and versioned)",
     )
-    what.add_argument("--git", action="append", default=[], metavar="REPO", help="= -w git:REPO")
-    what.add_argument("--dir", action="append", default=[], metavar="PATH", help="= -w dir:PATH")
+    what.add_argument(
+        "--git", action="append", default=[], metavar="REPO", help="= -w git:REPO (default: none)"
+    )
+    what.add_argument(
+        "--dir", action="append", default=[], metavar="PATH", help="= -w dir:PATH (default: none)"
+    )
     what.add_argument(
         "--policies",
         default=",".join(config.POLICIES),
@@ -90,7 +97,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     length = load.add_mutually_exclusive_group()
     length.add_argument(
-        "-n", "--requests", type=int, help="requests per policy (cycling over the workload)"
+        "-n",
+        "--requests",
+        type=int,
+        help="requests per policy, cycling over the workload (default: -d's duration instead)",
     )
     length.add_argument(
         "-d",
@@ -169,9 +179,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--connect",
         metavar="HOST:PORT",
         help="bench a running server instead (its store must hold the workload, or pass "
-        "--token to put it)",
+        "--token to put it) (default: start one)",
     )
-    server.add_argument("--token", help="write token of the --connect server (for put)")
+    server.add_argument(
+        "--token", help="write token of the --connect server, to put the workload (default: none)"
+    )
     server.add_argument(
         "--chaos",
         type=float,
@@ -179,7 +191,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="kill a random worker of the server bench starts every SECONDS while measuring; "
         "the client retries what a user would (worker-lost before any of the response, "
         "overloaded, shutting-down, a lost connection) and the run reports requests "
-        "answered, retried, failed and lost (lost: no answer or a wrong one; must be 0)",
+        "answered, retried, failed and lost (lost: no answer or a wrong one; must be 0) "
+        "(default: no kills)",
     )
     server.add_argument(
         "--chaos-fronts",
@@ -190,13 +203,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     server.add_argument(
         "--sweep-workers",
         metavar="N,N,...",
-        help="also measure the stream policy with each worker count that fits the host",
+        help="also measure the stream policy with each worker count that fits the host "
+        "(default: no sweep)",
     )
     server.add_argument(
         "--sweep-fronts",
         metavar="N,N,...",
         help="with --sweep-workers: each worker count with each of these front counts "
-        "(alone: these front counts with --workers' workers)",
+        "(alone: these front counts with --workers' workers) (default: no sweep)",
     )
 
     output = p.add_argument_group("output")
@@ -205,10 +219,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         metavar="FILE",
         help="write every figure as JSON (- for standard output; the tables then go to "
-        "standard error)",
+        "standard error) (default: none)",
     )
     output.add_argument(
-        "--report", type=Path, metavar="DIR", help="write PNG plots and index.html here"
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="write PNG plots and index.html here (default: none)",
     )
     output.add_argument(
         "--max-error-rate",
@@ -223,12 +240,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=[],
         metavar="EXPR",
         help="POLICY.FIGURE OP VALUE over the JSON's figures, e.g. stream.ratio_vs_request>=2 "
-        "or stream.latency_ms.p99<50 (repeatable); exit 1 if any is not met",
+        "or stream.latency_ms.p99<50 (repeatable, checked before the run); exit 1 if any is "
+        "not met or not measured (default: none)",
     )
     p.set_defaults(func=_bench)
-    sub = p.add_subparsers(dest="bench_command", metavar="compare", required=False)
+    # Shown by the usage line and the epilog, not as a positional argument among the options.
+    sub = p.add_subparsers(dest="bench_command", required=False, help=argparse.SUPPRESS)
     compare = sub.add_parser(
         "compare",
+        prog="zplex bench compare",
+        usage="%(prog)s A.json B.json [...]",
         help="compare the JSON of several runs (--json), per workload and policy",
         description="The figures of each run side by side, per workload and policy, with "
         "the change against the first file and whether it is beyond the run-to-run noise "

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 from typing import Any
 
+from bench import connect_failure
 from bench.client import Client, ConnectionLost, ServerError
 
 TOKEN_ENV = "ZPLEX_WRITE_TOKEN"
@@ -86,7 +86,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=_put)
 
     p = subparsers.add_parser("list", help="list the keys of a server's store")
-    p.add_argument("prefix", nargs="?", default=None, help="only keys under this prefix")
+    p.add_argument(
+        "prefix", nargs="?", default=None, help="only keys under this prefix (default: every key)"
+    )
     p.add_argument("--limit", type=int, help="at most this many keys (default: the server's)")
     _common(p)
     p.set_defaults(func=_list)
@@ -106,7 +108,9 @@ def _fail(command: str, message: str, status: int = 1) -> int:
     return status
 
 
-def _connect(args: argparse.Namespace, token: str | None = None) -> Client:
+def _connect(args: argparse.Namespace, token: str | None, handshake: float) -> Client:
+    """The connection to ``--connect``, opened within ``handshake`` seconds;
+    :class:`ValueError` for a malformed address."""
     host, port = parse_address(args.connect)
     return Client.connect(
         host,
@@ -115,15 +119,25 @@ def _connect(args: argparse.Namespace, token: str | None = None) -> Client:
         level=args.level,
         token=token,
         timeout=args.timeout,
+        connect_timeout=handshake,
     )
 
 
 def _run(args: argparse.Namespace, command: str, action: Any) -> int:
     """Connect, run ``action(client)``, and turn every failure into a message that names the
-    thing at fault: a local file, the host's name, the server, the network."""
+    thing at fault: a local file, the host's name, the address, the server, the network."""
     token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
+    # A server gets the bench's handshake timeout (or --timeout if shorter) to answer.
+    handshake = min(args.timeout, connect_failure.HANDSHAKE_TIMEOUT_S)
     try:
-        with _connect(args, token if command == "put" else None) as client:
+        client = _connect(args, token if command == "put" else None, handshake)
+    except ValueError as exc:
+        return _fail(command, str(exc), 2)
+    except connect_failure.CONNECT_ERRORS as exc:
+        reason = connect_failure.describe_connect_failure(args.connect, exc, handshake)
+        return _fail(command, reason)
+    try:
+        with client:
             result: int = action(client)
             return result
     except LocalError as exc:
@@ -141,9 +155,6 @@ def _run(args: argparse.Namespace, command: str, action: Any) -> int:
         return _fail(command, message)
     except BrokenPipeError:
         raise  # our standard output was closed: zplex's main ends quietly
-    except socket.gaierror as exc:
-        host = args.connect.rpartition(":")[0].strip("[]")
-        return _fail(command, f"cannot resolve host {host!r}: {exc.strerror or exc}")
     except (ConnectionLost, OSError, TimeoutError) as exc:
         return _fail(command, f"cannot talk to {args.connect}: {exc or type(exc).__name__}")
 

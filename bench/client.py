@@ -18,17 +18,25 @@ Security: a compression context sees every byte of its stream. Do not put secret
 attacker can influence on one stream (CRIME/BREACH).
 
 Every wait has a timeout (the ``timeout`` given to ``connect``, or a per-call one); running out
-raises :class:`TimeoutError`. A request-level error-response raises :class:`ServerError` with
-the request's id; a connection-level one (``protocol``, ``too-large``, ``goaway``) fails the
-pending requests with :class:`ServerError` (``request_id`` None), except, for ``goaway``, the
-requests the server listed as still in flight. A lost connection fails every pending request
-with :class:`ConnectionLost`.
+raises :class:`TimeoutError`. ``connect`` itself waits at most ``connect_timeout`` (default:
+``timeout``) for the connection and then for the server's settings (:class:`HandshakeTimeout`:
+what listens there does not speak zplex). A request-level error-response raises
+:class:`ServerError` with the request's id; a connection-level one (``protocol``, ``too-large``,
+``goaway``) fails the pending requests with :class:`ServerError` (``request_id`` None), except,
+for ``goaway``, the requests the server listed as still in flight. A lost connection fails
+every pending request with :class:`ConnectionLost`.
 """
 
 from __future__ import annotations
 
 from bench.async_client import AsyncClient
-from bench.client_results import ConnectionLost, Response, ServerError, body_digest
+from bench.client_results import (
+    ConnectionLost,
+    HandshakeTimeout,
+    Response,
+    ServerError,
+    body_digest,
+)
 from bench.client_session import (
     DEFAULT_ENCODINGS,
     DEFAULT_HOST,
@@ -49,6 +57,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "ConnectionLost",
+    "HandshakeTimeout",
     "PipelineItem",
     "Response",
     "ServerError",

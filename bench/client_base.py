@@ -58,16 +58,23 @@ class ClientBase(Generic[ResultT, SentT, OpenedT]):
         max_frame_size: int = 32768,
         token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float | None = None,
     ) -> OpenedT:
-        """Open a TCP connection, send the client settings, wait for the server's."""
+        """Open a TCP connection, send the client settings, wait for the server's: each within
+        ``connect_timeout`` seconds (default ``timeout``, the calls' default afterwards;
+        :class:`~bench.client_results.HandshakeTimeout` when the settings do not come)."""
         settings = client_settings(encodings, level, context, max_frame_size, token)
-        return cls._open(ClientSession(settings), host, port, timeout)
+        opening = timeout if connect_timeout is None else connect_timeout
+        return cls._open(ClientSession(settings), host, port, timeout, opening)
 
     # -- what an I/O adapter provides ------------------------------------------------------
 
     @classmethod
-    def _open(cls, session: ClientSession, host: str, port: int, timeout: float) -> OpenedT:
-        """Connect, write the session's opening bytes and wait for the server's settings."""
+    def _open(
+        cls, session: ClientSession, host: str, port: int, timeout: float, connect_timeout: float
+    ) -> OpenedT:
+        """Connect, write the session's opening bytes and wait for the server's settings
+        (each within ``connect_timeout``); ``timeout`` is the calls' default."""
         raise NotImplementedError
 
     @property

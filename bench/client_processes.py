@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from bench import stats
-from bench.config import BenchConfig, BenchError
+from bench.config import BenchConfig, BenchFailure
 from bench.corpus import Corpus
 from bench.load_process import LoadJob
 from bench.passes import Tally
@@ -170,11 +170,11 @@ class ClientProcesses:
         event: dict[str, Any] = json.loads(line)
         return event
 
-    def _failure(self, k: int, what: str) -> BenchError:
+    def _failure(self, k: int, what: str) -> BenchFailure:
         log = self.logs[k]
         log.seek(0)
         tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
-        return BenchError(f"client process {k + 1} of {self.count} {what}: {' | '.join(tail)}")
+        return BenchFailure(f"client process {k + 1} of {self.count} {what}: {' | '.join(tail)}")
 
     async def close(self) -> None:
         """End every process (those still running are terminated, then killed)."""

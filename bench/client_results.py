@@ -1,5 +1,6 @@
 """What a request of the zplex client ends with: a :class:`Response`, or one of the
-exceptions :class:`ServerError` (an error-response) and :class:`ConnectionLost`."""
+exceptions :class:`ServerError` (an error-response) and :class:`ConnectionLost`; and what a
+connect that got no server settings in time ends with (:class:`HandshakeTimeout`)."""
 
 from __future__ import annotations
 
@@ -113,6 +114,15 @@ class ServerError(Exception):
 
 class ConnectionLost(Exception):
     """The connection closed (or broke) before the request completed."""
+
+
+class HandshakeTimeout(TimeoutError):
+    """The connection was made, but the server's settings did not come within ``seconds``:
+    what listens there does not speak zplex first (or is stuck)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no server settings within {seconds:g} s")
+        self.seconds = seconds
 
 
 def fresh(exc: ServerError | ConnectionLost) -> ServerError | ConnectionLost:

@@ -252,7 +252,3 @@ def list_args(prefix: str | None, limit: int | None) -> dict[str, Any]:
     if limit is not None:
         args["limit"] = limit
     return args
-
-
-def settings_timeout(timeout: float) -> TimeoutError:
-    return TimeoutError(f"no server settings within {timeout} s")

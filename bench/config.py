@@ -43,7 +43,17 @@ CORES_PER_CLIENT = 4
 
 
 class BenchError(Exception):
-    """Bad arguments or environment (exit status 2): the message says what to fix."""
+    """Bad arguments or unusable input, found before the run (exit status 2): the message
+    says what to fix."""
+
+    status = 2
+
+
+class BenchFailure(BenchError):
+    """The run failed (exit status 1): the server could not be reached or started, or its
+    set-up traffic failed."""
+
+    status = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +180,20 @@ class BenchConfig:
         if self.repeat < 1:
             raise BenchError("--repeat must be at least 1")
         self._validate_chaos()
+        self._validate_thresholds()
+
+    def _validate_thresholds(self) -> None:
+        """Every --threshold before the run: its form, its figure, its policy in this run."""
+        for expression in self.thresholds:
+            try:
+                threshold = parse_threshold(expression)
+            except ThresholdError as exc:
+                raise BenchError(str(exc)) from None
+            if threshold.policy not in self.policies:
+                raise BenchError(
+                    f"--threshold {expression!r}: policy {threshold.policy} is not in this run "
+                    f"(--policies {','.join(self.policies)})"
+                )
 
     def _validate_chaos(self) -> None:
         if self.chaos_s is not None:
@@ -323,12 +347,6 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     workloads += [f"git:{path}" for path in args.git]
     workloads += [f"dir:{path}" for path in args.dir]
     check_output_paths(args.json, args.report)
-    thresholds = tuple(args.threshold)
-    for expression in thresholds:
-        try:
-            parse_threshold(expression)  # a bad expression fails before the run
-        except ThresholdError as exc:
-            raise BenchError(str(exc)) from None
     return BenchConfig(
         workloads=tuple(workloads) or DEFAULT_WORKLOADS,
         policies=policy_list(args.policies),
@@ -360,7 +378,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         report_dir=args.report,
         include_hidden=args.include_hidden,
         digest=args.digest == "on",
-        thresholds=thresholds,
+        thresholds=tuple(args.threshold),
         repeat=args.repeat,
         chaos_s=args.chaos,
         chaos_fronts=args.chaos_fronts,

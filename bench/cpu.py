@@ -46,9 +46,10 @@ class Monitor:
     """A side connection (identity encoding, one stream) that asks for ``stats``; it
     reconnects if the server dropped it (e.g. after an idle timeout)."""
 
-    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+    def __init__(self, endpoint: Endpoint, timeout: float, connect_timeout: float) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.client: AsyncClient | None = None
         self._lock = asyncio.Lock()
 
@@ -62,6 +63,7 @@ class Monitor:
                 encodings=("identity",),
                 level=None,
                 timeout=self.timeout,
+                connect_timeout=self.connect_timeout,
             )
         return self.client
 

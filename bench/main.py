@@ -133,8 +133,8 @@ def run_bench(
     config: BenchConfig, stdout: IO[str] | None = None, stderr: IO[str] | None = None
 ) -> int:
     """Run the bench and print its tables; returns the exit status (0 fine, 1 errors above
-    ``--max-error-rate`` or a threshold not met, 2 bad arguments or environment, 130/143
-    interrupted: the phases that finished are still printed and written)."""
+    ``--max-error-rate``, a threshold not met or the run failed, 2 bad arguments or input,
+    130/143 interrupted: the phases that finished are still printed and written)."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     display = make_display(err)
@@ -169,7 +169,7 @@ def run_bench(
                 server.stop()
     except BenchError as exc:
         print(f"zplex bench: {exc}", file=err)
-        return 2
+        return exc.status
     except (asyncio.CancelledError, KeyboardInterrupt):
         status = interrupted[0] if interrupted else 130
         finished = [phase.run for phase in runner.phases]

@@ -15,6 +15,7 @@ from bench.results import BenchResult
 from bench.tables import (
     COLUMNS,
     headline,
+    projected,
     projection_caption,
     projection_table,
     runs_by_workload,
@@ -108,16 +109,20 @@ def render_html(
         if line:
             parts.append(f'<p class="headline">{esc(line)}</p>\n')
         parts.append(f'<p class="caption">{_html_lines(workload_caption(runs))}</p>\n')
+    known, unknown = projected(result)
     if result.projection:
-        headers, rows = projection_table(result.projection)
         parts.append("<h2>scaling projection</h2>\n")
+    if known:
+        headers, rows = projection_table(known)
         parts.append(
             "<p>One front on one core, the other cores running workers, from the measured CPU "
             "cost per GB of each role.</p>\n"
         )
         parts.append(_html_table(headers, rows, [True] * len(headers)))
-        captions = "\n".join(projection_caption(p) for p in result.projection)
+        captions = "\n".join(projection_caption(p) for p in known)
         parts.append(f'<p class="caption">{_html_lines(captions)}</p>\n')
+    if unknown:
+        parts.append(f"<p>{esc(unknown)}</p>\n")
     parts.append("<h2>plots</h2>\n")
     for name in images:
         alt = name.removesuffix(".png").replace("_", " ")

@@ -25,10 +25,10 @@ import os
 import platform
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from bench import stats
 from bench.projection import SplitRow, split_projection
@@ -235,6 +235,36 @@ class RunResult:
         if data.get("latency_cdf") is not None:
             kwargs["latency_cdf"] = [(float(x), float(y)) for x, y in data["latency_cdf"]]
         return cls(**kwargs)
+
+
+#: The counters of a run's ``chaos`` figures (:func:`bench.chaos.chaos_figures`).
+CHAOS_FIGURES = ("kills", "answered", "retried", "failed", "lost")
+_NUMBERS = (int, float, int | None, float | None)
+
+
+def _number_fields(cls: type) -> list[str]:
+    """The fields of a result dataclass that are numbers, dotted into nested dataclasses."""
+    hints = get_type_hints(cls)
+    names: list[str] = []
+    for f in fields(cls):
+        kind = hints[f.name]
+        if kind in _NUMBERS:
+            names.append(f.name)
+        elif isinstance(kind, type) and is_dataclass(kind):
+            names += [f"{f.name}.{name}" for name in _number_fields(kind)]
+    return names
+
+
+def figure_names() -> tuple[str, ...]:
+    """The numbers of a run's JSON, dotted into nested objects, as ``--threshold`` names them
+    (``ratio``, ``cpu_s_per_gb.front``, ``latency_ms.p99``, ``chaos.lost``), and
+    ``error_count``: the run's errors summed."""
+    return (
+        *_number_fields(RunResult),
+        *(f"latency_ms.{name}" for name in stats.PERCENTILES),
+        *(f"chaos.{name}" for name in CHAOS_FIGURES),
+        "error_count",
+    )
 
 
 def fill_ratio_vs_request(runs: Iterable[RunResult]) -> None:

@@ -59,11 +59,11 @@ from typing import Any
 
 import psutil
 
-from bench import chaos, phase_checks, results, stats
+from bench import chaos, connect_failure, phase_checks, results, stats
 from bench.chaos_driver import make_driver
 from bench.client import AsyncClient, ConnectionLost, ServerError
 from bench.client_processes import ClientProcesses
-from bench.config import POLICY_CONTEXT, BenchConfig, BenchError, describe_error
+from bench.config import POLICY_CONTEXT, BenchConfig, BenchError, BenchFailure
 from bench.corpus import Corpus, build_workload, corpus_from
 from bench.cpu import (
     MONITOR_STREAMS,
@@ -90,9 +90,6 @@ from bench.workloads import Workload
 
 #: Display refresh period (progress and the plain-text heartbeat).
 REFRESH_S = 0.2
-#: Seconds a server has to answer the connection's settings: a port that is not zplex fails
-#: within this, not after --timeout.
-HANDSHAKE_TIMEOUT_S = 10.0
 #: In-process reference passes (the best is kept).
 INPROCESS_REPEAT = 2
 
@@ -139,24 +136,19 @@ class Runner:
     async def attach(self, endpoint: Endpoint, spawned: bool) -> None:
         """Open the monitor connection, read the server's settings and check the limits."""
         self.endpoint = endpoint
-        self.monitor = Monitor(endpoint, self.config.timeout_s)
-        handshake = min(self.config.timeout_s, HANDSHAKE_TIMEOUT_S)
+        handshake = min(self.config.timeout_s, connect_failure.HANDSHAKE_TIMEOUT_S)
+        self.monitor = Monitor(endpoint, self.config.timeout_s, handshake)
         try:
-            client = await asyncio.wait_for(self.monitor.connect(), handshake)
-        except TimeoutError:
-            raise BenchError(
-                f"cannot connect to {endpoint}: no zplex settings frame within {handshake:g} s; "
-                "is a zplex server (zplex serve) listening on that port?"
-            ) from None
-        except (OSError, ServerError, ConnectionLost) as exc:
-            hint = "" if spawned else " (is a zplex server listening on that port?)"
-            raise BenchError(f"cannot connect to {endpoint}: {describe_error(exc)}{hint}") from None
+            client = await self.monitor.connect()
+        except connect_failure.CONNECT_ERRORS as exc:
+            reason = connect_failure.describe_connect_failure(str(endpoint), exc, handshake)
+            raise BenchFailure(reason) from None
         settings = client.server_settings
         self.limits = dict(settings.limits)
         try:
             header = await self.monitor.stats()
         except ServerError as exc:
-            raise BenchError(f"the server at {endpoint} does not answer stats: {exc}") from None
+            raise BenchFailure(f"the server at {endpoint} does not answer stats: {exc}") from None
         front = header.get("front") or {}
         front_pid = int(front.get("pid", 0))
         local = spawned or (is_loopback(endpoint.host) and psutil.pid_exists(front_pid))

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import psutil
 
-from bench.config import BenchError
+from bench.config import BenchFailure
 
 #: Seconds to wait for a started server's ready file.
 SERVER_READY_TIMEOUT_S = 60.0
@@ -120,12 +120,12 @@ class ServerProcess:
                     self.ready = json.loads(ready_file.read_text())
                     break
             if self.proc.poll() is not None:
-                raise BenchError(
+                raise BenchFailure(
                     f"the server exited with status {self.proc.returncode} before it was "
                     f"ready: {self.log_tail()}"
                 )
             if time.monotonic() > deadline:
-                raise BenchError(f"the server was not ready within {SERVER_READY_TIMEOUT_S} s")
+                raise BenchFailure(f"the server was not ready within {SERVER_READY_TIMEOUT_S} s")
             time.sleep(0.02)
         self._remember_children()
 

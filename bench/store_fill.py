@@ -10,7 +10,7 @@ import functools
 import time
 
 from bench.client import ConnectionLost, Response, ServerError, body_digest
-from bench.config import BenchError, describe_error
+from bench.config import BenchFailure, describe_error
 from bench.corpus import Corpus, Request
 from bench.display import Display
 from bench.passes import Connector, error_code
@@ -30,14 +30,14 @@ async def put_objects(
     timeout_s: float,
 ) -> None:
     """Put the objects ``missing`` (indexes into the corpus's workload) with ``connect``'s
-    connections; :class:`BenchError` if any put fails."""
+    connections; :class:`BenchFailure` if any put fails."""
     items = corpus.workload.items
     display.start(f"{corpus.name}: filling the store", len(missing))
     started = time.monotonic()
     try:
         client = await connect()
     except (OSError, TimeoutError, ServerError, ConnectionLost) as exc:
-        raise BenchError(f"cannot connect to {where}: {describe_error(exc)}") from None
+        raise BenchFailure(f"cannot connect to {where}: {describe_error(exc)}") from None
     window = asyncio.Semaphore(FILL_WINDOW)
     failures: list[str] = []
     done = 0
@@ -78,7 +78,7 @@ async def put_objects(
     if failures:
         code = collections.Counter(failures).most_common(1)[0][0]
         hint = " (wrong --token?)" if code == "forbidden" else ""
-        raise BenchError(
+        raise BenchFailure(
             f"filling the store for {corpus.name} failed: {len(failures)} put(s), e.g. {code}{hint}"
         )
     display.finish(
@@ -95,7 +95,7 @@ async def missing_objects(corpus: Corpus, connect: Connector) -> list[int]:
     try:
         response = await client.request("list", {"prefix": prefix} if prefix else None)
     except ServerError as exc:
-        raise BenchError(f"cannot list the server's store: {exc}") from None
+        raise BenchFailure(f"cannot list the server's store: {exc}") from None
     finally:
         await client.close()
     held = {str(k): int(s) for k, s in response.header.get("keys", [])}
@@ -118,9 +118,9 @@ async def fetch_generated(workload: Workload, connect: Connector, display: Displ
                 try:
                     response = await client.wait(future)
                 except (ServerError, ConnectionLost, TimeoutError) as exc:
-                    raise BenchError(f"generate failed: {describe_error(exc)}") from None
+                    raise BenchFailure(f"generate failed: {describe_error(exc)}") from None
                 if not response.verify_digest():
-                    raise BenchError("generate: the body does not match its digest")
+                    raise BenchFailure("generate: the body does not match its digest")
                 bodies.append(response.body)
             display.update(len(bodies), "")
     finally:

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Self
 
 from bench.client_base import ClientBase
-from bench.client_results import ConnectionLost, Outcome, Response, ServerError
-from bench.client_session import ClientSession, check_stream, settings_timeout
+from bench.client_results import ConnectionLost, HandshakeTimeout, Outcome, Response, ServerError
+from bench.client_session import ClientSession, check_stream
 
 #: Bytes read from the socket at a time, and written at most per send call.
 IO_CHUNK = 256 * 1024
@@ -40,8 +40,10 @@ class Client(ClientBase[Response, int, "Client"]):
         sock.setblocking(False)
 
     @classmethod
-    def _open(cls, session: ClientSession, host: str, port: int, timeout: float) -> Client:
-        sock = socket.create_connection((host, port), timeout=timeout)
+    def _open(
+        cls, session: ClientSession, host: str, port: int, timeout: float, connect_timeout: float
+    ) -> Client:
+        sock = socket.create_connection((host, port), timeout=connect_timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = cls(sock, session, timeout)
@@ -55,9 +57,9 @@ class Client(ClientBase[Response, int, "Client"]):
                 return session.server_settings is not None or session.failure is not None
 
             try:
-                client._pump(ready, timeout)
+                client._pump(ready, connect_timeout)
             except TimeoutError:
-                raise settings_timeout(timeout) from None
+                raise HandshakeTimeout(connect_timeout) from None
             if session.server_settings is None:
                 session.check_usable()
                 raise ConnectionLost("no server settings received")

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bench import chaos
+from bench.config import DEFAULT_DURATION_S
 from bench.projection import SplitRow
 from bench.results import POLICIES, BenchResult, Projection, RunResult
 
@@ -243,6 +244,27 @@ def projection_table(projections: Sequence[Projection]) -> tuple[list[str], list
     return headers, rows
 
 
+def projected(result: BenchResult) -> tuple[list[Projection], str | None]:
+    """The projections with figures to show, and one line instead of a table of dashes for
+    those without (their run measured no CPU figures: too short, or under --chaos)."""
+    known: list[Projection] = []
+    unknown: list[Projection] = []
+    for p in result.projection:
+        costs = (p.front_cpu_s_per_gb, p.workers_cpu_s_per_gb)
+        (unknown if None in costs else known).append(p)
+    if not unknown:
+        return known, None
+    of = f" of {', '.join(p.workload for p in unknown)}" if known else ""
+    which = {(p.workload, p.policy) for p in unknown}
+    if any(run.chaos is not None for run in result.runs if (run.workload, run.policy) in which):
+        return known, f"scaling projection{of}: none under --chaos (it leaves out the server's CPU)"
+    return known, (
+        f"scaling projection{of}: the run was too short to project (no CPU figures in its "
+        f"{unknown[0].policy} phase); measure each policy for {DEFAULT_DURATION_S:g} s or more "
+        f"(-d {DEFAULT_DURATION_S:g})"
+    )
+
+
 def projection_caption(projection: Projection) -> str:
     feed = projection.workers_one_front_can_feed
     at8 = projection.gb_per_s_at(8)
@@ -336,20 +358,23 @@ def render_tables(result: BenchResult, console: Console) -> None:
             console.print(Text(line, style="bold"))
         console.print(Text(workload_caption(runs), style="dim"))
         console.print()
-    if result.projection:
+    known, unknown = projected(result)
+    if known:
         title = (
             "scaling projection (the cores split between fronts and workers, and clients on "
             "the same host, for the most GB/s)"
         )
-        headers, rows = projection_table(result.projection)
+        headers, rows = projection_table(known)
         if _width(headers, rows) <= console.width:
-            parts = [result.projection]
+            parts = [known]
         else:  # too narrow for all workloads side by side: one table each
-            parts = [[projection] for projection in result.projection]
+            parts = [[projection] for projection in known]
         for n, part in enumerate(parts):
             headers, rows = projection_table(part)
             console.print(
                 _rich_table(title if n == 0 else None, headers, rows, [True] * len(headers))
             )
-        for projection in result.projection:
+        for projection in known:
             console.print(Text(projection_caption(projection), style="dim"))
+    if unknown:
+        console.print(Text(unknown, style="dim"))

@@ -1,22 +1,25 @@
 """``zplex bench --threshold EXPR``: pass/fail criteria over the run's figures, as k6 has.
 
-An expression is ``POLICY.FIGURE OP VALUE``: ``FIGURE`` is a key of a run in the JSON, dotted
-into nested objects (``ratio_vs_request``, ``latency_ms.p99``, ``cpu_s_per_gb.front``,
-``requests_per_s``, ``error_count``), ``OP`` one of ``>= <= > < == !=``. It is checked against
-the ``POLICY`` run of every workload; a figure that is missing or null is not met. Any
-threshold not met makes the exit status 1.
+An expression is ``POLICY.FIGURE OP VALUE``: ``FIGURE`` is one of the numbers of a run in the
+JSON (:func:`bench.results.figure_names`), dotted into nested objects (``ratio_vs_request``,
+``latency_ms.p99``, ``cpu_s_per_gb.front``, ``requests_per_s``, ``error_count``), ``OP`` one of
+``>= <= > < == !=``. A misspelt figure is refused when the expression is parsed, before the
+run. It is checked against the ``POLICY`` run of every workload; a figure this run could not
+measure (null, or its policy did not run) is "not measured", which fails like a threshold not
+met: either makes the exit status 1.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import operator
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.results import POLICIES, RunResult
+from bench.results import POLICIES, RunResult, figure_names
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -30,6 +33,8 @@ _EXPRESSION = re.compile(
     r"^\s*(?P<policy>[a-z]+)\.(?P<figure>[a-z0-9_.]+)\s*(?P<op>>=|<=|==|!=|>|<)\s*"
     r"(?P<value>[-+0-9.eE]+|inf)\s*$"
 )
+#: The figures an expression may name.
+FIGURES = figure_names()
 
 
 class ThresholdError(ValueError):
@@ -47,18 +52,22 @@ class Threshold:
 
 @dataclasses.dataclass(frozen=True)
 class ThresholdCheck:
-    """One threshold against one workload's run: the figure found (None: missing) and whether
-    it is met."""
+    """One threshold against one workload's run (``workload`` None: its policy did not run):
+    the figure found (None: not measured) and whether it is met."""
 
     threshold: Threshold
-    workload: str
+    workload: str | None
     actual: float | None
     met: bool
 
     def describe(self) -> str:
-        actual = "missing" if self.actual is None else f"{self.actual:g}"
+        expression = self.threshold.expression
+        if self.workload is None:
+            return f"{expression}: not measured (no {self.threshold.policy} run finished)"
+        if self.actual is None:
+            return f"{expression} on {self.workload}: not measured"
         verdict = "met" if self.met else "NOT MET"
-        return f"{self.threshold.expression} on {self.workload}: {actual} -> {verdict}"
+        return f"{expression} on {self.workload}: {self.actual:g} -> {verdict}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,14 +87,23 @@ def parse_threshold(text: str) -> Threshold:
             f"--threshold {text!r}: expected POLICY.FIGURE OP VALUE, e.g. "
             "stream.ratio_vs_request>=2 or stream.latency_ms.p99<50"
         )
-    policy = match["policy"]
+    policy, figure = match["policy"], match["figure"]
     if policy not in POLICIES:
-        raise ThresholdError(f"--threshold {text!r}: unknown policy {policy!r}")
+        raise ThresholdError(
+            f"--threshold {text!r}: unknown policy {policy!r} (the policies: {', '.join(POLICIES)})"
+        )
+    if figure not in FIGURES:
+        close = difflib.get_close_matches(figure, FIGURES, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ThresholdError(
+            f"--threshold {text!r}: unknown figure {figure!r}{hint} (the figures: "
+            f"{', '.join(FIGURES)})"
+        )
     try:
         value = float(match["value"])
     except ValueError:
         raise ThresholdError(f"--threshold {text!r}: {match['value']!r} is not a number") from None
-    return Threshold(text.strip(), policy, match["figure"], match["op"], value)
+    return Threshold(text.strip(), policy, figure, match["op"], value)
 
 
 def figure_of(run: RunResult, figure: str) -> float | None:
@@ -107,12 +125,12 @@ def check_thresholds(
     thresholds: Sequence[Threshold], runs: Sequence[RunResult]
 ) -> list[ThresholdCheck]:
     """Each threshold against its policy's run of every workload; a threshold whose policy
-    did not run at all is one check, not met."""
+    did not run (an interrupted run) is one check, not measured."""
     checks: list[ThresholdCheck] = []
     for threshold in thresholds:
         matching = [run for run in runs if run.policy == threshold.policy]
         if not matching:
-            checks.append(ThresholdCheck(threshold, "(no such run)", None, False))
+            checks.append(ThresholdCheck(threshold, None, None, False))
         for run in matching:
             actual = figure_of(run, threshold.figure)
             met = actual is not None and OPERATORS[threshold.op](actual, threshold.value)

@@ -44,15 +44,19 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument(
         "--store", help="object store directory (created if missing; default ./zplex-store)"
     )
-    p.add_argument("--config", help="TOML file with any option and a [limits] table")
+    p.add_argument(
+        "--config",
+        help="TOML file with any option and a [limits] table; flags win (default: none)",
+    )
     p.add_argument(
         "--write-token",
-        help="token that grants write permission (put); or set ZPLEX_WRITE_TOKEN",
+        help="token that grants write permission (put); or set ZPLEX_WRITE_TOKEN (default: "
+        "none, put is refused)",
     )
     p.add_argument(
         "--ready-file",
         help="write JSON {tcp, pid, fronts, workers, ...} here once every front serves "
-        "(atomically; kept current)",
+        "(atomically; kept current) (default: none)",
     )
     p.add_argument(
         "--stdio",
@@ -64,7 +68,7 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "--http-port",
         type=int,
         help="also serve the HTTP API (docs/protocol.md, section 7 Transports) on this port "
-        "(0: any free port)",
+        "(0: any free port) (default: no HTTP)",
     )
     p.add_argument(
         "--http-debugreflect",
@@ -75,10 +79,14 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument(
         "--worker-listen",
         metavar="tcp://HOST:PORT",
-        help="also accept remote workers (zplex worker) here; port 0 picks a free one",
+        help="also accept remote workers (zplex worker) here; port 0 picks a free one "
+        "(default: local workers only)",
     )
     p.add_argument(
-        "--worker-keys", metavar="DIR", help="CURVE keys for remote workers (zplex keys DIR)"
+        "--worker-keys",
+        metavar="DIR",
+        help="CURVE keys for remote workers (zplex keys DIR; default: none, needed with "
+        "--worker-listen)",
     )
     p.add_argument(
         "--worker-silence",
@@ -109,12 +117,14 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="override a limit (docs/protocol.md, section 6 Limits), e.g. --limit max_streams=16",
+        help="override a limit (docs/protocol.md, section 6 Limits), e.g. --limit max_streams=16; "
+        "repeatable (default: the limits' defaults, or the config file's [limits])",
     )
     p.add_argument(
         "--metrics-port",
         type=int,
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port) "
+        "(default: no metrics)",
     )
     p.add_argument("--metrics-host", help="address of the metrics endpoint (default: --host)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default), ERROR")
@@ -138,10 +148,12 @@ def _register_remote(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "--connect",
         required=True,
         metavar="tcp://HOST:PORT",
-        help="the front's --worker-listen endpoint",
+        help="the front's --worker-listen endpoint (required)",
     )
-    p.add_argument("--keys", required=True, metavar="DIR", help="holds front.key, worker.key*")
-    p.add_argument("--store", required=True, help="object store directory")
+    p.add_argument(
+        "--keys", required=True, metavar="DIR", help="holds front.key, worker.key* (required)"
+    )
+    p.add_argument("--store", required=True, help="object store directory (required)")
     p.add_argument(
         "--max-generate-bytes",
         type=int,
@@ -206,7 +218,7 @@ def _keys(args: argparse.Namespace) -> int:
             "replace them (every front and worker using them then needs the new ones)",
             file=sys.stderr,
         )
-        return 1
+        return 2
     try:
         os.makedirs(args.dir, exist_ok=True)
         old_umask = os.umask(0o077)  # the secret keys are written 0600 from the start
@@ -243,7 +255,7 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from server.cluster import serve
-    from server.config import ConfigError, build_config, load_file
+    from server.config import ConfigError, build_config, load_file, parse_limit_option
     from server.logs import setup_logging
     from workers.store import ObjectStore
 
@@ -272,13 +284,8 @@ def _serve(args: argparse.Namespace) -> int:
             "metrics_host": args.metrics_host,
         }
         for item in args.limit:
-            name, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--limit takes NAME=VALUE, got {item!r}")
-            try:
-                overrides["limit_" + name.strip()] = float(value) if "." in value else int(value)
-            except ValueError:
-                raise ConfigError(f"--limit {name}: {value!r} is not a number") from None
+            name, value = parse_limit_option(item)
+            overrides["limit_" + name] = value
         config = build_config(file_values, overrides)
         _check_ready_file(config.ready_file)
     except ConfigError as exc:

@@ -157,6 +157,47 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+#: The flags of ``zplex serve`` that set a config-file key, where the flag is not simply
+#: ``--`` and the key with dashes; keys in :data:`FILE_ONLY` have no flag.
+_FLAG_OF = {"worker_silence_s": "--worker-silence"}
+FILE_ONLY = frozenset({"drain_timeout_s", "max_output_buffer_bytes", "max_front_output_bytes"})
+LIMIT_NAMES = tuple(f.name for f in dataclasses.fields(Limits))
+
+
+def flag_of(key: str) -> str | None:
+    """The ``zplex serve`` flag that sets the config-file key ``key`` (None: the file only)."""
+    return None if key in FILE_ONLY else _FLAG_OF.get(key, "--" + key.replace("_", "-"))
+
+
+def _where_setting_goes(key: str) -> str:
+    """Where a server setting (not a protocol limit) is set: the config file's top level, or
+    its flag."""
+    flag = flag_of(key)
+    return f"set {key} = ... at the top level of the --config file" + (
+        f", or pass {flag}" if flag else ""
+    )
+
+
+def parse_limit_option(item: str) -> tuple[str, int | float]:
+    """``--limit NAME=VALUE`` -> (name, value); :class:`ConfigError` naming what is wrong, and
+    where a server setting that is not a limit is set instead."""
+    name, sep, value = item.partition("=")
+    name = name.strip()
+    if not sep:
+        raise ConfigError(f"--limit takes NAME=VALUE, got {item!r}")
+    if name not in LIMIT_NAMES:
+        if name in _SCALARS:
+            raise ConfigError(
+                f"--limit {name}: not a protocol limit but a server setting: "
+                f"{_where_setting_goes(name)}"
+            )
+        raise ConfigError(f"--limit {name}: unknown limit (the limits: {', '.join(LIMIT_NAMES)})")
+    try:
+        return name, float(value) if "." in value else int(value)
+    except ValueError:
+        raise ConfigError(f"--limit {name}: {value!r} is not a number") from None
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML config: the scalar options above at top level, ``encodings`` as a list and
     a ``[limits]`` table with the keys of docs/protocol.md section 6."""
@@ -172,6 +213,12 @@ def load_file(path: str | Path) -> dict[str, Any]:
         if key == "limits":
             if not isinstance(value, dict):
                 raise ConfigError("[limits] must be a table")
+            for name in value:
+                if name in _SCALARS:
+                    raise ConfigError(
+                        f"config [limits] {name}: not a protocol limit but a server setting: "
+                        f"{_where_setting_goes(name)}"
+                    )
             out["limits"] = value
         elif key == "encodings":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -182,6 +229,11 @@ def load_file(path: str | Path) -> dict[str, Any]:
             if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
                 raise ConfigError(f"config option {key!r} has the wrong type")
             out[key] = value
+        elif key in LIMIT_NAMES:
+            raise ConfigError(
+                f"config option {key!r} is a protocol limit: put it in the [limits] table, or "
+                f"pass --limit {key}=..."
+            )
         else:
             raise ConfigError(f"unknown config option {key!r}")
     return out

@@ -11,7 +11,9 @@ through their stream's decoder (per the stream's stream-settings) and shown as
 ``zplex frames encode [FILE]`` turns notation lines into frame bytes (or hex text, one frame
 per line, with ``--hex``).
 
-Malformed input gives a message on stderr naming the byte offset (or line) and exit status 1.
+Malformed input gives a message on stderr naming the byte offset (or line) and exit status 1;
+an input file that cannot be read, exit status 2 (the exit statuses of every ``zplex``
+subcommand: README, "Exit status").
 """
 
 from __future__ import annotations
@@ -297,9 +299,12 @@ def _map_text(ftype: FrameType, payload: bytes) -> str:
 def run_decode(args: argparse.Namespace) -> int:
     try:
         data = _read_input(args.file)
+    except OSError as exc:
+        return _fail(exc)
+    try:
         if args.hex:
             data = parse_hex(data.decode("utf-8", errors="replace"))
-    except (OSError, InputError) as exc:
+    except InputError as exc:
         return _fail(exc)
     frames, error = split_capture(data, args.max_frame_size)
     dissector = Dissector(decode=args.decode)
@@ -317,9 +322,12 @@ def run_decode(args: argparse.Namespace) -> int:
 
 def run_encode(args: argparse.Namespace) -> int:
     try:
-        text = _read_input(args.file).decode("utf-8")
-        frames = parse_lines(text)
-    except (OSError, UnicodeDecodeError, NotationError) as exc:
+        data = _read_input(args.file)
+    except OSError as exc:
+        return _fail(exc)
+    try:
+        frames = parse_lines(data.decode("utf-8"))
+    except (UnicodeDecodeError, NotationError) as exc:
         return _fail(exc)
     if args.hex:
         for frame in frames:
@@ -333,11 +341,15 @@ def run_encode(args: argparse.Namespace) -> int:
 
 
 def _fail(exc: BaseException) -> int:
+    """Say what is wrong; the exit status: 2 for an input that cannot be read, 1 for one that
+    does not parse."""
+    status = 1
     if isinstance(exc, OSError):
-        message = f"{exc.filename or 'input'}: {exc.strerror or exc}"
+        message = f"cannot read {exc.filename or 'input'}: {exc.strerror or exc}"
+        status = 2
     elif isinstance(exc, UnicodeDecodeError):
         message = f"input is not UTF-8 text (byte offset {exc.start})"
     else:
         message = str(exc)
     print(f"zplex frames: error: {message}", file=sys.stderr)
-    return 1
+    return status

@@ -227,21 +227,31 @@ class HttpServer:
             raise _error(404, "Not Found", "unknown permission or command")
         if method != "POST":
             raise _error(405, "Method Not Allowed", "use POST", Allow="POST")
-        write = permission == "rw" and self._bearer_ok(headers.get("authorization", ""))
-        if command in WRITE_COMMANDS and not write:
-            raise _error(403, "Forbidden", "write permission needed: an rw URL and a bearer token")
+        if permission == "rw":
+            refusal = self._write_refusal(headers.get("authorization", ""))
+        else:
+            refusal = "write permission needed: an rw URL and a bearer token"
+        write = refusal is None
+        if command in WRITE_COMMANDS and refusal is not None:
+            raise _error(403, "Forbidden", refusal)
         if headers.get("accept", "").split(";")[0].strip() != MEDIA_TYPE:
             raise _error(406, "Not Acceptable", f"Accept must be {MEDIA_TYPE}")
         if headers.get("content-type", "").split(";")[0].strip() != MEDIA_TYPE:
             raise _error(415, "Unsupported Media Type", f"Content-Type must be {MEDIA_TYPE}")
         return HttpScope(command, write)
 
-    def _bearer_ok(self, authorization: str) -> bool:
+    def _write_refusal(self, authorization: str) -> str | None:
+        """Why the ``Authorization`` of an ``rw`` request grants no write permission (None:
+        it does). The token is never echoed."""
         token = self.front.config.write_token
-        scheme, _, value = authorization.partition(" ")
-        if token is None or scheme.lower() != "bearer":
-            return False
-        return hmac.compare_digest(value.strip().encode(), token.encode())
+        if token is None:
+            return "write permission needed: this server has no write token, it takes no writes"
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return "write token missing: send Authorization: Bearer <write token>"
+        if not hmac.compare_digest(value.strip().encode(), token.encode()):
+            return "write token wrong: the bearer token is not the server's write token"
+        return None
 
     async def _read_body(self, reader: asyncio.StreamReader, head: RequestHead) -> bytes:
         if "transfer-encoding" in head.headers:

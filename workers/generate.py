@@ -56,6 +56,23 @@ def _cut(parts: Iterator[bytes], size: int) -> Iterator[bytes]:
     raise AssertionError("generator produced too few bytes")
 
 
+def _gathered(lines: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """Lines (of json and log) joined into parts of about ``_LINES_BYTES``, until they hold
+    ``size`` bytes in all."""
+    part: list[bytes] = []
+    total = gathered = 0
+    for line in lines:
+        part.append(line)
+        gathered += len(line)
+        if gathered >= _LINES_BYTES or total + gathered >= size:
+            yield b"".join(part)
+            total += gathered
+            if total >= size:
+                return
+            part.clear()
+            gathered = 0
+
+
 def _rechunk(parts: Iterator[bytes], chunk_bytes: int) -> Iterator[bytes]:
     """The same bytes in chunks of ``chunk_bytes`` (the last may be shorter)."""
     buf = bytearray()
@@ -259,7 +276,8 @@ _NAME_PARTS = tuple((_NAME_TEXT + " sybil trent victor walter xavier yolanda zoe
 _PAGES = ("/", "/home", "/search", "/cart", "/checkout", "/account", "/help", "/blog")
 
 
-def _gen_json(rng: random.Random, size: int) -> Iterator[bytes]:
+def _json_lines(rng: random.Random) -> Iterator[bytes]:
+    """JSON records, one a line, without end (:func:`_gathered` takes what it needs)."""
     users = [
         b'"user": "%s%d", ' % (rng.choice(_NAME_PARTS).encode(), rng.randrange(10000))
         for _ in range(4096)
@@ -275,10 +293,8 @@ def _gen_json(rng: random.Random, size: int) -> Iterator[bytes]:
     browsers = [b.encode() for b in _BROWSERS]
     record_id = rng.randrange(1, 10**9)
     ts = 1_700_000_000_000 + rng.randrange(10**10)
-    lines: list[bytes] = []
-    total = gathered = 0
     getrandbits = rng.getrandbits
-    while total + gathered < size:
+    while True:
         x = getrandbits(160)
         record_id += 1
         ts += x & 0x3FF  # bits 0-9
@@ -308,15 +324,7 @@ def _gen_json(rng: random.Random, size: int) -> Iterator[bytes]:
                 b"false" if (x >> 94) & 0xF == 0 else b"true",  # 94-97
             )
         )
-        lines.append(line)
-        gathered += len(line)
-        if gathered >= _LINES_BYTES:
-            yield b"".join(lines)
-            total += gathered
-            lines.clear()
-            gathered = 0
-    if lines:
-        yield b"".join(lines)
+        yield line
 
 
 # --- log --------------------------------------------------------------------------------------
@@ -367,7 +375,9 @@ _APP_MESSAGES = (
 )
 
 
-def _gen_log(rng: random.Random, size: int) -> Iterator[bytes]:
+def _log_lines(rng: random.Random) -> Iterator[bytes]:
+    """Web server and application log lines, without end (:func:`_gathered` takes what it
+    needs)."""
     # Line = timestamp + who (host, client address, user agent) + what (request, status, size)
     # + response time; who and what come from pools built per call.
     who: list[bytes] = []
@@ -391,10 +401,8 @@ def _gen_log(rng: random.Random, size: int) -> Iterator[bytes]:
     second = -1
     stamp = b""
     client = who[0]
-    lines: list[bytes] = []
-    total = gathered = 0
     getrandbits = rng.getrandbits
-    while total + gathered < size:
+    while True:
         x = getrandbits(64)
         ms += x & 0x7F  # bits 0-6
         if ms // 1000 != second:
@@ -419,15 +427,7 @@ def _gen_log(rng: random.Random, size: int) -> Iterator[bytes]:
                 pids[h],
                 _APP_MESSAGES[(x >> 19) & 7] % ((x >> 22) & 0x3FF),  # 19-31
             )
-        lines.append(line)
-        gathered += len(line)
-        if gathered >= _LINES_BYTES:
-            yield b"".join(lines)
-            total += gathered
-            lines.clear()
-            gathered = 0
-    if lines:
-        yield b"".join(lines)
+        yield line
 
 
 # --- random / zeros ---------------------------------------------------------------------------
@@ -446,8 +446,8 @@ def _gen_zeros(rng: random.Random, size: int) -> Iterator[bytes]:
 
 _GENERATORS: dict[str, Callable[[random.Random, int], Iterator[bytes]]] = {
     "text": _gen_text,
-    "json": _gen_json,
-    "log": _gen_log,
+    "json": lambda rng, size: _gathered(_json_lines(rng), size),
+    "log": lambda rng, size: _gathered(_log_lines(rng), size),
     "random": _gen_random,
     "zeros": _gen_zeros,
 }

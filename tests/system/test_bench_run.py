@@ -55,7 +55,6 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     [
         (["--git", "{tmp}"], "not a git repository"),
         (["--dir", "{tmp}/missing"], "is not a directory"),
-        (["--connect", "127.0.0.1:1"], "cannot connect to 127.0.0.1:1"),
         (["--connect", "localhost"], "--connect"),
         (["--policies", "stream,fast"], "unknown policy"),
         (["--limit", "lots"], "not a size"),
@@ -64,6 +63,15 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
         (["--json", "/nonexistent/out.json"], "no such directory"),
         (["--threshold", "stream.ratio>>2"], "POLICY.FIGURE OP VALUE"),
         (["--threshold", "fast.ratio>2"], "unknown policy"),
+        (
+            ["--threshold", "stream.ratoi_vs_request>=2"],
+            "'stream.ratoi_vs_request>=2': unknown figure 'ratoi_vs_request'; did you mean "
+            "ratio_vs_request? (the figures: level, streams,",
+        ),
+        (
+            ["--policies", "stream,request", "--threshold", "frame.ratio>=1"],
+            "'frame.ratio>=1': policy frame is not in this run (--policies stream,request)",
+        ),
         (["--repeat", "0"], "--repeat"),
         (["--connect", "127.0.0.1:1", "--chaos", "1"], "--chaos kills the server's processes"),
         (["--chaos", "1", "--chaos-fronts"], "--chaos-fronts needs --fronts N with N > 1"),

@@ -3,15 +3,21 @@ host, a missing token; a closed pipe ends quietly; a typo prints the subcommand'
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bench import connect_failure
+from server.cli import main as cli_main
 from tests.system.serverproc import ServerProcess, running_server
 
 pytestmark = pytest.mark.timeout(60)
@@ -67,10 +73,85 @@ def test_a_closed_pipe_ends_quietly(server: ServerProcess) -> None:
     assert stderr == ""
 
 
-def test_a_bad_host_is_named() -> None:
-    done = zplex("list", "--connect", "no-such-host.invalid:7410", "--timeout", "5")
-    assert done.returncode == 1
-    assert "no-such-host.invalid" in done.stderr and "resolve" in done.stderr
+@pytest.fixture(scope="module")
+def not_serving() -> Iterator[dict[str, str]]:
+    """Addresses where no zplex server answers, by what goes wrong: ``refused`` (a port bound
+    but not listening), ``unanswered`` (a listener whose accept queue is full, so the kernel
+    drops new connections: connect times out), ``silent`` (accepts, never says a word)."""
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = [socket.socket() for _ in range(2)]
+    for filler in fillers:  # the first one fills the queue; the next is dropped
+        filler.settimeout(0.5)
+        with contextlib.suppress(OSError):
+            filler.connect(full.getsockname())
+    silent = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(silent.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield {
+            "refused": f"127.0.0.1:{refused.getsockname()[1]}",
+            "unresolvable": "nosuch.invalid:1234",
+            "unanswered": f"127.0.0.1:{full.getsockname()[1]}",
+            "silent": f"127.0.0.1:{silent.getsockname()[1]}",
+        }
+    finally:
+        for sock in (refused, full, silent, *fillers, *accepted):
+            sock.close()
+
+
+#: What each failure to connect says: the thing at fault, named.
+CONNECT_FAILURES = {
+    "refused": "cannot connect to {address}: connection refused (is a zplex server running there?)",
+    "unresolvable": "cannot resolve host nosuch.invalid",
+    "unanswered": "cannot connect to {address}: no answer within 1 s (is the address right, "
+    "or is a firewall dropping the connection?)",
+    "silent": "{address} did not answer the zplex handshake within 1 s: is it a zplex server?",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONNECT_FAILURES))
+@pytest.mark.parametrize(
+    "argv",
+    [["list"], ["get", "key"], ["stats"], ["bench", "-w", "generate:json", "-n", "5"]],
+    ids=lambda argv: argv[0],
+)
+def test_a_failed_connect_names_what_is_at_fault(
+    case: str, argv: list[str], not_serving: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = not_serving[case]
+    started = time.monotonic()
+    assert cli_main([*argv, "--connect", address, "--timeout", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"zplex {argv[0]}: {CONNECT_FAILURES[case].format(address=address)}")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert time.monotonic() - started < 5
+
+
+def test_the_handshake_timeout_is_the_benchs_for_every_client_command(
+    not_serving: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without --timeout (30 s), a port that never speaks fails after the handshake timeout
+    the bench uses (10 s, shortened here), not after the request timeout."""
+    monkeypatch.setattr(connect_failure, "HANDSHAKE_TIMEOUT_S", 0.5)
+    address = not_serving["silent"]
+    for argv in (["capabilities"], ["bench", "-w", "generate:json", "-n", "5"]):
+        started = time.monotonic()
+        assert cli_main([*argv, "--connect", address]) == 1
+        message = f"{address} did not answer the zplex handshake within 0.5 s"
+        assert message in capsys.readouterr().err
+        assert time.monotonic() - started < 5
 
 
 def test_serve_with_a_bad_host_names_it(tmp_path: Path) -> None:
@@ -119,7 +200,7 @@ def test_keys_are_private_and_not_overwritten(tmp_path: Path) -> None:
         assert stat.S_IMODE((keys / name).stat().st_mode) == 0o600
     before = (keys / "front.key_secret").read_bytes()
     again = zplex("keys", str(keys))
-    assert again.returncode == 1
+    assert again.returncode == 2
     assert "--force" in again.stderr
     assert (keys / "front.key_secret").read_bytes() == before
     assert zplex("keys", "--force", str(keys)).returncode == 0

@@ -4,6 +4,7 @@ sample, --json - and the report's warnings."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from bench import compare, phase_checks, repeats, thresholds
+from bench import chaos, compare, phase_checks, repeats, thresholds
 from bench.config import BenchConfig, BenchError, check_output_paths
 from bench.corpus_selection import spread_sample
 from bench.main import BenchOutcome, run_bench
@@ -58,6 +59,37 @@ def test_threshold_parsing() -> None:
             thresholds.parse_threshold(bad)
 
 
+def test_a_misspelt_figure_is_refused_with_the_figure_names() -> None:
+    with pytest.raises(thresholds.ThresholdError) as info:
+        thresholds.parse_threshold("stream.ratoi_vs_request>=2")
+    message = str(info.value)
+    assert "'stream.ratoi_vs_request>=2'" in message and "unknown figure" in message
+    assert "did you mean ratio_vs_request?" in message
+    assert "cpu_s_per_gb.workers" in message and "latency_ms.p99" in message
+
+
+def test_the_figure_names_are_the_numbers_of_a_runs_json() -> None:
+    """Every name resolves to a number of a measured run's JSON, and every number of it has
+    a name (chaos counters included): the list cannot drift from the JSON."""
+    measured = run("stream")
+    for part in (measured, measured.peak_rss):  # every figure measured, none null
+        for f in dataclasses.fields(part):
+            skip = ("latency_cdf", "each_worker", "repeats")  # plot points, lists, --repeat
+            if getattr(part, f.name) is None and f.name not in skip:
+                setattr(part, f.name, 1)
+    measured.chaos = chaos.chaos_figures(3, {"answered": 5})
+
+    def numbers(node: Any, prefix: str = "") -> set[str]:
+        if isinstance(node, dict):
+            return {n for key, value in node.items() for n in numbers(value, f"{prefix}{key}.")}
+        is_number = isinstance(node, int | float) and not isinstance(node, bool)
+        return {prefix[:-1]} if is_number else set()
+
+    data = measured.to_json()
+    assert numbers(data) | {"error_count"} == set(thresholds.FIGURES)
+    assert all(thresholds.figure_of(measured, name) is not None for name in thresholds.FIGURES)
+
+
 def test_thresholds_checked_against_every_workload() -> None:
     runs = [*two_policies(), run("stream", workload="v", wire=900)]
     fill_ratio_vs_request(runs)
@@ -66,7 +98,7 @@ def test_thresholds_checked_against_every_workload() -> None:
             thresholds.parse_threshold("stream.ratio_vs_request>=2"),
             thresholds.parse_threshold("stream.latency_ms.p99<50"),
             thresholds.parse_threshold("stream.error_count==0"),
-            thresholds.parse_threshold("stream.no_such_figure>1"),
+            thresholds.parse_threshold("stream.cpu_s_per_gb.front<1"),
             thresholds.parse_threshold("frame.ratio>1"),
         ],
         runs,
@@ -74,16 +106,18 @@ def test_thresholds_checked_against_every_workload() -> None:
     verdicts = [(c.threshold.expression, c.workload, c.met) for c in checks]
     assert verdicts == [
         ("stream.ratio_vs_request>=2", "w", True),
-        ("stream.ratio_vs_request>=2", "v", False),  # v has no request run: missing
+        ("stream.ratio_vs_request>=2", "v", False),  # v has no request run: not measured
         ("stream.latency_ms.p99<50", "w", True),
         ("stream.latency_ms.p99<50", "v", True),
         ("stream.error_count==0", "w", True),
         ("stream.error_count==0", "v", True),
-        ("stream.no_such_figure>1", "w", False),
-        ("stream.no_such_figure>1", "v", False),
-        ("frame.ratio>1", "(no such run)", False),
+        ("stream.cpu_s_per_gb.front<1", "w", False),
+        ("stream.cpu_s_per_gb.front<1", "v", False),
+        ("frame.ratio>1", None, False),  # no frame run finished (an interrupted run)
     ]
-    assert "NOT MET" in checks[1].describe() and "missing" in checks[1].describe()
+    assert checks[1].describe() == "stream.ratio_vs_request>=2 on v: not measured"
+    assert checks[6].describe() == "stream.cpu_s_per_gb.front<1 on w: 1000 -> NOT MET"
+    assert checks[8].describe() == "frame.ratio>1: not measured (no frame run finished)"
 
 
 def fake_bench(runs: list[RunResult], warnings: list[str] | None = None) -> Any:
@@ -107,6 +141,19 @@ def test_a_threshold_not_met_makes_the_exit_status_1(
     not_met = BenchConfig(thresholds=("stream.ratio_vs_request>=2", "stream.requests_per_s>95"))
     assert run_bench(not_met, sys.stdout, sys.stderr) == 1
     assert "stream.requests_per_s>95 on w: 90 -> NOT MET" in capsys.readouterr().err
+
+
+def test_a_figure_not_measured_says_so_and_makes_the_exit_status_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = two_policies()
+    runs[1].cpu_s_per_gb.front = None  # a phase too short for CPU figures
+    monkeypatch.setattr("bench.main._bench", fake_bench(runs))
+    config = BenchConfig(thresholds=("stream.cpu_s_per_gb.front<5",))
+    assert run_bench(config, sys.stdout, sys.stderr) == 1
+    err = capsys.readouterr().err
+    assert "threshold stream.cpu_s_per_gb.front<5 on w: not measured\n" in err
+    assert "NOT MET" not in err
 
 
 def test_json_to_stdout_puts_the_tables_on_stderr(monkeypatch: pytest.MonkeyPatch) -> None:

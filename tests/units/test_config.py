@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from server.cli import build_parser, main
-from server.config import ConfigError, ServeConfig, build_config, load_file
+from server.config import (
+    _SCALARS,
+    FILE_ONLY,
+    ConfigError,
+    ServeConfig,
+    build_config,
+    flag_of,
+    load_file,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -105,3 +114,64 @@ def test_metrics_and_log_format_options(tmp_path: Path) -> None:
         ServeConfig(metrics_port=70000)
     with pytest.raises(ConfigError, match="stdio"):
         ServeConfig(metrics_port=0, stdio=True)
+
+
+@pytest.mark.parametrize(
+    ("limit", "message"),
+    [
+        (
+            "max_output_buffer_bytes=1000",
+            "--limit max_output_buffer_bytes: not a protocol limit but a server setting: set "
+            "max_output_buffer_bytes = ... at the top level of the --config file\n",
+        ),
+        (
+            "worker_silence_s=5",
+            "--limit worker_silence_s: not a protocol limit but a server setting: set "
+            "worker_silence_s = ... at the top level of the --config file, or pass "
+            "--worker-silence\n",
+        ),
+        ("max_stream=3", "--limit max_stream: unknown limit (the limits: max_frame_size, "),
+    ],
+)
+def test_a_setting_given_as_a_limit_says_where_it_is_set(
+    limit: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--limit", limit]) == 2
+    assert f"zplex serve: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[limits]\nmax_front_output_bytes = 1000\n",
+            "config [limits] max_front_output_bytes: not a protocol limit but a server setting: "
+            "set max_front_output_bytes = ... at the top level of the --config file",
+        ),
+        (
+            "max_streams = 8\n",
+            "config option 'max_streams' is a protocol limit: put it in the [limits] table, or "
+            "pass --limit max_streams=...",
+        ),
+    ],
+)
+def test_a_key_in_the_wrong_part_of_the_config_file_says_where_it_goes(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_file(write(tmp_path, text))
+    assert str(info.value) == message
+
+
+def test_the_flags_named_for_settings_exist() -> None:
+    """Every config-file setting is either file-only or set by the flag the hints name."""
+    serve = next(
+        action.choices["serve"]
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    flags = {option for action in serve._actions for option in action.option_strings}
+    for key in _SCALARS:
+        flag = flag_of(key)
+        assert flag is None or flag in flags, key
+    assert set(_SCALARS) >= FILE_ONLY

@@ -215,7 +215,7 @@ def test_decode_missing_file(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     status, _, err = run(["frames", "decode", str(tmp_path / "nope")], capsys, monkeypatch)
-    assert status == 1 and "No such file" in err
+    assert status == 2 and "cannot read " in err and "No such file" in err
 
 
 def test_decode_empty_input(

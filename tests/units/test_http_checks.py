@@ -36,9 +36,9 @@ class RecordingWriter:
         pass
 
 
-def _front() -> SimpleNamespace:
+def _front(write_token: str | None = None) -> SimpleNamespace:
     settings = ServerSettings("zplex/test", ENCODINGS, LIMITS.max_frame_size, 1, LIMITS.to_wire())
-    config = SimpleNamespace(limits=LIMITS, write_token=None)
+    config = SimpleNamespace(limits=LIMITS, write_token=write_token)
 
     def new_connection(http: object = None) -> object:
         raise AssertionError("no zplex connection may start for a refused request")
@@ -51,13 +51,15 @@ def _front() -> SimpleNamespace:
     )
 
 
-def _exchange(request: bytes, *, debugreflect: bool = False) -> tuple[int, bytes]:
+def _exchange(
+    request: bytes, *, debugreflect: bool = False, write_token: str | None = None
+) -> tuple[int, bytes]:
     async def main() -> tuple[int, bytes]:
         reader = asyncio.StreamReader()
         reader.feed_data(request)
         reader.feed_eof()
         writer = RecordingWriter()
-        server = HttpServer(_front(), debugreflect=debugreflect)  # type: ignore[arg-type]
+        server = HttpServer(_front(write_token), debugreflect=debugreflect)  # type: ignore[arg-type]
         await server.handle(reader, writer)  # type: ignore[arg-type]
         assert writer.closed
         head, _, body = bytes(writer.data).partition(b"\r\n\r\n")
@@ -66,8 +68,10 @@ def _exchange(request: bytes, *, debugreflect: bool = False) -> tuple[int, bytes
     return asyncio.run(main())
 
 
-def _post(command: str, headers: dict[str, str], body: bytes = b"") -> bytes:
-    lines = [f"POST /api/zplex-v1/ro/{command} HTTP/1.1", "Host: test"]
+def _post(
+    command: str, headers: dict[str, str], body: bytes = b"", permission: str = "ro"
+) -> bytes:
+    lines = [f"POST /api/zplex-v1/{permission}/{command} HTTP/1.1", "Host: test"]
     base = {"Content-Type": MEDIA_TYPE, "Accept": MEDIA_TYPE}
     lines += [f"{k}: {v}" for k, v in {**base, **headers}.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
@@ -112,3 +116,31 @@ def test_debugreflect_is_404_unless_switched_on() -> None:
     status, text = _exchange(request, debugreflect=True)
     assert status == 200
     assert b"sender-protocol-settings" in text and b"RequestReady" in text
+
+
+@pytest.mark.parametrize(
+    ("permission", "authorization", "server_token", "message"),
+    [
+        ("ro", "Bearer s3cret", "s3cret", "write permission needed: an rw URL and a bearer token"),
+        ("rw", None, "s3cret", "write token missing: send Authorization: Bearer <write token>"),
+        ("rw", "Basic dXNlcg==", "s3cret", "write token missing"),
+        ("rw", "Bearer ", "s3cret", "write token missing"),
+        (
+            "rw",
+            "Bearer not-the-token",
+            "s3cret",
+            "write token wrong: the bearer token is not the server's write token",
+        ),
+        ("rw", "Bearer s3cret", None, "this server has no write token, it takes no writes"),
+    ],
+)
+def test_a_refused_write_says_whether_the_token_is_missing_or_wrong(
+    permission: str, authorization: str | None, server_token: str | None, message: str
+) -> None:
+    headers = {"Content-Length": "0"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    status, text = _exchange(_post("put", headers, permission=permission), write_token=server_token)
+    assert status == 403
+    assert message in text.decode()
+    assert b"s3cret" not in text and b"not-the-token" not in text  # never echoed

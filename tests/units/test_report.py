@@ -189,6 +189,33 @@ def test_render_tables_wide() -> None:
     assert "one front can feed 10.0 workers" in text
 
 
+def test_a_run_too_short_to_project_says_so_in_one_line(tmp_path: Path) -> None:
+    no_cpu = {"front": None, "workers": None, "client": None}  # as a phase too short leaves it
+    runs = [_run(w, p, cpu_seconds=no_cpu) for w in ("stdlib", "versioned") for p in POLICIES]
+    result = BenchResult({}, runs, project_runs(runs))
+    line = (
+        "scaling projection: the run was too short to project (no CPU figures in its stream "
+        "phase); measure each policy for 5 s or more (-d 5)"
+    )
+    console = Console(record=True, width=200, color_system=None)
+    render_tables(result, console)
+    text = console.export_text()
+    assert line in text
+    assert "fronts+workers" not in text and "one front can feed" not in text  # no dashes
+    page = render_html(result)
+    assert f"<p>{line}</p>" in page
+    assert page.count("<table>") == 2  # the two workloads, no projection of dashes
+    # One workload measured, one not: the table of the one, the line names the other.
+    runs[4:] = [_run("versioned", p) for p in POLICIES]
+    console = Console(record=True, width=200, color_system=None)
+    render_tables(BenchResult({}, runs, project_runs(runs)), console)
+    text = console.export_text()
+    assert "scaling projection (the cores split" in text  # versioned's table
+    assert "scaling projection of stdlib: the run was too short to project" in text
+    assert "versioned (stream): one front can feed 10.0 workers" in text
+    assert "stdlib (stream): one front" not in text
+
+
 def test_render_tables_narrow_terminal_splits_columns() -> None:
     console = Console(record=True, width=80, color_system=None)
     render_tables(_result(), console)
