@@ -89,7 +89,7 @@ class FrontApp:
         remote_fronts = tuple(remote_endpoint_for(listen, k) for k in others) if listen else ()
         self.fleet = Fleet(
             config.workers, self.server_settings.server, limits, self, time.monotonic,
-            remote_fronts, config.worker_silence_s,
+            remote_fronts, config.worker_silence_s, config.allow_delete,
         )  # fmt: skip
         self.peers = FrontPeers(spec["ipc_dir"], self.index, spec["fronts"], self.front_stats)
         self.zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

@@ -50,6 +50,13 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="token that grants write permission (put); or set ZPLEX_WRITE_TOKEN",
     )
     p.add_argument(
+        "--allow-delete",
+        action="store_true",
+        default=None,
+        help="offer the delete command (a zplex extension, write permission; zplex bench "
+        "--cleanup uses it); without it the server has exactly the protocol's commands",
+    )
+    p.add_argument(
         "--ready-file",
         help="write JSON {tcp, pid, fronts, workers, ...} here once every front serves "
         "(atomically; kept current)",
@@ -249,6 +256,7 @@ def _serve(args: argparse.Namespace) -> int:
             "fronts": args.fronts,
             "store": args.store,
             "write_token": args.write_token,
+            "allow_delete": args.allow_delete,
             "ready_file": args.ready_file,
             "level": args.level,
             "max_generate_bytes": args.max_generate_bytes,
@@ -320,6 +328,7 @@ class ServerLayout:
                 server=f"zplex/{_version()}",
                 limits=config.limits,
                 max_generate_bytes=config.max_generate_bytes,
+                allow_delete=config.allow_delete,
                 log_level=config.log_level,
                 log_format=config.log_format,
                 # This front takes no HEARTBEAT from its local workers (its own children).

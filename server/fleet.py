@@ -68,8 +68,12 @@ class Fleet:
         clock: Callable[[], float],
         remote_fronts: tuple[str, ...] = (),
         local_silence_s: float = LOCAL_SILENCE_S,
+        allow_delete: bool = False,
     ) -> None:
         self.server_name = server_name
+        #: --allow-delete, told to remote workers in WELCOME (local ones have it in their
+        #: config): every worker of a server offers the same commands.
+        self.allow_delete = allow_delete
         #: The endpoints where the other fronts accept remote workers (named in WELCOME).
         self.remote_fronts = remote_fronts
         #: A local worker heard from for this long is declared lost (it heartbeats every
@@ -219,7 +223,9 @@ class Fleet:
             slot.host = ready.host
             slot.ready = True
             slot.last_seen = self.clock()
-            welcome = Welcome(slot.index, self.server_name, self.limits, self.remote_fronts)
+            welcome = Welcome(
+                slot.index, self.server_name, self.limits, self.remote_fronts, self.allow_delete
+            )
             self.send(slot.index, [Envelope(Kind.WELCOME).pack(), welcome.encode()])
             log.info("remote worker %d joined from %s (pid %d)", slot.index, slot.host, slot.pid)
             self.events.worker_ready(slot.index)

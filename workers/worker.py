@@ -54,6 +54,9 @@ class WorkerConfig:
     server: str
     limits: Limits
     max_generate_bytes: int = 256 << 20
+    #: --allow-delete: offer the ``delete`` extension (a remote worker learns it from the
+    #: front's WELCOME).
+    allow_delete: bool = False
     log_level: str = "WARNING"
     log_format: str = "text"
     #: A remote worker (``zplex worker``): the directory of its CURVE keys. It joins the
@@ -92,7 +95,9 @@ class Worker:
         commands = Commands(
             # The server swept the local store at start; a remote worker sweeps its own.
             ObjectStore(config.store, sweep=config.keys is not None),
-            ServerInfo(config.server, config.limits, config.max_generate_bytes),
+            ServerInfo(
+                config.server, config.limits, config.max_generate_bytes, config.allow_delete
+            ),
         )
         self.core = WorkerCore(
             commands,
@@ -319,7 +324,8 @@ def run_remote(
     max_generate_bytes: int = 256 << 20,
 ) -> int:
     """``zplex worker``: serve a front on another host until it says SHUTDOWN (or SIGTERM,
-    Ctrl-C). Index, server name and limits come from the front's WELCOME."""
+    Ctrl-C). Index, server name, limits and whether ``delete`` is offered come from the
+    front's WELCOME."""
     setup_logging(log_level, log_format, "worker")
     config = WorkerConfig(
         index=-1,

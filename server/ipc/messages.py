@@ -21,18 +21,25 @@ from server.protocol.payloads import CommandRequest, StreamSettings, pack, unpac
 _OPT_INT = (int, type(None))
 
 
-def _fields(data: bytes, what: str, types: Sequence[type | tuple[type, ...]]) -> list[Any]:
-    """The fields of an array payload, each checked against its type (bool is no int)."""
+def _fields(
+    data: bytes,
+    what: str,
+    types: Sequence[type | tuple[type, ...]],
+    required: int | None = None,
+) -> list[Any]:
+    """The fields of an array payload, each checked against its type (bool is no int). With
+    ``required``, the fields after the first ``required`` may be left out (given as None)."""
     try:
         value = msgpack.unpackb(data, raw=False)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise ValueError(f"{what}: not MessagePack") from exc
-    if not isinstance(value, list) or len(value) != len(types):
+    least = len(types) if required is None else required
+    if not isinstance(value, list) or not least <= len(value) <= len(types):
         raise ValueError(f"{what}: expected {len(types)} fields")
-    for n, (field, kind) in enumerate(zip(value, types, strict=True)):
+    for n, (field, kind) in enumerate(zip(value, types, strict=False)):
         if not isinstance(field, kind) or (isinstance(field, bool) and kind is not bool):
             raise ValueError(f"{what}: field {n} has the wrong type")
-    return value
+    return value + [None] * (len(types) - len(value))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -106,31 +113,31 @@ class Ready:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Welcome:
-    """WELCOME: a remote worker learns its index, the server's name and the limits, and
-    the endpoints of further fronts it is to serve too (empty: only this one)."""
+    """WELCOME: a remote worker learns its index, the server's name and the limits, the
+    endpoints of further fronts it is to serve too (empty: only this one), and whether the
+    server offers ``delete`` (``--allow-delete`` is the front's to give)."""
 
     index: int
     server: str
     limits: Limits
     fronts: tuple[str, ...] = ()
+    allow_delete: bool = False
 
     def encode(self) -> bytes:
-        fields: list[Any] = [self.index, self.server, self.limits.to_wire()]
-        if self.fronts:
-            fields.append(list(self.fronts))
-        return pack(fields)
+        fields = [self.index, self.server, self.limits.to_wire(), list(self.fronts)]
+        return pack([*fields, self.allow_delete])
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
-        try:
-            index, server, limits, fronts = _fields(data, "welcome", (int, str, dict, list))
-        except ValueError:
-            index, server, limits = _fields(data, "welcome", (int, str, dict))
-            fronts = []
+        types = (int, str, dict, list, bool)
+        index, server, limits, fronts, allow_delete = _fields(data, "welcome", types, 3)
+        fronts = fronts or []
         if not all(isinstance(endpoint, str) for endpoint in fronts):
             raise ValueError("welcome: fronts must be endpoints")
         try:
-            return cls(index, server, Limits.from_mapping(limits), tuple(fronts))
+            return cls(
+                index, server, Limits.from_mapping(limits), tuple(fronts), bool(allow_delete)
+            )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"welcome: bad limits: {exc}") from None
 
