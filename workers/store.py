@@ -282,10 +282,12 @@ class ObjectStore:
             try:
                 current.mkdir()
             except FileExistsError:
-                if current.is_dir():
-                    continue
-                if not os.path.lexists(current):
-                    raise FileNotFoundError(errno.ENOENT, "removed meanwhile") from None
+                try:
+                    if stat.S_ISDIR(os.stat(current).st_mode):
+                        continue
+                except FileNotFoundError:
+                    if not current.is_symlink():
+                        raise  # removed since it was found: made again
                 raise BadKey("a parent of the key is an object") from None
             except NotADirectoryError:
                 raise BadKey("a parent of the key is an object") from None
