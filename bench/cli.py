@@ -163,7 +163,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="bench a running server instead (its store must hold the workload, or pass "
         "--token to put it)",
     )
-    server.add_argument("--token", help="write token of the --connect server (for put)")
+    server.add_argument("--token", help="write token of the --connect server (for put, and delete)")
+    server.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="with --connect: at the end of the run (after Ctrl-C or a failure too), delete "
+        "the objects the run put into the server's store, and only those; the server must "
+        "offer delete (zplex serve --allow-delete), which is checked before any put",
+    )
     server.add_argument(
         "--chaos",
         type=float,

@@ -61,6 +61,7 @@ import psutil
 
 from bench import chaos, phase_checks, results, stats
 from bench.chaos_driver import make_driver
+from bench.cleanup import PutLedger, check_delete_offered
 from bench.client import AsyncClient, ConnectionLost, ServerError
 from bench.client_processes import ClientProcesses
 from bench.config import POLICY_CONTEXT, BenchConfig, BenchError, describe_error
@@ -114,8 +115,11 @@ class Runner:
         self.corpora: dict[str, Corpus] = {}
         self.phases: list[PhaseOutcome] = []
         self.warnings: list[str] = []
-        #: Objects put into a --connect server's store, per workload (they stay there).
+        #: Objects put into a --connect server's store, per workload (they stay there,
+        #: unless --cleanup).
         self.put_objects: dict[str, int] = {}
+        #: The keys put into a --connect server's store, for --cleanup.
+        self.ledger = PutLedger()
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -152,6 +156,8 @@ class Runner:
             raise BenchError(f"cannot connect to {endpoint}: {describe_error(exc)}{hint}") from None
         settings = client.server_settings
         self.limits = dict(settings.limits)
+        if self.config.cleanup:
+            await check_delete_offered(client, endpoint)
         try:
             header = await self.monitor.stats()
         except ServerError as exc:
@@ -256,7 +262,8 @@ class Runner:
         missing = list(range(len(items)))
         spawned = bool(self.servers)
         if not spawned:
-            missing = await missing_objects(corpus, self._setup_connector())
+            missing, replaced = await missing_objects(corpus, self._setup_connector())
+            self.ledger.keep(items[i].key for i in replaced)
             if missing and self.token is None:
                 raise BenchError(
                     f"the server's store lacks {len(missing):,} of the {len(items):,} objects "
@@ -271,14 +278,17 @@ class Runner:
             self.display,
             where=str(self.endpoint),
             timeout_s=self.config.timeout_s,
+            ledger=None if spawned else self.ledger,
         )
         if not spawned:
             self.put_objects[corpus.name] = len(missing)
             prefix = items[0].key.split("/", 1)[0]
-            self.warnings.append(
-                f"put {len(missing):,} objects of workload {corpus.name} under {prefix}/ into "
-                f"the store of {self.endpoint}; they stay there for the next run"
-            )
+            if not self.config.cleanup:  # (else the end of the run says what it removed)
+                self.warnings.append(
+                    f"put {len(missing):,} objects of workload {corpus.name} under {prefix}/ "
+                    f"into the store of {self.endpoint}; they stay there for the next run "
+                    "(--cleanup removes them, with a server started with --allow-delete)"
+                )
 
     def _setup_connector(self, token: str | None = None) -> functools.partial[Any]:
         """Connections for set-up traffic (``identity``, context ``stream``)."""
