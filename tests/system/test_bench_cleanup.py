@@ -2,7 +2,7 @@
 127.0.0.1: it removes exactly the objects the run put (never one the store held before the
 run), at the end of a run, after a failed run and after Ctrl-C; against a server without
 ``--allow-delete`` it fails before any put. The parts without processes:
-tests/units/test_bench_cleanup.py."""
+tests/units/test_cleanup_ledger.py."""
 
 from __future__ import annotations
 
