@@ -47,7 +47,7 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--config", help="TOML file with any option and a [limits] table")
     p.add_argument(
         "--write-token",
-        help="token that grants write permission (put); or set ZPLEX_WRITE_TOKEN",
+        help="token that grants write permission (put, delete); or set ZPLEX_WRITE_TOKEN",
     )
     p.add_argument(
         "--allow-delete",

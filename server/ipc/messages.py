@@ -125,7 +125,10 @@ class Welcome:
 
     def encode(self) -> bytes:
         fields = [self.index, self.server, self.limits.to_wire(), list(self.fronts)]
-        return pack([*fields, self.allow_delete])
+        fields.append(self.allow_delete)
+        while len(fields) > 3 and not fields[-1]:  # defaults left out, as before they existed
+            fields.pop()
+        return pack(fields)
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
