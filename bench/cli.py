@@ -182,7 +182,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--token to put it) (default: start one)",
     )
     server.add_argument(
-        "--token", help="write token of the --connect server, to put the workload (default: none)"
+        "--token",
+        help="write token of the --connect server, to put the workload and, with --cleanup, "
+        "delete it (default: none)",
+    )
+    server.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="with --connect: at the end of the run (after Ctrl-C or a failure too), delete "
+        "the objects the run put into the server's store, and only those; the server must "
+        "offer delete (zplex serve --allow-delete), which is checked before any put",
     )
     server.add_argument(
         "--chaos",

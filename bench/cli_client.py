@@ -1,5 +1,5 @@
-"""Command-line client for people: ``zplex get``, ``zplex put``, ``zplex list``,
-``zplex stats``, ``zplex capabilities``."""
+"""Command-line client for people: ``zplex get``, ``zplex put``, ``zplex delete``,
+``zplex list``, ``zplex stats``, ``zplex capabilities``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from bench import connect_failure
 from bench.client import Client, ConnectionLost, ServerError
 
 TOKEN_ENV = "ZPLEX_WRITE_TOKEN"
+#: The subcommands that send the write token.
+WRITES = ("put", "delete")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -85,6 +87,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(p)
     p.set_defaults(func=_put)
 
+    p = subparsers.add_parser(
+        "delete",
+        help="remove an object from a server's store (needs the write token and a server "
+        "started with --allow-delete)",
+    )
+    p.add_argument("key", help="the object's key")
+    p.add_argument("--token", help=f"write token (default: ${TOKEN_ENV})")
+    _common(p)
+    p.set_defaults(func=_delete)
+
     p = subparsers.add_parser("list", help="list the keys of a server's store")
     p.add_argument(
         "prefix", nargs="?", default=None, help="only keys under this prefix (default: every key)"
@@ -130,7 +142,7 @@ def _run(args: argparse.Namespace, command: str, action: Any) -> int:
     # A server gets the bench's handshake timeout (or --timeout if shorter) to answer.
     handshake = min(args.timeout, connect_failure.HANDSHAKE_TIMEOUT_S)
     try:
-        client = _connect(args, token if command == "put" else None, handshake)
+        client = _connect(args, token if command in WRITES else None, handshake)
     except ValueError as exc:
         return _fail(command, str(exc), 2)
     except connect_failure.CONNECT_ERRORS as exc:
@@ -145,18 +157,32 @@ def _run(args: argparse.Namespace, command: str, action: Any) -> int:
     except ValueError as exc:
         return _fail(command, str(exc), 2)
     except ServerError as exc:
-        message = f"{exc.code}: {exc.message}"
-        if exc.code == "forbidden" and command == "put":
-            message += (
-                " (pass the server's write token with --token or ZPLEX_WRITE_TOKEN)"
-                if not token
-                else " (the token given with --token or ZPLEX_WRITE_TOKEN is not the server's)"
-            )
-        return _fail(command, message)
+        return _fail(command, _server_error(exc, command, args, token))
     except BrokenPipeError:
         raise  # our standard output was closed: zplex's main ends quietly
     except (ConnectionLost, OSError, TimeoutError) as exc:
         return _fail(command, f"cannot talk to {args.connect}: {exc or type(exc).__name__}")
+
+
+def _server_error(
+    exc: ServerError, command: str, args: argparse.Namespace, token: str | None
+) -> str:
+    """An error-response as a message that names what is at fault, and what to do."""
+    message = f"{exc.code}: {exc.message}"
+    if exc.code == "forbidden" and command in WRITES:
+        message += (
+            " (pass the server's write token with --token or ZPLEX_WRITE_TOKEN)"
+            if not token
+            else " (the token given with --token or ZPLEX_WRITE_TOKEN is not the server's)"
+        )
+    elif command == "delete" and exc.code == "not-found":
+        message = f"not-found: no object {args.key!r} in the store of {args.connect}"
+    elif command == "delete" and exc.code == "unknown-command":
+        message = (
+            f"unknown-command: the server at {args.connect} does not offer delete (it was not "
+            "started with --allow-delete)"
+        )
+    return message
 
 
 def _get(args: argparse.Namespace) -> int:
@@ -208,6 +234,15 @@ def _put(args: argparse.Namespace) -> int:
         return 0
 
     return _run(args, "put", action)
+
+
+def _delete(args: argparse.Namespace) -> int:
+    def action(client: Client) -> int:
+        header = client.delete(args.key).header
+        print(f"{args.key}: removed ({header.get('size')} bytes)")
+        return 0
+
+    return _run(args, "delete", action)
 
 
 def _list(args: argparse.Namespace) -> int:

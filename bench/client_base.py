@@ -236,5 +236,10 @@ class ClientBase(Generic[ResultT, SentT, OpenedT]):
     def put(self, key: str, data: bytes, *, stream: int = 1) -> ResultT:
         return self.request("put", {"key": key}, data, stream=stream)
 
+    def delete(self, key: str, *, stream: int = 1) -> ResultT:
+        """Remove an object (header ``size``: its size). A zplex extension: only a server
+        started with ``--allow-delete`` offers it (others answer ``unknown-command``)."""
+        return self.request("delete", {"key": key}, stream=stream)
+
     def stats(self, *, stream: int = 1) -> ResultT:
         return self.request("stats", stream=stream)

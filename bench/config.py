@@ -78,6 +78,8 @@ class BenchConfig:
     clients: int | None = None
     connect: tuple[str, int] | None = None
     token: str | None = None
+    #: --cleanup: delete the objects the run put into the --connect server's store.
+    cleanup: bool = False
     limit_bytes: int | None = None
     revisions: int | None = None
     files: int | None = None
@@ -169,6 +171,11 @@ class BenchConfig:
                     "--small-tables-from sets an option of the server bench starts itself; a "
                     "--connect server has its own (zplex serve --small-tables-from)"
                 )
+        if self.cleanup and self.connect is None:
+            raise BenchError(
+                "--cleanup goes with --connect HOST:PORT: the server bench starts itself has "
+                "a temporary store, removed with it"
+            )
         if any(w < 1 for w in self.sweep_workers):
             raise BenchError("--sweep-workers takes worker counts >= 1")
         if any(f < 1 for f in self.sweep_fronts):
@@ -254,6 +261,7 @@ class BenchConfig:
             "small_tables_from": self.server_small_tables_from,
             "clients": self.client_processes,
             "connect": f"{self.connect[0]}:{self.connect[1]}" if self.connect else None,
+            "cleanup": self.cleanup,
             "limit_bytes": self.limit_bytes,
             "max_error_rate": self.max_error_rate,
             "sweep_workers": list(self.sweep_workers),
@@ -365,6 +373,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         clients=args.clients,
         connect=parse_endpoint(args.connect) if args.connect else None,
         token=args.token,
+        cleanup=args.cleanup,
         limit_bytes=parse_bytes(args.limit_bytes) if args.limit_bytes else None,
         revisions=args.revisions,
         files=args.files,

@@ -23,6 +23,7 @@ from typing import IO, Any
 from rich.console import Console
 
 from bench import report, results, tables
+from bench.cleanup import Cleanup, remove_objects
 from bench.config import BenchConfig, BenchError, default_workers
 from bench.display import make_display
 from bench.runner import Runner
@@ -160,6 +161,7 @@ def run_bench(
                 loop.remove_signal_handler(signal.SIGTERM)
 
     status: int | None = None
+    cleanup = Cleanup() if config.cleanup else None
     try:
         try:
             outcome = asyncio.run(main())
@@ -167,6 +169,8 @@ def run_bench(
             display.close()
             for server in runner.servers:
                 server.stop()
+            if cleanup is not None:  # whatever ended the run
+                clean_up(cleanup, config, runner, err)
     except BenchError as exc:
         print(f"zplex bench: {exc}", file=err)
         return exc.status
@@ -184,7 +188,21 @@ def run_bench(
         outcome.warnings.append(
             f"interrupted after {len(finished)} phase(s): the other phases did not run"
         )
+    if cleanup is not None:
+        outcome.result.metadata["cleanup"] = cleanup.to_json()
     return finish(config, outcome, out, err, status)
+
+
+def clean_up(cleanup: Cleanup, config: BenchConfig, runner: Runner, err: IO[str]) -> None:
+    """--cleanup: delete the objects the run put into the --connect server's store, and say
+    what was removed (on Ctrl-C meanwhile, what was, and the interrupt goes on)."""
+    assert config.connect is not None
+    endpoint = Endpoint(*config.connect)
+    try:
+        remove_objects(cleanup, runner.ledger, endpoint, runner.token, config.timeout_s)
+    finally:
+        for line in cleanup.describe(str(endpoint)):
+            print(f"zplex bench: {line}", file=err)
 
 
 def finish(

@@ -61,6 +61,7 @@ import psutil
 
 from bench import chaos, connect_failure, phase_checks, results, stats
 from bench.chaos_driver import make_driver
+from bench.cleanup import PutLedger, check_delete_offered
 from bench.client import AsyncClient, ConnectionLost, ServerError
 from bench.client_processes import ClientProcesses
 from bench.config import POLICY_CONTEXT, BenchConfig, BenchError, BenchFailure
@@ -112,8 +113,11 @@ class Runner:
         self.corpora: dict[str, Corpus] = {}
         self.phases: list[PhaseOutcome] = []
         self.warnings: list[str] = []
-        #: Objects put into a --connect server's store, per workload (they stay there).
+        #: Objects put into a --connect server's store, per workload (they stay there,
+        #: unless --cleanup).
         self.put_objects: dict[str, int] = {}
+        #: The keys put into a --connect server's store, for --cleanup.
+        self.ledger = PutLedger()
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -145,6 +149,8 @@ class Runner:
             raise BenchFailure(reason) from None
         settings = client.server_settings
         self.limits = dict(settings.limits)
+        if self.config.cleanup:
+            await check_delete_offered(client, endpoint)
         try:
             header = await self.monitor.stats()
         except ServerError as exc:
@@ -255,7 +261,8 @@ class Runner:
         missing = list(range(len(items)))
         spawned = bool(self.servers)
         if not spawned:
-            missing = await missing_objects(corpus, self._setup_connector())
+            missing, replaced = await missing_objects(corpus, self._setup_connector())
+            self.ledger.keep(items[i].key for i in replaced)
             if missing and self.token is None:
                 raise BenchError(
                     f"the server's store lacks {len(missing):,} of the {len(items):,} objects "
@@ -270,14 +277,17 @@ class Runner:
             self.display,
             where=str(self.endpoint),
             timeout_s=self.config.timeout_s,
+            ledger=None if spawned else self.ledger,
         )
         if not spawned:
             self.put_objects[corpus.name] = len(missing)
             prefix = items[0].key.split("/", 1)[0]
-            self.warnings.append(
-                f"put {len(missing):,} objects of workload {corpus.name} under {prefix}/ into "
-                f"the store of {self.endpoint}; they stay there for the next run"
-            )
+            if not self.config.cleanup:  # (else the end of the run says what it removed)
+                self.warnings.append(
+                    f"put {len(missing):,} objects of workload {corpus.name} under {prefix}/ "
+                    f"into the store of {self.endpoint}; they stay there for the next run "
+                    "(--cleanup removes them, with a server started with --allow-delete)"
+                )
 
     def _setup_connector(self, token: str | None = None) -> functools.partial[Any]:
         """Connections for set-up traffic (``identity``, context ``stream``)."""

@@ -9,6 +9,7 @@ import collections
 import functools
 import time
 
+from bench.cleanup import PutLedger
 from bench.client import ConnectionLost, Response, ServerError, body_digest
 from bench.config import BenchFailure, describe_error
 from bench.corpus import Corpus, Request
@@ -28,9 +29,11 @@ async def put_objects(
     *,
     where: str,
     timeout_s: float,
+    ledger: PutLedger | None = None,
 ) -> None:
     """Put the objects ``missing`` (indexes into the corpus's workload) with ``connect``'s
-    connections; :class:`BenchFailure` if any put fails."""
+    connections, each one sent and answered noted in ``ledger`` (for ``--cleanup``);
+    :class:`BenchFailure` if any put fails."""
     items = corpus.workload.items
     display.start(f"{corpus.name}: filling the store", len(missing))
     started = time.monotonic()
@@ -50,6 +53,8 @@ async def put_objects(
             failures.append("cancelled")
             return
         exc = future.exception()
+        if ledger is not None:
+            ledger.answered(items[index].key, exc)
         if exc is not None:
             failures.append(error_code(exc))
             return
@@ -64,6 +69,8 @@ async def put_objects(
             if failures:
                 window.release()
                 break
+            if ledger is not None:
+                ledger.sending(item.key)
             future = client.send("put", {"key": item.key}, item.data, stream=1 + 2 * (n % 4))
             future.add_done_callback(functools.partial(settled, index))
             futures.append(future)
@@ -86,8 +93,9 @@ async def put_objects(
     )
 
 
-async def missing_objects(corpus: Corpus, connect: Connector) -> list[int]:
-    """Indexes of the objects the server's store lacks (or holds with another size)."""
+async def missing_objects(corpus: Corpus, connect: Connector) -> tuple[list[int], list[int]]:
+    """Indexes of the objects the server's store lacks or holds with another size, and of
+    those among them that it holds (with another size)."""
     items = corpus.workload.items
     tops = {item.key.split("/", 1)[0] for item in items}
     prefix = f"{tops.pop()}/" if len(tops) == 1 else ""
@@ -99,7 +107,8 @@ async def missing_objects(corpus: Corpus, connect: Connector) -> list[int]:
     finally:
         await client.close()
     held = {str(k): int(s) for k, s in response.header.get("keys", [])}
-    return [i for i, item in enumerate(items) if held.get(item.key) != len(item.data)]
+    missing = [i for i, item in enumerate(items) if held.get(item.key) != len(item.data)]
+    return missing, [i for i in missing if items[i].key in held]
 
 
 async def fetch_generated(workload: Workload, connect: Connector, display: Display) -> Corpus:

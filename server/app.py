@@ -90,6 +90,7 @@ class FrontApp:
         self.fleet = Fleet(
             config.workers, self.server_settings.server, limits, self, time.monotonic,
             remote_fronts, config.worker_silence_s, config.small_tables_from,
+            config.allow_delete,
         )  # fmt: skip
         self.peers = FrontPeers(spec["ipc_dir"], self.index, spec["fronts"], self.front_stats)
         self.zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

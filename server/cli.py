@@ -50,8 +50,15 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     p.add_argument(
         "--write-token",
-        help="token that grants write permission (put); or set ZPLEX_WRITE_TOKEN (default: "
-        "none, put is refused)",
+        help="token that grants write permission (put, delete); or set ZPLEX_WRITE_TOKEN "
+        "(default: none, writes are refused)",
+    )
+    p.add_argument(
+        "--allow-delete",
+        action="store_true",
+        default=None,
+        help="offer the delete command (a zplex extension, write permission; zplex bench "
+        "--cleanup uses it); without it the server has exactly the protocol's commands",
     )
     p.add_argument(
         "--ready-file",
@@ -268,6 +275,7 @@ def _serve(args: argparse.Namespace) -> int:
             "fronts": args.fronts,
             "store": args.store,
             "write_token": args.write_token,
+            "allow_delete": args.allow_delete,
             "ready_file": args.ready_file,
             "level": args.level,
             "max_generate_bytes": args.max_generate_bytes,
@@ -336,6 +344,7 @@ class ServerLayout:
                 limits=config.limits,
                 max_generate_bytes=config.max_generate_bytes,
                 small_tables_from=config.small_tables_from,
+                allow_delete=config.allow_delete,
                 log_level=config.log_level,
                 log_format=config.log_format,
                 # This front takes no HEARTBEAT from its local workers (its own children).

@@ -42,6 +42,9 @@ class ServeConfig:
     fronts: int = dataclasses.field(default_factory=default_fronts)
     store: str = "zplex-store"
     write_token: str | None = None
+    #: Offer the ``delete`` extension (docs/protocol-decisions.md, "Extensions"); off, the
+    #: server has exactly the commands of docs/protocol.md section 4.
+    allow_delete: bool = False
     ready_file: str | None = None
     #: Serve one connection on stdin/stdout instead of TCP.
     stdio: bool = False
@@ -138,6 +141,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "fronts": int,
     "store": str,
     "write_token": str,
+    "allow_delete": bool,
     "ready_file": str,
     "http_port": int,
     "http_debugreflect": bool,

@@ -87,7 +87,9 @@ class FrontConnection(asyncio.Protocol):
         self.http = http
         self.loop = asyncio.get_running_loop()
         self.limits = host.config.limits
-        self.sc = ServerConnection(self.limits, host.server_settings)
+        self.sc = ServerConnection(
+            self.limits, host.server_settings, allow_delete=host.config.allow_delete
+        )
         self.transport: asyncio.Transport | None = None
         self.last_activity = time.monotonic()
         self.partial_since: float | None = None

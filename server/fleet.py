@@ -70,10 +70,13 @@ class Fleet:
         remote_fronts: tuple[str, ...] = (),
         local_silence_s: float = LOCAL_SILENCE_S,
         small_tables_from: int = SMALL_TABLES_FROM_CONTEXTS,
+        allow_delete: bool = False,
     ) -> None:
         self.server_name = server_name
-        #: Told to remote workers in their WELCOME (local ones have it in their config).
+        #: Told to remote workers in their WELCOME (local ones have them in their config):
+        #: every worker of a server has the same tables rule and offers the same commands.
         self.small_tables_from = small_tables_from
+        self.allow_delete = allow_delete
         #: The endpoints where the other fronts accept remote workers (named in WELCOME).
         self.remote_fronts = remote_fronts
         #: A local worker heard from for this long is declared lost (it heartbeats every
@@ -229,6 +232,7 @@ class Fleet:
                 self.limits,
                 self.remote_fronts,
                 self.small_tables_from,
+                self.allow_delete,
             )
             self.send(slot.index, [Envelope(Kind.WELCOME).pack(), welcome.encode()])
             log.info("remote worker %d joined from %s (pid %d)", slot.index, slot.host, slot.pid)

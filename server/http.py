@@ -19,15 +19,16 @@ from server.http_request import HttpError, RequestHead, content_length, parse_he
 from server.http_request import http_error as _error
 from server.protocol.frames import decode_frames
 from server.protocol.notation import format_frame
-from server.protocol.payloads import WRITE_COMMANDS, ServerSettings
+from server.protocol.payloads import WRITE_COMMANDS, ServerSettings, withheld_commands
 from server.protocol.server_conn import ServerConnection
 
 log = logging.getLogger("zplex.http")
 
 API = "zplex-v1"
 MEDIA_TYPE = "application/x-zplex-frames-1"
+#: Every command a URL may name; ``delete`` only on a server started with --allow-delete.
 COMMANDS = frozenset(
-    {"capabilities", "get", "list", "generate", "echo", "put", "stats", "multirequest"}
+    {"capabilities", "get", "list", "generate", "echo", "put", "delete", "stats", "multirequest"}
 )
 MAX_HEADER_BYTES = 16384
 #: Seconds to read a whole request (headers and body).
@@ -160,6 +161,8 @@ class HttpServer:
     def __init__(self, front: _Front, *, debugreflect: bool = False) -> None:
         self.front = front
         self.debugreflect = debugreflect
+        #: Extension commands this server does not offer: their URLs are unknown (404).
+        self.withheld = withheld_commands(front.config.allow_delete)
         #: HTTP connections accepted that do not run a zplex connection (yet): with the
         #: front's connections, they count against max_connections.
         self.pending = 0
@@ -222,7 +225,7 @@ class HttpServer:
         if len(segments) != 5 or segments[:2] != ["", "api"] or segments[2] != API:
             raise _error(404, "Not Found", "unknown API")
         permission, command = segments[3], segments[4]
-        known = COMMANDS | ({"debugreflect"} if self.debugreflect else set())
+        known = (COMMANDS | ({"debugreflect"} if self.debugreflect else set())) - self.withheld
         if permission not in ("ro", "rw") or command not in known:
             raise _error(404, "Not Found", "unknown permission or command")
         if method != "POST":

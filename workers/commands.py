@@ -1,4 +1,5 @@
-"""The commands of docs/protocol.md section 4, as run by a worker.
+"""The commands of docs/protocol.md section 4, as run by a worker, and the ``delete``
+extension of a server started with ``--allow-delete`` (docs/protocol-decisions.md).
 
 A command takes its arguments, the request's decoded data and what the connection may do,
 and returns the response header and body, or raises :class:`RequestError`. A body over
@@ -15,7 +16,7 @@ from typing import Any
 
 from server.protocol.errors import ErrorCode, RequestError
 from server.protocol.limits import Limits
-from server.protocol.payloads import CONTEXTS, ENCODINGS
+from server.protocol.payloads import CONTEXTS, ENCODINGS, withheld_commands
 from workers.bodies import BODY_CHUNK_BYTES, CHUNKED_ABOVE_BYTES, ChunkedBody
 from workers.generate import GenerateError, generate, iter_generate
 from workers.store import BadKey, BadRange, NotFound, ObjectStore, StoreError, digest
@@ -36,6 +37,8 @@ class ServerInfo:
     server: str
     limits: Limits
     max_generate_bytes: int
+    #: --allow-delete: ``delete`` is offered (else it is an unknown command).
+    allow_delete: bool = False
 
 
 #: The header and the body: bytes, or a body too large to hold (the header is the body's
@@ -96,9 +99,19 @@ class Commands:
         self.store = store
         self.info = info
 
+    @property
+    def info(self) -> ServerInfo:
+        return self._info
+
+    @info.setter
+    def info(self, info: ServerInfo) -> None:
+        self._info = info
+        #: Commands of TABLE this server does not offer (answered as unknown).
+        self.withheld = withheld_commands(info.allow_delete)
+
     def run(self, name: str, call: Call) -> Result:
         command = TABLE.get(name)
-        if command is None:
+        if command is None or name in self.withheld:
             raise RequestError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {name!r}")
         if command.permission == "write" and not call.write:
             raise RequestError(ErrorCode.FORBIDDEN, f"{name!r} needs write permission")
@@ -118,6 +131,7 @@ class Commands:
             "commands": {
                 name: {"args": list(c.args), "permission": c.permission}
                 for name, c in TABLE.items()
+                if name not in self.withheld
             },
             "encodings": list(ENCODINGS),
             "contexts": list(CONTEXTS),
@@ -197,6 +211,12 @@ class Commands:
         size, object_digest = self.store.put(key, call.data)
         return {"status": "ok", "size": size, "digest": object_digest}, b""
 
+    def delete(self, call: Call) -> Result:
+        """The object under ``key`` removed (workers/store_delete.py); its data, if any, is
+        ignored as every command without data does."""
+        size = self.store.delete(_key(call.args))
+        return {"status": "ok", "size": size}, b""
+
     def stats(self, call: Call) -> Result:
         snapshot = call.snapshot or {}
         return {"status": "ok", **snapshot}, b""
@@ -209,5 +229,6 @@ TABLE: dict[str, Command] = {
     "generate": Command(("size", "kind", "seed", "digest"), "read", Commands.generate),
     "echo": Command((), "read", Commands.echo),
     "put": Command(("key",), "write", Commands.put),
+    "delete": Command(("key",), "write", Commands.delete),  # with --allow-delete only
     "stats": Command((), "read", Commands.stats),
 }

@@ -256,9 +256,9 @@ class WorkerCore:
             log.error("unexpected message kind %s from front %d", kind, front)
 
     def _welcome(self, front: int, welcome: Welcome) -> None:
-        """A remote worker learns its index, the server's name, the limits and from how many
-        contexts held a new one gets small match tables; from its first front, also the
-        endpoints of the other fronts, which it joins."""
+        """A remote worker learns its index, the server's name, the limits, from how many
+        contexts held a new one gets small match tables and whether ``delete`` is offered;
+        from its first front, also the endpoints of the other fronts, which it joins."""
         self.indexes[front] = welcome.index
         if front == 0:
             self.index = welcome.index
@@ -267,7 +267,9 @@ class WorkerCore:
         self.table.max_contexts = welcome.limits.max_contexts_per_worker
         self.table.max_bytes = welcome.limits.max_context_bytes_per_worker
         info = self.commands.info
-        self.commands.info = ServerInfo(welcome.server, self.limits, info.max_generate_bytes)
+        self.commands.info = ServerInfo(
+            welcome.server, self.limits, info.max_generate_bytes, welcome.allow_delete
+        )
         log.info("joined front %d as worker %d", front, welcome.index)
         for listed in welcome.fronts:
             endpoint = reachable_endpoint(listed, self.endpoints[front])

@@ -1,4 +1,5 @@
-"""Object store: a directory of files addressed by relative POSIX keys.
+"""Object store: a directory of files addressed by relative POSIX keys (their rules and the
+store's errors: :mod:`workers.store_keys`).
 
 Error messages never contain filesystem paths, so they may be sent to a peer as they are.
 """
@@ -13,14 +14,23 @@ import functools
 import hashlib
 import itertools
 import os
-import re
 import secrets
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from workers.store_delete import remove_object
 from workers.store_dirs import DirectoryFds
+from workers.store_keys import (
+    MAX_KEY_BYTES,
+    MAX_SEGMENT_BYTES,
+    BadKey,
+    BadRange,
+    NotFound,
+    StoreError,
+    validate_key,
+)
 from workers.store_temp import TMP_PREFIX, put_lock
 from workers.store_temp import sweep as sweep_temp_files
 
@@ -39,72 +49,22 @@ __all__ = [
 ]
 
 DIGEST_PREFIX = "blake2b-256:"
-MAX_KEY_BYTES = 1024
-MAX_SEGMENT_BYTES = 255
 
 _READ_CHUNK = 1 << 20
-#: Unicode category Cc: C0 controls, DEL and C1 controls.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 #: Whole-object digests remembered per store (about 200 bytes each).
 DIGEST_CACHE_ENTRIES = 100_000
 #: Keys of objects read, remembered as valid (at most MAX_KEY_BYTES each).
 VALID_KEYS_ENTRIES = 16_384
+#: Times a put makes its key's directories again when a delete removes one meanwhile.
+PARENT_ATTEMPTS = 8
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class StoreError(Exception):
-    """Base class of the store's errors."""
-
-
-class BadKey(StoreError):
-    """The key is malformed or names something that cannot be an object."""
-
-
-class BadRange(StoreError):
-    """An offset, length, prefix or limit argument is invalid."""
-
-
-class NotFound(StoreError):
-    """No object exists under the key."""
-
-
 def digest(data: bytes) -> str:
     """Return ``"blake2b-256:<hex>"`` of ``data``."""
     return DIGEST_PREFIX + hashlib.blake2b(data, digest_size=32).hexdigest()
-
-
-def validate_key(key: object) -> str:
-    """Return ``key`` if it is a valid object key, else raise BadKey."""
-    if not isinstance(key, str):
-        raise BadKey("key must be a string")
-    if not key:
-        raise BadKey("key is empty")
-    try:
-        encoded = key.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadKey("key is not valid UTF-8 text") from None
-    if len(encoded) > MAX_KEY_BYTES:
-        raise BadKey(f"key is longer than {MAX_KEY_BYTES} bytes")
-    if "\x00" in key:
-        raise BadKey("key contains a NUL byte")
-    if "\\" in key:
-        raise BadKey("key contains a backslash")
-    if _CONTROL.search(key):
-        raise BadKey("key contains a control character")
-    if key.startswith("/"):
-        raise BadKey("key is an absolute path")
-    for segment in key.split("/"):
-        if not segment:
-            raise BadKey("key has an empty path segment")
-        if segment in (".", ".."):
-            raise BadKey(f"key has a {segment!r} path segment")
-        if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
-            raise BadKey(f"key has a path segment longer than {MAX_SEGMENT_BYTES} bytes")
-        if segment.startswith(TMP_PREFIX):
-            raise BadKey(f"key has a path segment starting with {TMP_PREFIX!r}")
-    return key
 
 
 def _is_int(value: object) -> bool:
@@ -313,7 +273,8 @@ class ObjectStore:
         return size
 
     def _make_parents(self, parent: Path) -> None:
-        """Create the missing directories between the root and ``parent``, durably."""
+        """Create the missing directories between the root and ``parent``, durably
+        (FileNotFoundError if a delete removes one meanwhile)."""
         rel = parent.relative_to(self.root)
         current = self.root
         for part in rel.parts:
@@ -321,9 +282,13 @@ class ObjectStore:
             try:
                 current.mkdir()
             except FileExistsError:
-                if not current.is_dir():
-                    raise BadKey("a parent of the key is an object") from None
-                continue
+                try:
+                    if stat.S_ISDIR(os.stat(current).st_mode):
+                        continue
+                except FileNotFoundError:
+                    if not current.is_symlink():
+                        raise  # removed since it was found: made again
+                raise BadKey("a parent of the key is an object") from None
             except NotADirectoryError:
                 raise BadKey("a parent of the key is an object") from None
             _fsync_dir(current.parent)
@@ -335,20 +300,41 @@ class ObjectStore:
         if path.is_dir():
             raise BadKey("key names a directory")
         parent = path.parent
-        self._make_parents(parent)
-        # Re-check: a directory created concurrently could have changed where the path resolves.
-        path = self.path_for(key)
         view = memoryview(data).cast("B")
         object_digest = DIGEST_PREFIX + hashlib.blake2b(view, digest_size=32).hexdigest()
         with put_lock(self._root_str):
-            fd, tmp = self._create_temp(parent)
+            fd, tmp, path = self._new_temp(key, parent)
             try:
                 self._write_temp(fd, tmp, view, path)
-                _fsync_dir(parent)
+                with contextlib.suppress(FileNotFoundError):  # deleted since: durably
+                    _fsync_dir(parent)
                 self._remember_if_in_place(fd, path, object_digest)
             finally:
                 os.close(fd)
         return len(view), object_digest
+
+    def _new_temp(self, key: object, parent: Path) -> tuple[int, Path, Path]:
+        """Make the missing directories, then a temp file in ``parent`` (again if a delete
+        removed an emptied directory between the two); its fd and path, and the key's path."""
+        for _attempt in range(PARENT_ATTEMPTS):
+            try:
+                self._make_parents(parent)
+                path = self.path_for(key)  # a new directory may change where it resolves
+                fd, tmp = self._create_temp(parent)
+            except FileNotFoundError:
+                continue
+            return fd, tmp, path
+        raise StoreError("the key's directory was removed while the object was stored")
+
+    @_os_errors
+    def delete(self, key: object) -> int:
+        """Remove the object under ``key`` and the directories it leaves empty; return its
+        size. NotFound if it names no object (the rule of workers/store_delete.py)."""
+        removed = remove_object(self._root_str, validate_key(key))
+        if removed is None:
+            raise NotFound("no such object")
+        self._digests.pop(self._identity(removed), None)
+        return removed.st_size
 
     @staticmethod
     def _create_temp(parent: Path) -> tuple[int, Path]:

@@ -7,9 +7,12 @@ a symlink (``O_NOFOLLOW``), and its descriptor is kept; an object is then opened
 its directory's descriptor, again without following a symlink. Nothing reached this way can
 be outside the store, whatever is renamed meanwhile. A descriptor is used for
 :data:`DIR_FD_TTL_S` at most (a directory replaced from outside the server is seen within
-that time: the store's own puts never replace a directory) and at most :data:`MAX_DIR_FDS`
-are kept. When a component is a symlink or missing, :meth:`DirectoryFds.open_file` says
-None and the store takes its full path (which allows symlinks that stay inside the store).
+that time: the store's own puts never replace a directory, and one its ``delete`` removed
+was empty, so nothing is found in it and the store takes the full path) and at most
+:data:`MAX_DIR_FDS` are kept. When a component is a symlink or missing,
+:meth:`DirectoryFds.open_file` says None and the store takes its full path (which allows
+symlinks that stay inside the store). The store's ``delete`` reaches an object's directories
+the same way (:func:`open_chain`), and never takes a full path.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import collections
 import contextlib
 import os
 import time
+from collections.abc import Sequence
 
 #: How long a directory's descriptor is used before the directory is reached again.
 DIR_FD_TTL_S = 1.0
@@ -66,17 +70,11 @@ class DirectoryFds:
 
     def _reach(self, rel: str) -> int | None:
         try:
-            fd = os.open(self.root, _DIR_FLAGS)
+            *above, fd = open_chain(self.root, rel.split("/") if rel else ())
         except OSError:
             return None
-        for segment in rel.split("/") if rel else ():
-            try:
-                inner = os.open(segment, _DIR_FLAGS, dir_fd=fd)
-            except OSError:
-                os.close(fd)
-                return None
-            os.close(fd)
-            fd = inner
+        for outer in above:
+            os.close(outer)
         return fd
 
     def close(self) -> None:
@@ -86,3 +84,18 @@ class DirectoryFds:
     def __del__(self) -> None:
         with contextlib.suppress(OSError):
             self.close()
+
+
+def open_chain(root: str, segments: Sequence[str]) -> list[int]:
+    """Descriptors of ``root`` and of each directory ``segments`` lead to, in order, each
+    opened relative to the one before without following a symlink. OSError if one cannot be
+    (ENOENT: missing; ELOOP or ENOTDIR: a symlink or a file in the way), nothing left open."""
+    fds = [os.open(root, _DIR_FLAGS)]
+    try:
+        for segment in segments:
+            fds.append(os.open(segment, _DIR_FLAGS, dir_fd=fds[-1]))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds

@@ -58,6 +58,9 @@ class WorkerConfig:
     #: Contexts held from which a new zstd context gets small match tables (--small-tables-
     #: from; a remote worker learns it from the front's WELCOME).
     small_tables_from: int = SMALL_TABLES_FROM_CONTEXTS
+    #: --allow-delete: offer the ``delete`` extension (a remote worker learns it from the
+    #: front's WELCOME).
+    allow_delete: bool = False
     log_level: str = "WARNING"
     log_format: str = "text"
     #: A remote worker (``zplex worker``): the directory of its CURVE keys. It joins the
@@ -96,7 +99,9 @@ class Worker:
         commands = Commands(
             # The server swept the local store at start; a remote worker sweeps its own.
             ObjectStore(config.store, sweep=config.keys is not None),
-            ServerInfo(config.server, config.limits, config.max_generate_bytes),
+            ServerInfo(
+                config.server, config.limits, config.max_generate_bytes, config.allow_delete
+            ),
         )
         self.core = WorkerCore(
             commands,
@@ -324,7 +329,8 @@ def run_remote(
     max_generate_bytes: int = 256 << 20,
 ) -> int:
     """``zplex worker``: serve a front on another host until it says SHUTDOWN (or SIGTERM,
-    Ctrl-C). Index, server name, limits and small_tables_from come from the front's WELCOME."""
+    Ctrl-C). Index, server name, limits, small_tables_from and whether ``delete`` is offered
+    come from the front's WELCOME."""
     setup_logging(log_level, log_format, "worker")
     config = WorkerConfig(
         index=-1,

@@ -7,7 +7,6 @@ field by field on decode). ``decode`` raises ValueError for anything else.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Self
@@ -23,18 +22,25 @@ from server.protocol.payloads import CommandRequest, StreamSettings, pack, unpac
 _OPT_INT = (int, type(None))
 
 
-def _fields(data: bytes, what: str, types: Sequence[type | tuple[type, ...]]) -> list[Any]:
-    """The fields of an array payload, each checked against its type (bool is no int)."""
+def _fields(
+    data: bytes,
+    what: str,
+    types: Sequence[type | tuple[type, ...]],
+    required: int | None = None,
+) -> list[Any]:
+    """The fields of an array payload, each checked against its type (bool is no int). With
+    ``required``, the fields after the first ``required`` may be left out (given as None)."""
     try:
         value = msgpack.unpackb(data, raw=False)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise ValueError(f"{what}: not MessagePack") from exc
-    if not isinstance(value, list) or len(value) != len(types):
+    least = len(types) if required is None else required
+    if not isinstance(value, list) or not least <= len(value) <= len(types):
         raise ValueError(f"{what}: expected {len(types)} fields")
-    for n, (field, kind) in enumerate(zip(value, types, strict=True)):
+    for n, (field, kind) in enumerate(zip(value, types, strict=False)):
         if not isinstance(field, kind) or (isinstance(field, bool) and kind is not bool):
             raise ValueError(f"{what}: field {n} has the wrong type")
-    return value
+    return value + [None] * (len(types) - len(value))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -106,46 +112,45 @@ class Ready:
         return cls(*_fields(data, "ready", (int, int, str)))
 
 
-_WELCOME_TYPES: tuple[type, ...] = (int, str, dict, list, int)
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class Welcome:
     """WELCOME: a remote worker learns its index, the server's name and the limits, the
-    endpoints of further fronts it is to serve too (empty: only this one), and the contexts
-    held from which a new one gets small zstd match tables (the front's
-    ``--small-tables-from``: the front is the one source of the server's settings)."""
+    endpoints of further fronts it is to serve too (empty: only this one), the contexts held
+    from which a new one gets small zstd match tables (``--small-tables-from``) and whether
+    the server offers ``delete`` (``--allow-delete``): the front is the one source of the
+    server's settings."""
 
     index: int
     server: str
     limits: Limits
     fronts: tuple[str, ...] = ()
     small_tables_from: int = SMALL_TABLES_FROM_CONTEXTS
+    allow_delete: bool = False
 
     def encode(self) -> bytes:
         limits = self.limits.to_wire()
-        return pack([self.index, self.server, limits, list(self.fronts), self.small_tables_from])
+        fields = [self.index, self.server, limits, list(self.fronts), self.small_tables_from]
+        return pack([*fields, self.allow_delete])
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
-        # A front of an earlier version sends no small_tables_from, or no fronts either.
-        for count in (5, 4, 3):
-            with contextlib.suppress(ValueError):
-                fields = _fields(data, "welcome", _WELCOME_TYPES[:count])
-                break
-        else:
-            raise ValueError("welcome: expected [index, server, limits, fronts, small_tables_from]")
-        defaults: list[Any] = [[], SMALL_TABLES_FROM_CONTEXTS]
-        index, server, limits, fronts, small_tables_from = fields + defaults[len(fields) - 3 :]
+        # A front of an earlier version leaves out the fields after the limits.
+        types = (int, str, dict, list, int, bool)
+        index, server, limits, fronts, small_tables_from, allow_delete = _fields(
+            data, "welcome", types, 3
+        )
+        fronts = fronts or []
         if not all(isinstance(endpoint, str) for endpoint in fronts):
             raise ValueError("welcome: fronts must be endpoints")
+        if small_tables_from is None:
+            small_tables_from = SMALL_TABLES_FROM_CONTEXTS
         if small_tables_from < 0:
             raise ValueError(f"welcome: small_tables_from must be >= 0, got {small_tables_from}")
         try:
             parsed = Limits.from_mapping(limits)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"welcome: bad limits: {exc}") from None
-        return cls(index, server, parsed, tuple(fronts), small_tables_from)
+        return cls(index, server, parsed, tuple(fronts), small_tables_from, bool(allow_delete))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -17,10 +17,18 @@ from .limits import DEFAULT_MAX_FRAME_SIZE, MAX_FRAME_SIZE_LIMIT, MIN_CLIENT_FRA
 PROTOCOL_VERSION = 1
 ENCODINGS = ("zstd-8mb", "zlib", "identity")
 CONTEXTS = ("stream", "request", "frame")
-#: Commands that need write permission (docs/protocol.md section 4).
-WRITE_COMMANDS = frozenset({"put"})
+#: Commands that need write permission: ``put`` (docs/protocol.md section 4) and ``delete``,
+#: zplex's opt-in extension (docs/protocol-decisions.md, "Extensions").
+WRITE_COMMANDS = frozenset({"put", "delete"})
 
 T = TypeVar("T")
+
+
+def withheld_commands(allow_delete: bool) -> frozenset[str]:
+    """The extension commands a server does not offer, and answers as any unknown name:
+    ``delete`` unless it was started with ``--allow-delete``. A default server offers exactly
+    the commands of docs/protocol.md section 4."""
+    return frozenset() if allow_delete else frozenset({"delete"})
 
 
 def pack(value: Any) -> bytes:

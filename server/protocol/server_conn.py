@@ -34,11 +34,13 @@ from .frames import (
 )
 from .limits import MAX_WINDOW_LOG, Limits
 from .payloads import (
+    WRITE_COMMANDS,
     ClientSettings,
     ServerSettings,
     StreamSettings,
     pack,
     unpack_map,
+    withheld_commands,
 )
 from .server_requests import ConnectionRequests, StreamEntry
 from .server_states import (
@@ -74,7 +76,11 @@ class ServerConnection:
     (or :meth:`fail`) the connection accepts nothing more; its error frame is already queued.
     """
 
-    def __init__(self, limits: Limits, server_settings: ServerSettings) -> None:
+    def __init__(
+        self, limits: Limits, server_settings: ServerSettings, *, allow_delete: bool = False
+    ) -> None:
+        """``allow_delete``: the server offers the ``delete`` extension (``--allow-delete``);
+        without it ``delete`` is an unknown command, refused by no permission check here."""
         self.limits = limits
         self.server_settings = server_settings
         self.state = ConnState.AWAIT_SETTINGS
@@ -82,7 +88,8 @@ class ServerConnection:
         self._decoder = FrameDecoder(limits.max_frame_size)
         self._settings_parts: list[bytes] = []
         self._streams: dict[int, StreamEntry] = {}
-        self.requests = ConnectionRequests(limits, self._streams)
+        write_commands = WRITE_COMMANDS - withheld_commands(allow_delete)
+        self.requests = ConnectionRequests(limits, self._streams, write_commands)
         self._requests = self.requests.by_id
         self._out: list[bytes] = [self.initial_bytes()]
 

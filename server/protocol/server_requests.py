@@ -18,7 +18,7 @@ from .errors import ErrorCode, PayloadError, ProtocolError
 from .events import DataChunk, RequestReady, RequestRejected, ServerEvent
 from .frames import CommandDataFlags, CommandRequestFlags, Frame, StreamFlags
 from .limits import Limits
-from .payloads import WRITE_COMMANDS, CommandRequest, unpack_map
+from .payloads import CommandRequest, unpack_map
 from .server_states import REQUEST_ERRORS, REQUEST_TABLE, ReqInput, ReqState, StreamState
 
 # Plain ints for the per-frame path (IntFlag arithmetic is slow).
@@ -65,9 +65,13 @@ class ConnectionRequests:
     """Every request of a connection from its first frame until it is answered and its
     last frame has arrived. ``streams`` is the connection's stream table (shared)."""
 
-    def __init__(self, limits: Limits, streams: dict[int, StreamEntry]) -> None:
+    def __init__(
+        self, limits: Limits, streams: dict[int, StreamEntry], write_commands: frozenset[str]
+    ) -> None:
         self.limits = limits
         self.streams = streams
+        #: The write commands the server offers (one it withholds is unknown, not forbidden).
+        self.write_commands = write_commands
         self.by_id: dict[int, PendingRequest] = {}
         #: Requests counted against max_inflight.
         self.inflight = 0
@@ -280,7 +284,11 @@ class ConnectionRequests:
         """False (and the request refused now) if it is a write command and this connection
         may not write."""
         command = request.command
-        if self.write_allowed is False and command is not None and command.name in WRITE_COMMANDS:
+        if (
+            self.write_allowed is False
+            and command is not None
+            and command.name in self.write_commands
+        ):
             message = f"{command.name!r} needs write permission"
             self._reject(request, ErrorCode.FORBIDDEN, message, events)
             return False

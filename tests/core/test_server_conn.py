@@ -569,6 +569,26 @@ def test_a_write_command_without_permission_is_refused_before_its_data() -> None
     assert only(feed(conn, "5 1 0 command-data eos b'x'"), RequestReady).name == "put"
 
 
+@pytest.mark.parametrize("allow_delete", [False, True])
+def test_delete_is_a_write_command_only_where_the_server_offers_it(allow_delete: bool) -> None:
+    """The front refuses a write command that carries data before its data (a request
+    without data is checked by its worker). Without --allow-delete, ``delete`` is a name like
+    any unknown one: it goes to the worker (which answers unknown-command), never refused
+    as forbidden here; with it, it is refused as ``put`` is."""
+    conn = ServerConnection(Limits(), SERVER_SETTINGS, allow_delete=allow_delete)
+    feed(conn, f"0 1 begin sender-protocol-settings eos 0x{CLIENT_SETTINGS.hex()}")
+    assert conn.permit_writes(False) == []
+    events = feed(conn, req(1, flags="new|have-data", name="delete", args={"key": "k"}))
+    if allow_delete:
+        event = only(events, RequestRejected)
+        assert event.code is ErrorCode.FORBIDDEN
+        assert "'delete' needs write permission" in event.message
+        assert feed(conn, "1 1 0 command-data eos b'x'") == []
+    else:
+        assert events == []
+        assert only(feed(conn, "1 1 0 command-data eos b'x'"), RequestReady).name == "delete"
+
+
 def test_permission_learnt_after_the_map_refuses_the_rest_of_the_data() -> None:
     conn = ready()  # write_allowed unknown while the map arrives
     feed(conn, req(1, flags="new|have-data", name="put", args={"key": "k"}))

@@ -74,6 +74,7 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
         ),
         (["--repeat", "0"], "--repeat"),
         (["--connect", "127.0.0.1:1", "--chaos", "1"], "--chaos kills the server's processes"),
+        (["--cleanup"], "--cleanup goes with --connect HOST:PORT"),
         (["--chaos", "1", "--chaos-fronts"], "--chaos-fronts needs --fronts N with N > 1"),
     ],
 )

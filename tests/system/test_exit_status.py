@@ -78,6 +78,8 @@ CASES = [
     (["put", "k", "{tmp}/missing", "--connect", "{refused}"], 2, "cannot read {tmp}/missing"),
     (["put", "k", "{tmp}/good.txt", "--connect", "{server}"], 1, "forbidden"),
     (["put", "k", "{tmp}/good.txt", "--connect", "{server}", "--token", TOKEN], 0, ""),
+    (["delete", "k", "--connect", "{server}", "--token", TOKEN], 1, "--allow-delete"),
+    (["bench", "--cleanup"], 2, "--cleanup goes with --connect"),
     (["list", "--connect", "no-port"], 2, "expected HOST:PORT"),
     (["list", "--connect", "{refused}"], 1, "connection refused"),
     (["list", "--connect", "{server}"], 0, ""),

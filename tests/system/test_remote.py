@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serverproc import ServerProcess, running_server
+from serverproc import TOKEN, ServerProcess, running_server
 
 from bench.client import Client, ServerError
 from server.cli import main
@@ -59,9 +59,9 @@ def keys(tmp_path: Path) -> Path:
 
 
 def serve_with_remote(
-    tmp_path: Path, keys: Path, workers: int = 1
+    tmp_path: Path, keys: Path, *more: str, workers: int = 1
 ) -> contextlib.AbstractContextManager[ServerProcess]:
-    args = ("--worker-listen", "tcp://127.0.0.1:0", "--worker-keys", str(keys))
+    args = ("--worker-listen", "tcp://127.0.0.1:0", "--worker-keys", str(keys), *more)
     return running_server(tmp_path, *args, workers=workers)
 
 
@@ -106,6 +106,23 @@ def test_a_remote_worker_learns_small_tables_from_the_front(tmp_path: Path, keys
             assert c.generate(30_000, "log", 1, stream=3).body == generate(30_000, "log", 1)
             (worker,) = c.stats(stream=3).header["workers"]
     assert worker["remote"] and worker["small_table_contexts"] == 1
+
+
+def test_a_remote_worker_offers_delete_as_its_front_does(tmp_path: Path, keys: Path) -> None:
+    """``zplex worker`` takes no --allow-delete: the front's WELCOME says whether to offer
+    ``delete``, so a remote worker answers it as the front's local workers would."""
+    with (
+        serve_with_remote(tmp_path, keys, "--allow-delete", workers=0) as srv,
+        remote_worker(srv.info["worker_endpoint"], keys, srv.store),
+    ):
+        srv.wait_for(lambda: remote_count(srv) == 1)
+        with Client.connect("127.0.0.1", srv.port, token=TOKEN, timeout=20) as client:
+            assert "delete" in client.capabilities().header["commands"]
+            client.put("remote/obj", b"on the remote worker's store")
+            assert client.delete("remote/obj").header["size"] == 28
+            with pytest.raises(ServerError) as info:
+                client.get("remote/obj")
+            assert info.value.code == "not-found"
 
 
 def test_lost_remote_worker(tmp_path: Path, keys: Path) -> None:

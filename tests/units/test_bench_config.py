@@ -73,6 +73,7 @@ def test_config_from_arguments(tmp_path: Path) -> None:
     argv += ["-c", "3", "-s", "2", "-n", "50", "--rate", "100", "--window", "2"]
     argv += ["--connect", "[::1]:7410", "--token", "t", "--limit", "4M", "--generate-size", "1K"]
     argv += ["--max-error-rate", "0.5", "--timeout", "9", "--json", str(tmp_path / "o.json")]
+    argv += ["--cleanup"]
     settings = config.config_from_args(parse(argv))
     assert settings.workloads == ("stdlib", "generate:json", "git:/repo", "dir:/data")
     assert settings.policies == ("stream", "request")
@@ -84,6 +85,7 @@ def test_config_from_arguments(tmp_path: Path) -> None:
     assert settings.max_error_rate == 0.5 and settings.timeout_s == 9.0
     assert settings.json_path == tmp_path / "o.json"
     assert settings.describe()["connect"] == "::1:7410"
+    assert settings.cleanup and settings.describe()["cleanup"] is True
     assert settings.describe()["model"] == "open"
 
 
@@ -98,6 +100,7 @@ def test_config_from_arguments(tmp_path: Path) -> None:
         (["--sweep-fronts", "1,2", "--connect", "127.0.0.1:1"], "--sweep-fronts"),
         (["--fronts", "0"], "--fronts must be at least 1"),
         (["--clients", "0"], "--clients must be at least 1"),
+        (["--cleanup"], "--cleanup goes with --connect HOST:PORT"),
     ],
 )
 def test_bad_arguments_are_bench_errors(argv: list[str], message: str) -> None:

@@ -84,6 +84,56 @@ def test_capabilities_list_the_digest_argument(commands: Commands) -> None:
     assert header["commands"]["put"] == {"args": ["key"], "permission": "write"}
 
 
+def deleting(commands: Commands) -> Commands:
+    """The same store behind a server started with --allow-delete."""
+    return Commands(commands.store, ServerInfo("zplex/test", Limits(), 4 << 20, True))
+
+
+def test_delete_is_offered_only_with_allow_delete(commands: Commands) -> None:
+    """A default server has exactly the protocol's commands: ``delete`` is unknown there,
+    as any other unknown name, even with write permission, and capabilities omit it."""
+    with pytest.raises(RequestError) as info:
+        commands.run("delete", Call({"key": "obj"}, None, True))
+    assert info.value.code == ErrorCode.UNKNOWN_COMMAND
+    assert "unknown command 'delete'" in str(info.value)
+    header, _ = run(commands, "capabilities")
+    assert set(header["commands"]) == {
+        "capabilities",
+        "get",
+        "list",
+        "generate",
+        "echo",
+        "put",
+        "stats",
+    }
+    header, _ = run(deleting(commands), "capabilities")
+    assert header["commands"]["delete"] == {"args": ["key"], "permission": "write"}
+    assert commands.store.get("obj") == (BODY, len(BODY))
+
+
+def test_delete_removes_the_object_and_answers_its_size(commands: Commands) -> None:
+    server = deleting(commands)
+    with pytest.raises(RequestError) as info:
+        server.run("delete", Call({"key": "obj"}, None, False))
+    assert info.value.code == ErrorCode.FORBIDDEN and "write permission" in str(info.value)
+    # Data is ignored, as by every command that takes none.
+    header, body = server.run("delete", Call({"key": "obj"}, b"ignored", True))
+    assert (header, body) == ({"status": "ok", "size": len(BODY)}, b"")
+    for name, args in (("get", {"key": "obj"}), ("delete", {"key": "obj"})):
+        with pytest.raises(RequestError) as info:
+            server.run(name, Call(args, None, True))
+        assert info.value.code == ErrorCode.NOT_FOUND
+    assert run(server, "list")[0]["keys"] == []
+
+
+@pytest.mark.parametrize("args", [{}, {"key": 5}, {"key": "../obj"}, {"key": "/obj"}, {"key": ""}])
+def test_delete_with_a_bad_key_is_bad_request(commands: Commands, args: dict[str, Any]) -> None:
+    with pytest.raises(RequestError) as info:
+        deleting(commands).run("delete", Call(args, None, True))
+    assert info.value.code == ErrorCode.BAD_REQUEST and "key" in str(info.value)
+    assert commands.store.get("obj") == (BODY, len(BODY))
+
+
 def test_large_bodies_come_in_chunks_hashed_first_only_when_a_digest_is_wanted(
     commands: Commands,
 ) -> None:

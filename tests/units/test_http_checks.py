@@ -1,7 +1,8 @@
 """The HTTP transport's refusals (server/http.py), without sockets or processes: a request is
 fed to ``HttpServer.handle`` through a StreamReader and its answer read from a recording
 writer. A body without Content-Length is 411, one over the limits 413 (from the header alone,
-before any body byte is read), and ``debugreflect`` is 404 unless switched on."""
+before any body byte is read), and ``debugreflect`` is 404 unless switched on, as ``delete``
+is unless the server allows it."""
 
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ class RecordingWriter:
         pass
 
 
-def _front(write_token: str | None = None) -> SimpleNamespace:
+def _front(write_token: str | None = None, allow_delete: bool = False) -> SimpleNamespace:
     settings = ServerSettings("zplex/test", ENCODINGS, LIMITS.max_frame_size, 1, LIMITS.to_wire())
-    config = SimpleNamespace(limits=LIMITS, write_token=write_token)
+    config = SimpleNamespace(limits=LIMITS, write_token=write_token, allow_delete=allow_delete)
 
     def new_connection(http: object = None) -> object:
         raise AssertionError("no zplex connection may start for a refused request")
@@ -52,14 +53,19 @@ def _front(write_token: str | None = None) -> SimpleNamespace:
 
 
 def _exchange(
-    request: bytes, *, debugreflect: bool = False, write_token: str | None = None
+    request: bytes,
+    *,
+    debugreflect: bool = False,
+    write_token: str | None = None,
+    allow_delete: bool = False,
 ) -> tuple[int, bytes]:
     async def main() -> tuple[int, bytes]:
         reader = asyncio.StreamReader()
         reader.feed_data(request)
         reader.feed_eof()
         writer = RecordingWriter()
-        server = HttpServer(_front(write_token), debugreflect=debugreflect)  # type: ignore[arg-type]
+        front = _front(write_token, allow_delete)
+        server = HttpServer(front, debugreflect=debugreflect)  # type: ignore[arg-type]
         await server.handle(reader, writer)  # type: ignore[arg-type]
         assert writer.closed
         head, _, body = bytes(writer.data).partition(b"\r\n\r\n")
@@ -144,3 +150,14 @@ def test_a_refused_write_says_whether_the_token_is_missing_or_wrong(
     assert status == 403
     assert message in text.decode()
     assert b"s3cret" not in text and b"not-the-token" not in text  # never echoed
+
+
+def test_delete_is_404_unless_the_server_allows_it() -> None:
+    """A default server has no delete URL, as for any unknown command; with --allow-delete
+    it is a write command: 403 on an ``ro`` URL, before the body is read."""
+    body = _frames()
+    request = _post("delete", {"Content-Length": str(len(body))}, body)
+    status, text = _exchange(request)
+    assert status == 404 and b"unknown permission or command" in text
+    status, text = _exchange(request, allow_delete=True)
+    assert status == 403 and b"write permission needed" in text

@@ -64,6 +64,7 @@ PAYLOADS = [
     Ready(1234, 2, "host-a"),
     Welcome(3, "zplex/1", Limits(max_streams=8)),
     Welcome(3, "zplex/1", Limits(), ("tcp://front-b:7412", "tcp://front-c:7413")),
+    Welcome(3, "zplex/1", Limits(), (), allow_delete=True),
     STATS,
 ]
 
@@ -102,6 +103,11 @@ def test_welcome_refuses_bad_limits() -> None:
 
 def test_welcome_fronts_default_to_none_and_must_be_endpoints() -> None:
     assert Welcome.decode(pack([0, "zplex", {}])).fronts == ()
+    assert Welcome.decode(pack([0, "zplex", {}, []])).allow_delete is False
+    assert Welcome.decode(pack([0, "zplex", {}, [], 0])).allow_delete is False
+    assert Welcome.decode(pack([0, "zplex", {}, [], 0, True])).allow_delete is True
+    with pytest.raises(ValueError):
+        Welcome.decode(pack([0, "zplex", {}, [], 0, 1]))  # a bool, not an int
     assert Welcome(0, "zplex", Limits()).fronts == ()
     with pytest.raises(ValueError):
         Welcome.decode(pack([0, "zplex", {}, [7]]))

@@ -35,6 +35,7 @@ from server.protocol.events import (
     DataChunk,
     ResponseBody,
     ResponseError,
+    ResponseHeader,
 )
 from server.protocol.frames import FrameType, decode_frames
 from server.protocol.limits import Limits
@@ -138,6 +139,32 @@ def test_a_welcome_sets_index_limits_and_joins_further_fronts(tmp_path: Path) ->
     ]
     assert [(s.index, s.remote) for s in stats] == [(5, True), (9, True)]
     assert w.request(3, 1, "capabilities") == []  # no stream opened: nothing to answer
+
+
+def test_a_remote_worker_offers_delete_as_its_front_says(tmp_path: Path) -> None:
+    """``--allow-delete`` is the front's: its WELCOME tells a remote worker (started without
+    the flag) whether to run ``delete``, so every worker of the server offers the same."""
+    w = Harness(make_core(tmp_path, index=-1, endpoints=("tcp://a:1",), remote=True))
+    w.core.start()
+    w.collect()
+    w.core.commands.store.put("obj", b"x")
+    w.open(3, IDENTITY)
+    rid = 1
+    for allow in (False, True):
+        w.send(
+            0,
+            Envelope(Kind.WELCOME),
+            Welcome(5, "zplex/f", Limits(), (), allow_delete=allow).encode(),
+        )
+        w.request(3, rid, "delete", {"key": "obj"})
+        w.request(3, rid + 2, "capabilities")
+        rid += 4
+    events = client_events(frames(w.sent, stream=3), *((3, r) for r in (1, 3, 5, 7)))
+    assert errors(events) == [(1, "unknown-command", False)]
+    headers = {e.request_id: e.header for e in events if isinstance(e, ResponseHeader)}
+    assert headers[5] == {"status": "ok", "size": 1}  # the second delete ran
+    assert ["delete" in headers[rid]["commands"] for rid in (3, 7)] == [False, True]
+    assert completed(events) == [3, 5, 7]
 
 
 # -- credit and waiting messages ------------------------------------------------------------
