@@ -130,7 +130,13 @@ class Welcome:
     def encode(self) -> bytes:
         limits = self.limits.to_wire()
         fields = [self.index, self.server, limits, list(self.fronts), self.small_tables_from]
-        return pack([*fields, self.allow_delete])
+        fields.append(self.allow_delete)
+        # Defaults are left out at the end, so that a remote worker of an earlier version,
+        # which knows fewer fields, takes a default front's WELCOME as before.
+        defaults: list[Any] = [[], SMALL_TABLES_FROM_CONTEXTS, False]
+        while len(fields) > 3 and fields[-1] == defaults[len(fields) - 4]:
+            fields.pop()
+        return pack(fields)
 
     @classmethod
     def decode(cls, data: bytes) -> Self:

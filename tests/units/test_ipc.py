@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from server.ipc.batch import Batch, decode_batch
@@ -170,3 +171,11 @@ def test_send_window_and_owed_credit() -> None:
     assert owed.take() == 0
     with pytest.raises(ValueError):
         decode_credit(b"\x01")
+
+
+def test_welcome_leaves_its_defaults_out() -> None:
+    """A default front's WELCOME is the three fields an earlier remote worker knows."""
+    assert msgpack.unpackb(Welcome(1, "z", Limits()).encode()) == [1, "z", Limits().to_wire()]
+    tail = msgpack.unpackb(Welcome(1, "z", Limits(), (), 16, True).encode())[3:]
+    assert tail == [[], 16, True]
+    assert msgpack.unpackb(Welcome(1, "z", Limits(), (), 0).encode())[3:] == [[], 0]
