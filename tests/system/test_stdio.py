@@ -40,10 +40,12 @@ def serve_cmd(store: Path) -> list[str]:
 
 
 def group_members(pgid: int) -> list[int]:
+    """The live processes of group ``pgid``: a zombie has exited (an orphan, such as
+    multiprocessing's resource tracker, waits as one until the init process reaps it)."""
     members = []
     for pid in psutil.pids():
-        with contextlib.suppress(OSError):
-            if os.getpgid(pid) == pgid:
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
                 members.append(pid)
     return members
 
