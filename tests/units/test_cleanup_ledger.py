@@ -77,3 +77,17 @@ def test_delete_must_be_offered(commands: dict[str, object], offered: bool) -> N
         return
     with pytest.raises(BenchError, match="start it with zplex serve --allow-delete"):
         asyncio.run(check)
+
+
+def test_a_key_this_run_put_stays_in_the_ledger_when_a_later_workload_puts_it_again() -> None:
+    """Two workloads with one key (``--dir a --dir b``, both ``dir/x``): the first put it
+    into a store that lacked it; the second finds it there with its own size, puts its bytes
+    over it and is refused. The key is still this run's, to remove, and not one kept."""
+    ledger = PutLedger()
+    ledger.sending("dir/x")
+    ledger.answered("dir/x", None)
+    ledger.keep(["dir/x"])  # the second workload's listing: held, with another size
+    ledger.sending("dir/x")
+    ledger.answered("dir/x", ServerError("overloaded", "too many requests in flight"))
+    assert list(ledger.sent) == ["dir/x"]
+    assert ledger.kept == set()
