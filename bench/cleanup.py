@@ -25,7 +25,8 @@ class PutLedger:
     """The keys a run put that the store lacked before it, in the order they were sent:
     those acknowledged, and those whose put ended without saying it stored nothing (no
     answer, Ctrl-C, ``worker-lost``): maybe stored. A put answered with another error stored
-    nothing (a put is atomic)."""
+    nothing (a put is atomic), unless an earlier put of the run stored that key (two
+    workloads may share a key: ``--dir a --dir b``)."""
 
     def __init__(self) -> None:
         self.sent: dict[str, None] = {}  # an ordered set
@@ -34,7 +35,9 @@ class PutLedger:
         self.kept: set[str] = set()
 
     def keep(self, keys: Iterable[str]) -> None:
-        self.kept.update(keys)
+        """Keys a workload's listing found held (with other bytes): the store's own unless
+        this run put them."""
+        self.kept.update(key for key in keys if key not in self.sent)
 
     def sending(self, key: str) -> None:
         if key not in self.kept:
@@ -46,7 +49,11 @@ class PutLedger:
             return
         if error is None:
             self.acknowledged.add(key)
-        elif isinstance(error, ServerError) and error.code != "worker-lost":
+        elif (
+            isinstance(error, ServerError)
+            and error.code != "worker-lost"
+            and key not in self.acknowledged
+        ):
             del self.sent[key]
 
 

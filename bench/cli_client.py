@@ -41,6 +41,17 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (a byte offset or length, a count)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--connect",
@@ -68,8 +79,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser("get", help="fetch an object from a server's store")
     p.add_argument("key", help="the object's key")
     p.add_argument("-o", "--output", help="write the object here (default: stdout)")
-    p.add_argument("--offset", type=int, help="first byte of a range (default 0)")
-    p.add_argument("--length", type=int, help="bytes of a range (default: to the end)")
+    p.add_argument("--offset", type=non_negative_int, help="first byte of a range (default 0)")
+    p.add_argument("--length", type=non_negative_int, help="bytes of a range (default: to the end)")
     p.add_argument(
         "--no-digest",
         dest="digest",
@@ -101,7 +112,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "prefix", nargs="?", default=None, help="only keys under this prefix (default: every key)"
     )
-    p.add_argument("--limit", type=int, help="at most this many keys (default: the server's)")
+    p.add_argument(
+        "--limit", type=non_negative_int, help="at most this many keys (default: every key)"
+    )
     _common(p)
     p.set_defaults(func=_list)
 

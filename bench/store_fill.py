@@ -19,6 +19,11 @@ from bench.workloads import Workload
 
 #: Requests in flight while filling the store.
 FILL_WINDOW = 32
+#: Seconds the puts in flight get to be answered when the run is interrupted (Ctrl-C,
+#: SIGTERM) while it fills a ``--connect`` server's store: the server runs a put it has
+#: whole even once the connection closes, so a put still queued on a worker could land
+#: after ``--cleanup``'s delete of its key; answered, each is known stored or not.
+SETTLE_S = 5.0
 
 
 async def put_objects(
@@ -32,8 +37,9 @@ async def put_objects(
     ledger: PutLedger | None = None,
 ) -> None:
     """Put the objects ``missing`` (indexes into the corpus's workload) with ``connect``'s
-    connections, each one sent and answered noted in ``ledger`` (for ``--cleanup``);
-    :class:`BenchFailure` if any put fails."""
+    connections, each one sent and answered noted in ``ledger`` (for ``--cleanup``; when
+    cancelled, the puts in flight are then given :data:`SETTLE_S` to be answered before the
+    connection closes); :class:`BenchFailure` if any put fails."""
     items = corpus.workload.items
     display.start(f"{corpus.name}: filling the store", len(missing))
     started = time.monotonic()
@@ -61,8 +67,8 @@ async def put_objects(
         if future.result().header.get("digest") != corpus.requests[index].digest:
             failures.append("content-mismatch")
 
+    futures: list[asyncio.Future[Response]] = []
     try:
-        futures = []
         for n, index in enumerate(missing):
             item = items[index]
             await window.acquire()
@@ -80,6 +86,11 @@ async def put_objects(
             _done, pending = await asyncio.wait(futures, timeout=timeout_s)
             for future in pending:
                 future.cancel()
+    except asyncio.CancelledError:
+        unanswered = [future for future in futures if not future.done()]
+        if ledger is not None and unanswered:
+            await asyncio.wait(unanswered, timeout=min(SETTLE_S, timeout_s))
+        raise
     finally:
         await client.close()
     if failures:

@@ -74,6 +74,8 @@ CASES = [
     (["frames", "encode", "--hex", "{tmp}/good.txt"], 0, ""),
     (["get", "x", "-o", "{tmp}/missing/x", "--connect", "{refused}"], 2, "no such directory"),
     (["get", "x", "--timeout", "0"], 2, "must be a positive number of seconds"),
+    (["get", "x", "--offset", "-1", "--connect", "{refused}"], 2, "must be an integer >= 0"),
+    (["list", "--limit", "-2", "--connect", "{refused}"], 2, "must be an integer >= 0"),
     (["get", "no/such/key", "--connect", "{server}"], 1, "not-found"),
     (["put", "k", "{tmp}/missing", "--connect", "{refused}"], 2, "cannot read {tmp}/missing"),
     (["put", "k", "{tmp}/good.txt", "--connect", "{server}"], 1, "forbidden"),

@@ -5,14 +5,19 @@ answers to its deletes count, and what it says. End to end: tests/system/test_be
 from __future__ import annotations
 
 import asyncio
+import io
 from types import SimpleNamespace
 
 import pytest
 
 from bench.cleanup import Cleanup, PutLedger, check_delete_offered
-from bench.client import ConnectionLost, Response, ServerError
+from bench.client import ConnectionLost, Response, ServerError, body_digest
 from bench.config import BenchError
+from bench.corpus import Corpus, Request
+from bench.display import PlainDisplay
 from bench.server_process import Endpoint
+from bench.store_fill import put_objects
+from bench.workloads import Item, Workload
 
 
 def deleted(size: int) -> Response:
@@ -77,3 +82,87 @@ def test_delete_must_be_offered(commands: dict[str, object], offered: bool) -> N
         return
     with pytest.raises(BenchError, match="start it with zplex serve --allow-delete"):
         asyncio.run(check)
+
+
+def test_a_key_this_run_put_stays_in_the_ledger_when_a_later_workload_puts_it_again() -> None:
+    """Two workloads with one key (``--dir a --dir b``, both ``dir/x``): the first put it
+    into a store that lacked it; the second finds it there with its own size, puts its bytes
+    over it and is refused. The key is still this run's, to remove, and not one kept."""
+    ledger = PutLedger()
+    ledger.sending("dir/x")
+    ledger.answered("dir/x", None)
+    ledger.keep(["dir/x"])  # the second workload's listing: held, with another size
+    ledger.sending("dir/x")
+    ledger.answered("dir/x", ServerError("overloaded", "too many requests in flight"))
+    assert list(ledger.sent) == ["dir/x"]
+    assert ledger.kept == set()
+
+
+class _SlowStore:
+    """A connection whose puts are answered only once the test says so; it notes, when it
+    is closed, which puts were still unanswered."""
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[Response]] = []
+        self.unanswered_at_close: int | None = None
+
+    async def connect(self) -> _SlowStore:
+        return self
+
+    def send(
+        self, name: str, args: dict[str, str], data: bytes, stream: int
+    ) -> asyncio.Future[Response]:
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
+        return future
+
+    async def drain(self) -> None:
+        await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        self.unanswered_at_close = sum(not f.done() for f in self.futures)
+        for future in self.futures:
+            if not future.done():
+                future.set_exception(ConnectionLost("closed by the client"))
+
+    def answer_all(self) -> None:
+        for future in self.futures:
+            if not future.done():
+                future.set_result(Response(1, 1, {"status": "ok"}, b"", 0, 0, 0.0))
+
+
+def test_ctrl_c_while_filling_lets_the_puts_in_flight_be_answered_before_closing() -> None:
+    """Ctrl-C (the run's task cancelled) while puts are in flight: were the connection closed
+    at once, the server could still store those objects after --cleanup's deletes; the fill
+    waits for their answers (a few seconds at most), so that every delete comes after."""
+    items = [Item(f"dir/{n}.txt", b"x" * (n + 1), "dir") for n in range(5)]
+    requests = [
+        Request("get", {"key": i.key}, i.group, len(i.data), body_digest(i.data)) for i in items
+    ]
+    corpus = Corpus("dir:x", Workload("dir:x", items), requests, [i.data for i in items])
+    store = _SlowStore()
+    ledger = PutLedger()
+
+    async def scenario() -> None:
+        fill = asyncio.create_task(
+            put_objects(
+                corpus,
+                list(range(len(items))),
+                store.connect,
+                PlainDisplay(io.StringIO()),
+                where="h:1",
+                timeout_s=30.0,
+                ledger=ledger,
+            )
+        )
+        while len(store.futures) < len(items):
+            await asyncio.sleep(0)
+        fill.cancel()  # Ctrl-C
+        await asyncio.sleep(0.05)
+        store.answer_all()  # the server answers the puts it had
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(fill, 5)
+
+    asyncio.run(scenario())
+    assert store.unanswered_at_close == 0
+    assert ledger.acknowledged == {item.key for item in items}
