@@ -31,8 +31,15 @@ from typing import Any
 
 import psutil
 
-from bench.client import AsyncClient, ConnectionLost
+from bench.client import AsyncClient, ConnectionLost, ServerError
 from bench.server_process import Endpoint
+
+#: Attempts at a ``stats`` request whose answer a stopping process lost, and the wait
+#: before the next (times the attempt's number).
+STATS_ATTEMPTS = 5
+STATS_BACKOFF_S = 0.05
+#: Error codes of a ``stats`` request that a retry can get past.
+STATS_RETRY_CODES = frozenset({"worker-lost", "overloaded", "shutting-down"})
 
 #: Seconds between ``stats`` snapshots during a phase.
 SAMPLE_PERIOD_S = 0.5
@@ -68,15 +75,23 @@ class Monitor:
         return self.client
 
     async def stats(self) -> dict[str, Any]:
+        """The server's ``stats``, asked again (on a new connection if need be) when the
+        answer is lost to a process that stops: a lost connection, ``worker-lost``,
+        ``overloaded`` or ``shutting-down`` (under ``--chaos`` they are what the kills
+        cause), up to :data:`STATS_ATTEMPTS` times."""
         async with self._lock:
-            for attempt in (1, 2):
+            for attempt in range(1, STATS_ATTEMPTS + 1):
                 client = await self.connect()
                 try:
                     response = await client.request("stats", timeout=self.timeout)
                     return response.header
-                except ConnectionLost:
-                    if attempt == 2:
+                except ServerError as exc:
+                    if exc.code not in STATS_RETRY_CODES or attempt == STATS_ATTEMPTS:
                         raise
+                except ConnectionLost:
+                    if attempt == STATS_ATTEMPTS:
+                        raise
+                await asyncio.sleep(STATS_BACKOFF_S * attempt)
             raise AssertionError("unreachable")
 
     async def close(self) -> None:
