@@ -261,6 +261,17 @@ def test_compare_errors(tmp_path: Path) -> None:
     assert "not the JSON of zplex bench" in err.getvalue()
     assert compare.compare_files([tmp_path / "missing.json"] * 2, console, err) == 2
     assert "cannot read" in err.getvalue()
+    # Runs of different workloads: nothing to put side by side, said rather than an empty table.
+    a = tmp_path / "a.json"
+    BenchResult({}, [run("stream", workload="stdlib")]).write_json(a)
+    b = tmp_path / "b.json"
+    BenchResult({}, [run("stream", workload="generate:json")]).write_json(b)
+    err = io.StringIO()
+    assert compare.compare_files([a, b], Console(file=io.StringIO()), err) == 2
+    assert err.getvalue() == (
+        "zplex bench compare: no workload and policy is in every file "
+        f"({a}: stdlib / stream; {b}: generate:json / stream)\n"
+    )
 
 
 # --- headline, warnings, sample --------------------------------------------------------------
