@@ -419,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # a typo in a subcommand's flag: that subcommand's usage, not zplex's
-        _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
+        _subparser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         status: int = args.func(args)
     except KeyboardInterrupt:
@@ -431,11 +431,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    for action in parser._subparsers._group_actions if parser._subparsers else ():
-        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            sub: argparse.ArgumentParser = action.choices[command]
-            return sub
+def _subparser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The innermost subcommand's parser that ``args`` chose (``bench compare``, ``frames
+    decode``: not their parent's)."""
+    chosen = True
+    while chosen:
+        chosen = False
+        for action in parser._subparsers._group_actions if parser._subparsers else ():
+            if isinstance(action, argparse._SubParsersAction):
+                name = getattr(args, action.dest, None)
+                if name in action.choices:
+                    parser, chosen = action.choices[name], True
+                    break
     return parser
 
 

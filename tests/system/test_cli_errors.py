@@ -171,6 +171,14 @@ def test_a_typo_in_a_flag_prints_the_subcommands_usage() -> None:
     assert done.returncode == 2
     assert "usage: zplex get" in done.stderr
     assert "--ofset" in done.stderr
+    # A subcommand's own subcommand: its usage, not its parent's.
+    nested = zplex("bench", "compare", "a.json", "b.json", "--bogus")
+    assert nested.returncode == 2
+    assert nested.stderr.startswith("usage: zplex bench compare A.json B.json")
+    assert "zplex bench compare: error: unrecognized arguments: --bogus" in nested.stderr
+    nested = zplex("frames", "decode", "--bogus")
+    assert nested.returncode == 2
+    assert nested.stderr.startswith("usage: zplex frames decode")
 
 
 def test_put_without_permission_hints_at_the_token(server: ServerProcess, tmp_path: Path) -> None:
