@@ -188,6 +188,8 @@ class BenchConfig:
             raise BenchError("--timeout must be positive")
         if self.repeat < 1:
             raise BenchError("--repeat must be at least 1")
+        if self.generate_size is not None and self.generate_size < 1:
+            raise BenchError(f"--generate-size must be at least 1 byte, not {self.generate_size}")
         self._validate_chaos()
         self._validate_thresholds()
 

@@ -250,3 +250,21 @@ def test_serve_checks_the_ready_files_directory_before_it_starts(tmp_path: Path)
     )
     assert result.returncode == 2
     assert "is not a writable directory" in result.stderr
+
+
+def test_a_generate_size_the_server_refuses_names_the_flag(tmp_path: Path) -> None:
+    """bench -w generate:KIND with --generate-size over the server's --max-generate-bytes: one
+    line naming the flag (exit status 1), not an exception logged per request in flight; and
+    --generate-size 0 is a bad argument before anything starts."""
+    with running_server(tmp_path, "--max-generate-bytes", "1000", workers=1) as srv:
+        done = zplex(
+            "bench", "--connect", f"127.0.0.1:{srv.port}", "-w", "generate:json",
+            "--generate-size", "2K", "-n", "40", "--policies", "stream",
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "--generate-size is 2,048 bytes (the server's largest generate is its " in done.stderr
+    assert "--max-generate-bytes" in done.stderr
+    assert "never retrieved" not in done.stderr and "Traceback" not in done.stderr
+    zero = zplex("bench", "-w", "generate:json", "--generate-size", "0", "-n", "1")
+    assert zero.returncode == 2
+    assert zero.stderr == "zplex bench: --generate-size must be at least 1 byte, not 0\n"
