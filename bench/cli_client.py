@@ -41,6 +41,17 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def byte_count(text: str) -> int:
+    """An argparse type: a whole number of bytes, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of bytes: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more bytes, not {text}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--connect",
@@ -68,8 +79,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser("get", help="fetch an object from a server's store")
     p.add_argument("key", help="the object's key")
     p.add_argument("-o", "--output", help="write the object here (default: stdout)")
-    p.add_argument("--offset", type=int, help="first byte of a range (default 0)")
-    p.add_argument("--length", type=int, help="bytes of a range (default: to the end)")
+    p.add_argument("--offset", type=byte_count, help="first byte of a range (default 0)")
+    p.add_argument("--length", type=byte_count, help="bytes of a range (default: to the end)")
     p.add_argument(
         "--no-digest",
         dest="digest",
@@ -175,7 +186,7 @@ def _server_error(
             if not token
             else " (the token given with --token or ZPLEX_WRITE_TOKEN is not the server's)"
         )
-    elif command == "delete" and exc.code == "not-found":
+    elif command in ("get", "delete") and exc.code == "not-found":
         message = f"not-found: no object {args.key!r} in the store of {args.connect}"
     elif command == "delete" and exc.code == "unknown-command":
         message = (
@@ -190,6 +201,8 @@ def _get(args: argparse.Namespace) -> int:
         parent = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(parent):
             return _fail("get", f"cannot write {args.output}: no such directory {parent}", 2)
+        if os.path.isdir(args.output):
+            return _fail("get", f"cannot write {args.output}: it is a directory", 2)
         if not os.access(parent, os.W_OK):
             return _fail("get", f"cannot write {args.output}: {parent} is not writable", 2)
 

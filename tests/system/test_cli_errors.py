@@ -51,6 +51,24 @@ def test_get_to_an_unwritable_output_blames_the_file(server: ServerProcess) -> N
     assert "cannot talk" not in done.stderr
 
 
+def test_get_names_the_key_it_finds_nothing_under_and_refuses_bad_ranges_and_outputs(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    done = zplex("get", "no/such", "--connect", address(server))
+    assert done.returncode == 1
+    assert (
+        done.stderr
+        == f"zplex get: not-found: no object 'no/such' in the store of {address(server)}\n"
+    )
+    for flag in ("--offset", "--length"):
+        done = zplex("get", "k", flag, "-1", "--connect", address(server))
+        assert done.returncode == 2
+        assert f"argument {flag}: must be 0 or more bytes, not -1" in done.stderr
+    done = zplex("get", "k", "-o", str(tmp_path), "--connect", address(server))
+    assert done.returncode == 2
+    assert done.stderr == f"zplex get: cannot write {tmp_path}: it is a directory\n"
+
+
 def test_timeout_zero_is_a_bad_argument() -> None:
     done = zplex("get", "x", "--timeout", "0")
     assert done.returncode == 2
