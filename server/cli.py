@@ -218,6 +218,9 @@ def _keys(args: argparse.Namespace) -> int:
     import zmq.auth
 
     names = ("front.key", "front.key_secret", "worker.key", "worker.key_secret")
+    if os.path.exists(args.dir) and not os.path.isdir(args.dir):
+        print(f"zplex keys: {args.dir} is not a directory", file=sys.stderr)
+        return 2
     existing = [n for n in names if os.path.exists(os.path.join(args.dir, n))]
     if existing and not args.force:
         print(

@@ -232,6 +232,10 @@ def test_keys_are_private_and_not_overwritten(tmp_path: Path) -> None:
     assert zplex("keys", "--force", str(keys)).returncode == 0
     assert (keys / "front.key_secret").read_bytes() != before
     assert stat.S_IMODE((keys / "worker.key_secret").stat().st_mode) == 0o600
+    a_file = keys / "front.key"
+    onto_a_file = zplex("keys", str(a_file))
+    assert onto_a_file.returncode == 2
+    assert onto_a_file.stderr == f"zplex keys: {a_file} is not a directory\n"
 
 
 def test_client_library_digest_parameter(server: ServerProcess) -> None:
