@@ -421,6 +421,10 @@ def _try_json(path: Path) -> None:
         raise BenchError(f"--json {path}: is a directory")
     if not path.parent.is_dir():
         raise BenchError(f"--json {path}: no such directory {path.parent}")
+    if path.exists() and not path.is_file():  # /dev/stdout, a FIFO: opening one may block
+        if not os.access(path, os.W_OK):
+            raise BenchError(f"--json {path}: not writable")
+        return
     existed = path.exists()
     with path.open("a", encoding="utf-8"):  # appends nothing to a file already there
         pass

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,10 @@ def test_output_paths_checked_before_the_run(tmp_path: Path) -> None:
     with pytest.raises(BenchError, match=f"--report .*{too_long}: cannot create or write in it"):
         check_output_paths(None, tmp_path / "new" / too_long)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    check_output_paths(fifo, None)  # not opened: with no reader that would block
+    fifo.unlink()
 
 
 def test_an_output_that_cannot_be_written_after_the_run_loses_nothing_else(
