@@ -130,6 +130,7 @@ async def fetch_generated(workload: Workload, connect: Connector, display: Displ
                     _forget(futures)
                     raise BenchFailure(_generate_failed(workload, exc)) from None
                 if not response.verify_digest():
+                    _forget(futures)
                     raise BenchFailure("generate: the body does not match its digest")
                 bodies.append(response.body)
             display.update(len(bodies), "")
