@@ -188,7 +188,7 @@ def _server_error(
             if not token
             else " (the token given with --token or ZPLEX_WRITE_TOKEN is not the server's)"
         )
-    elif command == "delete" and exc.code == "not-found":
+    elif command in ("get", "delete") and exc.code == "not-found":
         message = f"not-found: no object {args.key!r} in the store of {args.connect}"
     elif command == "delete" and exc.code == "unknown-command":
         message = (
@@ -203,6 +203,8 @@ def _get(args: argparse.Namespace) -> int:
         parent = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(parent):
             return _fail("get", f"cannot write {args.output}: no such directory {parent}", 2)
+        if os.path.isdir(args.output):
+            return _fail("get", f"cannot write {args.output}: it is a directory", 2)
         if not os.access(parent, os.W_OK):
             return _fail("get", f"cannot write {args.output}: {parent} is not writable", 2)
 

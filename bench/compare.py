@@ -119,6 +119,11 @@ def comparison_rows(
     return out
 
 
+def _phases(result: BenchResult) -> str:
+    """The workload / policy pairs of a run, or ``no runs``."""
+    return ", ".join(f"{run.workload} / {run.policy}" for run in result.runs) or "no runs"
+
+
 def _fmt(m: Measure, spec: str) -> str:
     if m.value is None:
         return "-"
@@ -129,15 +134,26 @@ def _fmt(m: Measure, spec: str) -> str:
 
 
 def compare_files(paths: Sequence[Path], console: Console, err: IO[str] | None = None) -> int:
-    """Print the comparison of ``paths`` (at least two); exit status 0, or 2 if a file cannot
-    be read (said on ``err``, standard error by default)."""
+    """Print the comparison of ``paths`` (at least two), the workloads that some file lacks
+    left out; exit status 0, or 2 if a file cannot be read or the files have no workload and
+    policy in common (said on ``err``, standard error by default)."""
     try:
         results = [load(path) for path in paths]
     except CompareError as exc:
         print(f"zplex bench compare: {exc}", file=err or sys.stderr)
         return 2
     names = [path.name for path in paths]
-    for workload, rows in comparison_rows(results).items():
+    compared = {w: rows for w, rows in comparison_rows(results).items() if rows}
+    if not compared:
+        held = "; ".join(
+            f"{path}: {_phases(result)}" for path, result in zip(paths, results, strict=True)
+        )
+        print(
+            f"zplex bench compare: no workload and policy is in every file ({held})",
+            file=err or sys.stderr,
+        )
+        return 2
+    for workload, rows in compared.items():
         table = Table(
             title=Text(f"workload {workload}", style="bold"),
             title_justify="left",

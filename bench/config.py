@@ -5,9 +5,11 @@ defaults and checks, and the parsing of the command line's values into it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -186,6 +188,8 @@ class BenchConfig:
             raise BenchError("--timeout must be positive")
         if self.repeat < 1:
             raise BenchError("--repeat must be at least 1")
+        if self.generate_size is not None and self.generate_size < 1:
+            raise BenchError(f"--generate-size must be at least 1 byte, not {self.generate_size}")
         self._validate_chaos()
         self._validate_thresholds()
 
@@ -395,25 +399,55 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 
 def check_output_paths(json_path: Path | None, report_dir: Path | None) -> None:
-    """Fail before the run, not after it, when ``--json`` or ``--report`` cannot be written."""
+    """Fail before the run, not after it, when ``--json`` or ``--report`` cannot be written:
+    each is tried for real (permissions alone say nothing of a read-only or special file
+    system, nor to root), and what the try made is removed."""
     if json_path is not None and str(json_path) != "-":
-        if json_path.is_dir():
-            raise BenchError(f"--json {json_path}: is a directory")
-        parent = json_path.parent
-        if not parent.is_dir():
-            raise BenchError(f"--json {json_path}: no such directory {parent}")
-        if not os.access(parent, os.W_OK) or (
-            json_path.exists() and not os.access(json_path, os.W_OK)
-        ):
-            raise BenchError(f"--json {json_path}: not writable")
+        try:
+            _try_json(json_path)
+        except OSError as exc:
+            raise BenchError(f"--json {json_path}: not writable ({describe_error(exc)})") from None
     if report_dir is not None:
-        if report_dir.exists() and not report_dir.is_dir():
-            raise BenchError(f"--report {report_dir}: not a directory")
-        existing = report_dir
-        while not existing.exists():  # the report directory is created with its parents
-            existing = existing.parent
-        if not existing.is_dir() or not os.access(existing, os.W_OK):
-            raise BenchError(f"--report {report_dir}: cannot create or write in {existing}")
+        try:
+            _try_report(report_dir)
+        except OSError as exc:
+            raise BenchError(
+                f"--report {report_dir}: cannot create or write in it ({describe_error(exc)})"
+            ) from None
+
+
+def _try_json(path: Path) -> None:
+    if path.is_dir():
+        raise BenchError(f"--json {path}: is a directory")
+    if not path.parent.is_dir():
+        raise BenchError(f"--json {path}: no such directory {path.parent}")
+    if path.exists() and not path.is_file():  # /dev/stdout, a FIFO: opening one may block
+        if not os.access(path, os.W_OK):
+            raise BenchError(f"--json {path}: not writable")
+        return
+    existed = path.exists()
+    with path.open("a", encoding="utf-8"):  # appends nothing to a file already there
+        pass
+    if not existed:
+        path.unlink()
+
+
+def _try_report(directory: Path) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise BenchError(f"--report {directory}: not a directory")
+    existing = directory
+    while not existing.exists():  # the report directory is created with its parents
+        existing = existing.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    finally:
+        made = directory
+        while made != existing:  # the run makes them again
+            with contextlib.suppress(OSError):
+                made.rmdir()
+            made = made.parent
 
 
 def describe_error(exc: BaseException) -> str:

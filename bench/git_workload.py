@@ -127,7 +127,8 @@ def git_workload(
     first-parent history (merges count as their diff against the first parent), oldest first.
     Every path starts with its blob at the oldest of those commits, then each distinct blob a
     later commit gave it. Order: path-major (paths sorted), each path's blobs in commit order.
-    Regular files only (no symlinks, no submodules); blobs over ``max_file_bytes`` skipped;
+    A subdirectory of a repository replays the files under it only. Regular files only (no
+    symlinks, no submodules); blobs over ``max_file_bytes`` skipped;
     over ``max_bytes``, whole paths are sampled across the tree (:func:`spread_sample`). Keys
     ``git/<path>@<blob sha[:12]>``; group: the path. The workload's ``selection`` counts what
     was skipped and the commits replayed (of how many). Raises :class:`WorkloadError` if git
@@ -174,6 +175,9 @@ def git_workload(
             seen = blobs.setdefault(file_path, [])
             if sha not in seen:
                 seen.append(sha)
+    # A subdirectory of a repository: the histories of the files under it.
+    under = _git(path, "rev-parse", "--show-prefix").decode().strip()
+    blobs = {file_path: shas for file_path, shas in blobs.items() if file_path.startswith(under)}
     selection = Selection()
     total_commits = int(_git(path, "rev-list", "--first-parent", "--count", head.decode().strip()))
     selection.extra = {"commits": len(commits), "commits_total": total_commits}
@@ -212,5 +216,6 @@ def git_workload(
     for item in items:
         selection.keep(item.data)
     if not items:
-        raise WorkloadError(f"git repository {path} has no file content within the limits")
+        where = f"git repository {path}" if not under else f"{path} (in its git repository)"
+        raise WorkloadError(f"{where} has no file content within the limits")
     return Workload(f"git:{path}", items, selection=selection)

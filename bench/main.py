@@ -24,7 +24,7 @@ from rich.console import Console
 
 from bench import report, results, tables
 from bench.cleanup import Cleanup, remove_objects
-from bench.config import BenchConfig, BenchError, default_workers
+from bench.config import BenchConfig, BenchError, default_workers, describe_error
 from bench.display import make_display
 from bench.runner import Runner
 from bench.server_process import Endpoint
@@ -219,13 +219,7 @@ def finish(
     )
     outcome.thresholds = checks
     # Files first: they must exist even if the table output goes to a closed pipe.
-    if config.json_path is not None:
-        write_json(outcome, config.json_path, out)
-        if not config.json_to_stdout:
-            print(f"zplex bench: wrote {config.json_path}", file=err)
-    if config.report_dir is not None:
-        written = report.write_report(outcome.result, config.report_dir, outcome.warnings)
-        print(f"zplex bench: wrote {written[-1]} and {len(written) - 1} plots", file=err)
+    written = write_outputs(config, outcome, out, err)
     for warning in outcome.warnings:
         print(f"zplex bench: warning: {warning}", file=err)
     tables_out = err if config.json_to_stdout else out
@@ -240,6 +234,8 @@ def finish(
         print(f"zplex bench: threshold {check.describe()}", file=err)
     if status is not None:
         return status
+    if not written:
+        return 1
     rate = outcome.error_rate
     if rate > config.max_error_rate:
         print(
@@ -251,6 +247,37 @@ def finish(
     if any(not check.met for check in checks):
         return 1
     return 0
+
+
+def write_outputs(config: BenchConfig, outcome: BenchOutcome, out: IO[str], err: IO[str]) -> bool:
+    """Write the JSON and the report; whether both were written. A file that cannot be written
+    (checked before the run, but a disk fills and a directory goes) is said on ``err`` and
+    the other output, the tables, still follow: the run is not lost to a traceback."""
+    written = True
+    if config.json_path is not None:
+        try:
+            write_json(outcome, config.json_path, out)
+        except OSError as exc:
+            print(
+                f"zplex bench: cannot write --json {config.json_path}: {describe_error(exc)}",
+                file=err,
+            )
+            written = False
+        else:
+            if not config.json_to_stdout:
+                print(f"zplex bench: wrote {config.json_path}", file=err)
+    if config.report_dir is not None:
+        try:
+            paths = report.write_report(outcome.result, config.report_dir, outcome.warnings)
+        except OSError as exc:
+            print(
+                f"zplex bench: cannot write --report {config.report_dir}: {describe_error(exc)}",
+                file=err,
+            )
+            written = False
+        else:
+            print(f"zplex bench: wrote {paths[-1]} and {len(paths) - 1} plots", file=err)
+    return written
 
 
 def _table_width(stream: IO[str]) -> int | None:

@@ -228,6 +228,13 @@ class PassDriver:
         capacity = int(self.limits.get("max_inflight_per_stream", 32))
         return min(capacity, max(1, int(self.limits.get("max_inflight", 256)) // c.streams))
 
+    def _share(self, plan: PassPlan) -> PassPlan:
+        """The requests of ``plan`` on this driver's connections."""
+        if self.connections is None:
+            return plan
+        mine = {k: v for k, v in plan.slots.items() if k[0] in self.connections}
+        return dataclasses.replace(plan, slots=mine)
+
     async def run_pass(
         self,
         corpus: Corpus,
@@ -238,9 +245,7 @@ class PassDriver:
         schedule: Schedule | None,
     ) -> None:
         context = POLICY_CONTEXT[policy]
-        if self.connections is not None:
-            mine = {k: v for k, v in plan.slots.items() if k[0] in self.connections}
-            plan = dataclasses.replace(plan, slots=mine)
+        plan = self._share(plan)
         conn_ids = sorted({conn for conn, _stream in plan.slots})
         if schedule is not None:
             await sleep_until(schedule.due(plan.first))
@@ -405,7 +410,9 @@ class PassDriver:
         on_pass: Callable[[int], None],
     ) -> int:
         """Run passes until the plans end, or (``duration``) passes started after it, or
-        (``stop_at``, warm-up) requests after it; returns the number of passes started."""
+        (``stop_at``, warm-up) requests after it; returns the number of passes started. A
+        share of the connections with no request in a pass has none in any (every pass
+        places the requests alike): it runs no pass, rather than empty ones for ``duration``."""
         c = self.config
         t0 = time.monotonic()
         schedule = Schedule(t0, c.rate) if c.rate is not None else None
@@ -413,6 +420,8 @@ class PassDriver:
         started = 0
         if schedule is None:
             for plan in plans:
+                if not self._share(plan).slots:
+                    break
                 if started and duration is not None and time.monotonic() - t0 >= duration:
                     break
                 if stop_at is not None and time.monotonic() >= stop_at:
@@ -432,6 +441,8 @@ class PassDriver:
 
         try:
             for plan in plans:
+                if not self._share(plan).slots:
+                    break
                 begins = schedule.due(plan.first)
                 if started and duration is not None and begins - t0 >= duration:
                     break

@@ -14,6 +14,7 @@ from bench.plots import PLOTS, write_plots
 from bench.results import BenchResult
 from bench.tables import (
     COLUMNS,
+    PROJECTION_SPLIT,
     headline,
     projected,
     projection_caption,
@@ -114,10 +115,8 @@ def render_html(
         parts.append("<h2>scaling projection</h2>\n")
     if known:
         headers, rows = projection_table(known)
-        parts.append(
-            "<p>One front on one core, the other cores running workers, from the measured CPU "
-            "cost per GB of each role.</p>\n"
-        )
+        split = PROJECTION_SPLIT[0].upper() + PROJECTION_SPLIT[1:]
+        parts.append(f"<p>{esc(split)}, from the measured CPU per GB of each role.</p>\n")
         parts.append(_html_table(headers, rows, [True] * len(headers)))
         captions = "\n".join(projection_caption(p) for p in known)
         parts.append(f'<p class="caption">{_html_lines(captions)}</p>\n')

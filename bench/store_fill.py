@@ -138,8 +138,10 @@ async def fetch_generated(workload: Workload, connect: Connector, display: Displ
                 try:
                     response = await client.wait(future)
                 except (ServerError, ConnectionLost, TimeoutError) as exc:
-                    raise BenchFailure(f"generate failed: {describe_error(exc)}") from None
+                    _forget(futures)
+                    raise BenchFailure(_generate_failed(workload, exc)) from None
                 if not response.verify_digest():
+                    _forget(futures)
                     raise BenchFailure("generate: the body does not match its digest")
                 bodies.append(response.body)
             display.update(len(bodies), "")
@@ -152,3 +154,24 @@ async def fetch_generated(workload: Workload, connect: Connector, display: Displ
     ]
     display.finish(f"{workload.name}: fetched {n:,} reference bodies")
     return Corpus(workload.name, workload, requests, bodies)
+
+
+def _generate_failed(workload: Workload, exc: BaseException) -> str:
+    """Why fetching a ``generate`` body failed; a size the server refuses names the flag."""
+    reason = f"generate failed: {describe_error(exc)}"
+    if isinstance(exc, ServerError) and exc.code == "bad-request" and workload.generated:
+        reason += (
+            f"; --generate-size is {workload.generated[1]:,} bytes (the server's largest "
+            "generate is its --max-generate-bytes, 256 MiB by default)"
+        )
+    return reason
+
+
+def _forget(futures: list[asyncio.Future[Response]]) -> None:
+    """Answers no longer wanted: the pending cancelled, the failed ones' errors taken (never
+    logged as "exception was never retrieved")."""
+    for future in futures:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()

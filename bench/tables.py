@@ -23,6 +23,10 @@ MISSING = "-"
 #: Columns of the terminal's tables when not writing to a terminal (it fits 120 columns; the
 #: JSON and the HTML report have every column).
 DEFAULT_WIDTH = 120
+#: What the scaling projection's table shows, in the terminal and the report alike.
+PROJECTION_SPLIT = (
+    "the cores split between fronts and workers, and clients on the same host, for the most GB/s"
+)
 
 
 # --- formatting ------------------------------------------------------------------------------
@@ -360,10 +364,7 @@ def render_tables(result: BenchResult, console: Console) -> None:
         console.print()
     known, unknown = projected(result)
     if known:
-        title = (
-            "scaling projection (the cores split between fronts and workers, and clients on "
-            "the same host, for the most GB/s)"
-        )
+        title = f"scaling projection ({PROJECTION_SPLIT})"
         headers, rows = projection_table(known)
         if _width(headers, rows) <= console.width:
             parts = [known]

@@ -218,6 +218,9 @@ def _keys(args: argparse.Namespace) -> int:
     import zmq.auth
 
     names = ("front.key", "front.key_secret", "worker.key", "worker.key_secret")
+    if os.path.exists(args.dir) and not os.path.isdir(args.dir):
+        print(f"zplex keys: {args.dir} is not a directory", file=sys.stderr)
+        return 2
     existing = [n for n in names if os.path.exists(os.path.join(args.dir, n))]
     if existing and not args.force:
         print(
@@ -419,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # a typo in a subcommand's flag: that subcommand's usage, not zplex's
-        _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
+        _subparser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         status: int = args.func(args)
     except KeyboardInterrupt:
@@ -431,11 +434,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    for action in parser._subparsers._group_actions if parser._subparsers else ():
-        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            sub: argparse.ArgumentParser = action.choices[command]
-            return sub
+def _subparser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The innermost subcommand's parser that ``args`` chose (``bench compare``, ``frames
+    decode``: not their parent's)."""
+    chosen = True
+    while chosen:
+        chosen = False
+        for action in parser._subparsers._group_actions if parser._subparsers else ():
+            if isinstance(action, argparse._SubParsersAction):
+                name = getattr(args, action.dest, None)
+                if name in action.choices:
+                    parser, chosen = action.choices[name], True
+                    break
     return parser
 
 

@@ -51,6 +51,24 @@ def test_get_to_an_unwritable_output_blames_the_file(server: ServerProcess) -> N
     assert "cannot talk" not in done.stderr
 
 
+def test_get_names_the_key_it_finds_nothing_under_and_refuses_bad_ranges_and_outputs(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    done = zplex("get", "no/such", "--connect", address(server))
+    assert done.returncode == 1
+    assert (
+        done.stderr
+        == f"zplex get: not-found: no object 'no/such' in the store of {address(server)}\n"
+    )
+    for flag in ("--offset", "--length"):
+        done = zplex("get", "k", flag, "-1", "--connect", address(server))
+        assert done.returncode == 2
+        assert f"argument {flag}: must be an integer >= 0, not -1" in done.stderr
+    done = zplex("get", "k", "-o", str(tmp_path), "--connect", address(server))
+    assert done.returncode == 2
+    assert done.stderr == f"zplex get: cannot write {tmp_path}: it is a directory\n"
+
+
 def test_timeout_zero_is_a_bad_argument() -> None:
     done = zplex("get", "x", "--timeout", "0")
     assert done.returncode == 2
@@ -171,6 +189,14 @@ def test_a_typo_in_a_flag_prints_the_subcommands_usage() -> None:
     assert done.returncode == 2
     assert "usage: zplex get" in done.stderr
     assert "--ofset" in done.stderr
+    # A subcommand's own subcommand: its usage, not its parent's.
+    nested = zplex("bench", "compare", "a.json", "b.json", "--bogus")
+    assert nested.returncode == 2
+    assert nested.stderr.startswith("usage: zplex bench compare A.json B.json")
+    assert "zplex bench compare: error: unrecognized arguments: --bogus" in nested.stderr
+    nested = zplex("frames", "decode", "--bogus")
+    assert nested.returncode == 2
+    assert nested.stderr.startswith("usage: zplex frames decode")
 
 
 def test_put_without_permission_hints_at_the_token(server: ServerProcess, tmp_path: Path) -> None:
@@ -206,6 +232,10 @@ def test_keys_are_private_and_not_overwritten(tmp_path: Path) -> None:
     assert zplex("keys", "--force", str(keys)).returncode == 0
     assert (keys / "front.key_secret").read_bytes() != before
     assert stat.S_IMODE((keys / "worker.key_secret").stat().st_mode) == 0o600
+    a_file = keys / "front.key"
+    onto_a_file = zplex("keys", str(a_file))
+    assert onto_a_file.returncode == 2
+    assert onto_a_file.stderr == f"zplex keys: {a_file} is not a directory\n"
 
 
 def test_client_library_digest_parameter(server: ServerProcess) -> None:
@@ -242,3 +272,21 @@ def test_serve_checks_the_ready_files_directory_before_it_starts(tmp_path: Path)
     )
     assert result.returncode == 2
     assert "is not a writable directory" in result.stderr
+
+
+def test_a_generate_size_the_server_refuses_names_the_flag(tmp_path: Path) -> None:
+    """bench -w generate:KIND with --generate-size over the server's --max-generate-bytes: one
+    line naming the flag (exit status 1), not an exception logged per request in flight; and
+    --generate-size 0 is a bad argument before anything starts."""
+    with running_server(tmp_path, "--max-generate-bytes", "1000", workers=1) as srv:
+        done = zplex(
+            "bench", "--connect", f"127.0.0.1:{srv.port}", "-w", "generate:json",
+            "--generate-size", "2K", "-n", "40", "--policies", "stream",
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "--generate-size is 2,048 bytes (the server's largest generate is its " in done.stderr
+    assert "--max-generate-bytes" in done.stderr
+    assert "never retrieved" not in done.stderr and "Traceback" not in done.stderr
+    zero = zplex("bench", "-w", "generate:json", "--generate-size", "0", "-n", "1")
+    assert zero.returncode == 2
+    assert zero.stderr == "zplex bench: --generate-size must be at least 1 byte, not 0\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,43 @@ def test_output_paths_checked_before_the_run(tmp_path: Path) -> None:
         check_output_paths(None, tmp_path / "file")
     with pytest.raises(BenchError, match="cannot create"):
         check_output_paths(None, tmp_path / "file" / "report")
+    # Paths whose directory allows writing but which cannot be made (root included): tried
+    # for real, and nothing the tries made is left behind.
+    too_long = "x" * 300
+    with pytest.raises(BenchError, match=f"--json .*{too_long}.json: not writable"):
+        check_output_paths(tmp_path / f"{too_long}.json", None)
+    with pytest.raises(BenchError, match=f"--report .*{too_long}: cannot create or write in it"):
+        check_output_paths(None, tmp_path / "new" / too_long)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    check_output_paths(fifo, None)  # not opened: with no reader that would block
+    fifo.unlink()
+
+
+def test_an_output_that_cannot_be_written_after_the_run_loses_nothing_else(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A --json or --report that fails at the end (its directory gone meanwhile) is said in
+    one line naming the flag, never a traceback; the tables and the other output follow and
+    the exit status is 1."""
+    monkeypatch.setattr("bench.main._bench", fake_bench(two_policies()))
+    out, err = io.StringIO(), io.StringIO()
+    config = BenchConfig(
+        json_path=tmp_path / "gone" / "a.json",
+        report_dir=tmp_path / "report",
+        thresholds=("stream.ratio_vs_request>=2",),
+    )
+    assert run_bench(config, out, err) == 1
+    said = err.getvalue()
+    assert f"zplex bench: cannot write --json {tmp_path}/gone/a.json: No such file" in said
+    assert "Traceback" not in said and "threshold stream.ratio_vs_request>=2" in said
+    assert (tmp_path / "report" / "index.html").exists()
+    assert "workload w" in out.getvalue()
+    (tmp_path / "file").write_text("x")
+    config = BenchConfig(json_path=tmp_path / "a.json", report_dir=tmp_path / "file" / "r")
+    assert run_bench(config, out, io.StringIO()) == 1
+    assert json.loads((tmp_path / "a.json").read_text())["runs"]
 
 
 # --- repeats and compare ---------------------------------------------------------------------
@@ -228,6 +266,17 @@ def test_compare_errors(tmp_path: Path) -> None:
     assert "not the JSON of zplex bench" in err.getvalue()
     assert compare.compare_files([tmp_path / "missing.json"] * 2, console, err) == 2
     assert "cannot read" in err.getvalue()
+    # Runs of different workloads: nothing to put side by side, said rather than an empty table.
+    a = tmp_path / "a.json"
+    BenchResult({}, [run("stream", workload="stdlib")]).write_json(a)
+    b = tmp_path / "b.json"
+    BenchResult({}, [run("stream", workload="generate:json")]).write_json(b)
+    err = io.StringIO()
+    assert compare.compare_files([a, b], Console(file=io.StringIO()), err) == 2
+    assert err.getvalue() == (
+        "zplex bench compare: no workload and policy is in every file "
+        f"({a}: stdlib / stream; {b}: generate:json / stream)\n"
+    )
 
 
 # --- headline, warnings, sample --------------------------------------------------------------

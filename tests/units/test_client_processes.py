@@ -3,12 +3,18 @@ client processes measured adds up exactly to what one client would have recorded
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import time
 
+from bench.async_client import AsyncClient
 from bench.client_processes import add_report, shares
+from bench.config import BenchConfig
+from bench.corpus import Corpus, Request
 from bench.load_process import tally_report
-from bench.passes import Tally
+from bench.passes import PassDriver, Tally
+from bench.workload_items import Workload
 
 
 def _recorded(tally: Tally) -> list[tuple[int, int]]:
@@ -58,3 +64,30 @@ def test_shares_split_the_connections() -> None:
     assert shares(2, 2) == [frozenset({0}), frozenset({1})]
     every = [conn for share in shares(7, 3) for conn in share]
     assert sorted(every) == list(range(7))
+
+
+def test_a_process_whose_share_has_no_request_runs_no_pass() -> None:
+    """Every request on connection 1 (few affinity groups, hashed alike): the process with
+    connection 0 ends at once with 0 passes, never connecting, instead of starting empty
+    passes for the whole -d (tens of thousands, counted as the phase's passes, a core spun)."""
+    requests = [Request("get", {"key": f"k{i}"}, "one-group", 10, None) for i in range(4)]
+    corpus = Corpus("test", Workload("test", []), requests, [b"x" * 10] * 4)
+    slot = next(conn for conn, _stream in corpus.placement("stream", 2, 4))
+    connects: list[object] = []
+
+    async def connect(**kwargs: object) -> AsyncClient:
+        connects.append(kwargs)
+        raise AssertionError("an empty share connects nowhere")
+
+    for rate in (None, 1000.0):
+        config = BenchConfig(connections=2, streams=4, duration_s=0.5, rate=rate)
+        driver = PassDriver(config, {}, connect, connections=frozenset({1 - slot}))
+        passes: list[int] = []
+        started = time.monotonic()
+        done = asyncio.run(
+            driver.run_passes(
+                corpus, "stream", Tally(), duration=0.5, stop_at=None, on_pass=passes.append
+            )
+        )
+        assert (done, passes, connects) == (0, [], [])
+        assert time.monotonic() - started < 0.4

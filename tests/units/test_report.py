@@ -241,6 +241,10 @@ def test_write_report(tmp_path: Path) -> None:
     assert "&lt;b&gt;dir:/tmp/x&amp;y&lt;/b&gt;" in page
     assert "<b>dir" not in page
     assert page.count("<table>") == 3  # two workloads and the projection
+    # The projection is said as the terminal says it: fronts and workers split for the most
+    # GB/s (never "one front on one core", which the table contradicts).
+    assert "<p>The cores split between fronts and workers, and clients on the same host" in page
+    assert "One front on one core" not in page
     assert "80.0%" in page
 
 

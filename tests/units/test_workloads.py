@@ -272,6 +272,20 @@ def test_git_workload_window_and_limits(repo: Path) -> None:
 
 
 @needs_git
+def test_git_workload_of_a_subdirectory_replays_the_files_under_it(repo: Path) -> None:
+    """--git on a subdirectory of a repository: its files' histories, not the whole tree's
+    (keys still name the path in the repository)."""
+    w = wl.git_workload(repo / "a")
+    expected = [b"x1\n", b"x2\n"]
+    assert [i.data for i in w.items] == expected
+    assert [i.key for i in w.items] == [f"git/a/x.txt@{_blob(repo, d)}" for d in expected]
+    assert w.name == f"git:{repo / 'a'}" and w.corpus()["commits_total"] == 5
+    (repo / "empty").mkdir()
+    with pytest.raises(WorkloadError, match=r"empty \(in its git repository\) has no file"):
+        wl.git_workload(repo / "empty")
+
+
+@needs_git
 def test_git_workload_errors(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
