@@ -73,6 +73,19 @@ def busy_host(label: str, share: float) -> str | None:
     )
 
 
+def few_streams(label: str, used: int, offered: int, groups: int) -> str | None:
+    """Whether the workload's affinity groups, hashed onto the ``offered`` streams, leave
+    some of them without a request: ``used`` streams carry the whole workload."""
+    if used >= offered:
+        return None
+    return (
+        f"{label}: the workload's {groups:,} affinity group(s) hash onto {used} of the "
+        f"{offered} streams, so the others carry nothing and fewer contexts share the work "
+        "(with one stream, stream and connection are the same); a workload with more "
+        "groups, or fewer -c/-s, uses every stream"
+    )
+
+
 def unlike_tables(label: str, small_made: int | None, reference_small: bool) -> str | None:
     """Whether the workers' zstd contexts of the phase and the in-process reference of its
     efficiency figures had unlike match tables: ``small_made`` contexts with small tables

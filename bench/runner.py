@@ -471,6 +471,7 @@ class Runner:
             phase_checks.busy_host(label, share) if share is not None and not short else None,
             phase_checks.client_bound(label, utilisation),
             phase_checks.rate_not_reached(label, run, c.rate),
+            self._few_streams(label, corpus, policy),
             phase_checks.unlike_tables(
                 label,
                 small_tables_delta(cpu_before, cpu_after),
@@ -496,6 +497,17 @@ class Runner:
         if record:
             self.phases.append(outcome)
         return outcome
+
+    def _few_streams(self, label: str, corpus: Corpus, policy: str) -> str | None:
+        """The streams the whole workload's placement uses, against those the policy offers
+        (under ``stream`` and ``connection``, where a stream's context is the point)."""
+        c = self.config
+        if policy not in ("stream", "connection"):
+            return None
+        placement = corpus.placement(policy, c.connections, c.streams)
+        offered = c.connections if policy == "connection" else c.connections * c.streams
+        groups = len({request.group for request in corpus.requests})
+        return phase_checks.few_streams(label, len(set(placement)), offered, groups)
 
     def _killer(self) -> chaos.Killer | None:
         """--chaos: the killer of the measured phase, started (None without --chaos)."""

@@ -177,7 +177,8 @@ def workload_caption(runs: Sequence[RunResult]) -> str:
     first = runs[0]
     parts = [
         f"{first.requests:,} requests, {first.raw_bytes / 1e6:,.1f} MB raw, "
-        f"{first.encoding} level {first.level}, {first.streams} streams"
+        f"{first.encoding} level {first.level}, {first.streams} stream"
+        f"{'' if first.streams == 1 else 's'}"
     ]
     ideal = first.ideal_ratio
     if ideal is not None:

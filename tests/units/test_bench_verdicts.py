@@ -331,3 +331,12 @@ def test_spread_sample() -> None:
     assert sum(10 for _ in kept) <= 250
     assert spread_sample([100, 1, 1], 50) == [1, 2]
     assert spread_sample([1] * 10, 0) == []
+
+
+def test_few_streams_warns_when_the_groups_leave_streams_empty() -> None:
+    """Two affinity groups that hash onto one of eight streams: the run is warned that the
+    policy used one stream, so stream and connection measured the same thing."""
+    assert phase_checks.few_streams("dir / stream", 8, 8, 50) is None
+    warning = phase_checks.few_streams("dir / stream", 1, 8, 2)
+    assert warning is not None
+    assert warning.startswith("dir / stream: the workload's 2 affinity group(s) hash onto 1 of")
