@@ -129,10 +129,13 @@ TERMINAL_COLUMNS = tuple(c for c in COLUMNS if c.terminal)
 
 
 def _change(new: float | None, old: float | None) -> str | None:
-    """``+5%`` / ``-71%`` (None if either is unknown)."""
+    """``+5%`` / ``-71%`` / ``±0%`` (None if either is unknown)."""
     if new is None or old is None or old == 0:
         return None
-    return f"{(new / old - 1) * 100:+.0f}%".replace("-", "\u2212")
+    percent = round((new / old - 1) * 100)
+    if percent == 0:
+        return "\u00b10%"
+    return f"{percent:+d}%".replace("-", "\u2212")
 
 
 def _cpu_per_gb(run: RunResult) -> float | None:
@@ -150,7 +153,9 @@ def headline(runs: Sequence[RunResult], projection: Projection | None = None) ->
     best = max(rated, key=lambda run: run.ratio or 0.0)
     base = next((run for run in rated if run.policy == "request"), None)
     parts: list[str] = []
-    if base is None or base is best:
+    if len(rated) == 1:
+        parts.append(f"{best.policy}: ratio {fmt(best.ratio, '.2f')}")
+    elif base is None or base is best:
         parts.append(f"{best.policy} has the best ratio ({fmt(best.ratio, '.2f')})")
     else:
         assert best.ratio is not None and base.ratio is not None

@@ -287,9 +287,11 @@ def test_headline() -> None:
     line = headline(runs, project_runs(runs)[0])
     assert line == (
         "stream: 2.00\u00d7 the ratio of request (\u221250% wire bytes), \u221210% req/s, "
-        "+0% server CPU/GB, front-bound at 4.0 workers"
+        "\u00b10% server CPU/GB, front-bound at 4.0 workers"
     )
-    assert headline([run("stream")]) == "stream has the best ratio (4.00)"
+    assert headline([run("stream")]) == "stream: ratio 4.00"
+    request = dataclasses.replace(run("request"), ratio=2.0)
+    assert headline([run("stream"), request]).startswith("stream: 2.00\u00d7 the ratio of request")
 
 
 def test_phase_warnings() -> None:
