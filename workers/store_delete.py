@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import secrets
 import stat
@@ -36,6 +37,8 @@ from workers.store_temp import TMP_PREFIX, put_lock
 #: What opening a key's directories fails with when the key names no object: a directory
 #: missing, or a symlink or a file where a directory should be.
 _NO_OBJECT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+
+log = logging.getLogger("zplex.store")
 
 
 def remove_object(root: str, key: str) -> os.stat_result | None:
@@ -80,7 +83,19 @@ def _take(dir_fd: int, name: str) -> os.stat_result | None:
     if not stat.S_ISREG(taken.st_mode):
         # The file went, and a put of a key under it made a directory there, between the
         # look and the rename: that directory goes back, and there was no object to delete.
-        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        try:
+            os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError:
+            # Yet another put filled the name meanwhile: the directory cannot go back, and
+            # its objects are out of sight (list, get and the sweep skip temp names) until
+            # the operator moves it; say where it is.
+            log.error(
+                "delete of %r: a directory a concurrent put made under that name could not "
+                "be put back and is kept as %r beside it (move it back by hand)",
+                name,
+                temp,
+            )
+            raise
         return None
     with contextlib.suppress(FileNotFoundError):  # an old one, swept meanwhile
         os.unlink(temp, dir_fd=dir_fd)

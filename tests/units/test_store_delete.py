@@ -21,6 +21,7 @@ import pytest
 
 from workers import store_delete
 from workers.store import BadKey, NotFound, ObjectStore
+from workers.store_keys import StoreError
 from workers.store_temp import LOCK_NAME, TEMP_NAME
 
 
@@ -234,6 +235,34 @@ def test_a_put_whose_directory_a_delete_removes_makes_it_again(
     assert store.put("d/e/new", b"2")[0] == 1
     assert len(attempts) == 2
     assert tree(store.root) == ["d/", "d/e/", "d/e/new"]
+
+
+def test_a_directory_that_cannot_go_back_is_logged_with_where_it_is(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Between the look and the rename the file goes and a put makes a directory under its
+    name; before that directory is put back, yet another put fills the name: the delete
+    fails, and the log says under which temp name the directory's objects are kept."""
+    store.put("k", b"old")
+    real_rename = os.rename
+    calls: list[int] = []
+
+    def rename(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:  # before the delete's rename: the file becomes a directory
+            (store.root / "k").unlink()
+            store.put("k/x", b"1")
+        elif len(calls) == 2:  # before the directory goes back: the name is taken again
+            store.put("k/y", b"2")
+        return real_rename(*args, **kwargs)
+
+    monkeypatch.setattr(store_delete, "os", OsWith(rename=rename))
+    with pytest.raises(StoreError, match="Directory not empty"):
+        store.delete("k")
+    (record,) = [r for r in caplog.records if r.name == "zplex.store"]
+    kept = record.args[1] if isinstance(record.args, tuple) else None
+    assert "could not be put back" in record.getMessage()
+    assert isinstance(kept, str) and (store.root / kept / "x").read_bytes() == b"1"
 
 
 def test_puts_and_deletes_from_threads_never_fail(
