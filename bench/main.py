@@ -162,6 +162,14 @@ def run_bench(
 
     status: int | None = None
     cleanup = Cleanup() if config.cleanup else None
+    cleaned: list[bool] = []
+
+    def clean_up_once() -> None:
+        """--cleanup, whatever ended the run, once: after what ended it is said."""
+        if cleanup is not None and not cleaned:
+            cleaned.append(True)
+            clean_up(cleanup, config, runner, err)
+
     try:
         try:
             outcome = asyncio.run(main())
@@ -169,10 +177,9 @@ def run_bench(
             display.close()
             for server in runner.servers:
                 server.stop()
-            if cleanup is not None:  # whatever ended the run
-                clean_up(cleanup, config, runner, err)
     except BenchError as exc:
         print(f"zplex bench: {exc}", file=err)
+        clean_up_once()
         return exc.status
     except (asyncio.CancelledError, KeyboardInterrupt):
         status = interrupted[0] if interrupted else 130
@@ -182,12 +189,15 @@ def run_bench(
             + (", shown and written below" if finished else ""),
             file=err,
         )
+        clean_up_once()
         if not finished:
             return status
         outcome = outcome_of(config, runner, finished, wall)
         outcome.warnings.append(
             f"interrupted after {len(finished)} phase(s): the other phases did not run"
         )
+    finally:
+        clean_up_once()  # any other end: an unexpected exception too
     if cleanup is not None:
         outcome.result.metadata["cleanup"] = cleanup.to_json()
     return finish(config, outcome, out, err, status)

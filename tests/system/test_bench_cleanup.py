@@ -110,6 +110,7 @@ def test_a_failed_run_still_removes_what_it_put(
     err = capsys.readouterr().err
     assert "filling the store for dir:" in err and "bad-request" in err
     assert "removed 2 objects" in err and "Traceback" not in err
+    assert err.index("bad-request") < err.index("removed 2 objects")  # the failure first
     assert store_files(store) == {**before, "dir/b/three.txt": FILES["b/three.txt"]}
 
 
