@@ -75,8 +75,9 @@ def busy_host(label: str, share: float) -> str | None:
 
 def few_streams(label: str, used: int, offered: int, groups: int) -> str | None:
     """Whether the workload's affinity groups, hashed onto the ``offered`` streams, leave
-    some of them without a request: ``used`` streams carry the whole workload."""
-    if used >= offered:
+    half of them or more without a request: ``used`` streams carry the whole workload (a few
+    empty streams are what hashing many groups gives, and change little)."""
+    if used * 2 > offered:
         return None
     return (
         f"{label}: the workload's {groups:,} affinity group(s) hash onto {used} of the "

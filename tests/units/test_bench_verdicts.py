@@ -339,6 +339,8 @@ def test_few_streams_warns_when_the_groups_leave_streams_empty() -> None:
     """Two affinity groups that hash onto one of eight streams: the run is warned that the
     policy used one stream, so stream and connection measured the same thing."""
     assert phase_checks.few_streams("dir / stream", 8, 8, 50) is None
+    assert phase_checks.few_streams("versioned / stream", 61, 64, 216) is None  # hashing
+    assert phase_checks.few_streams("dir / stream", 4, 8, 4) is not None
     warning = phase_checks.few_streams("dir / stream", 1, 8, 2)
     assert warning is not None
     assert warning.startswith("dir / stream: the workload's 2 affinity group(s) hash onto 1 of")
