@@ -3,7 +3,7 @@
 Profiles (each property's own ``@settings`` still wins where it sets ``max_examples``):
 
 * ``dev`` -- the default for a developer's ``make test``: 100 examples per property;
-* ``ci`` -- chosen when the environment has ``CI=true`` (``.ci/run``): 400 examples;
+* ``ci`` -- chosen when the environment has ``CI=true`` (``.ci/run``): 200 examples;
 * ``fuzz`` -- ``make fuzz``: 5,000 examples, and the tests marked ``slow`` run too.
 
 ``HYPOTHESIS_PROFILE`` (or pytest's ``--hypothesis-profile``) picks one explicitly. Every run
@@ -29,7 +29,7 @@ _COMMON = {
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
 }
 settings.register_profile("dev", max_examples=100, **_COMMON)
-settings.register_profile("ci", max_examples=400, **_COMMON)
+settings.register_profile("ci", max_examples=200, **_COMMON)
 settings.register_profile("fuzz", max_examples=5000, **_COMMON)
 
 

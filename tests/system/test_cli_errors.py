@@ -131,9 +131,9 @@ def not_serving() -> Iterator[dict[str, str]]:
 CONNECT_FAILURES = {
     "refused": "cannot connect to {address}: connection refused (is a zplex server running there?)",
     "unresolvable": "cannot resolve host nosuch.invalid",
-    "unanswered": "cannot connect to {address}: no answer within 1 s (is the address right, "
+    "unanswered": "cannot connect to {address}: no answer within 0.3 s (is the address right, "
     "or is a firewall dropping the connection?)",
-    "silent": "{address} did not answer the zplex handshake within 1 s: is it a zplex server?",
+    "silent": "{address} did not answer the zplex handshake within 0.3 s: is it a zplex server?",
 }
 
 
@@ -148,7 +148,7 @@ def test_a_failed_connect_names_what_is_at_fault(
 ) -> None:
     address = not_serving[case]
     started = time.monotonic()
-    assert cli_main([*argv, "--connect", address, "--timeout", "1"]) == 1
+    assert cli_main([*argv, "--connect", address, "--timeout", "0.3"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"zplex {argv[0]}: {CONNECT_FAILURES[case].format(address=address)}")
     assert err.count("\n") == 1 and "Traceback" not in err
