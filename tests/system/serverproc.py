@@ -125,3 +125,32 @@ def running_server(
                 child.kill()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def bench_until(args: list[str], tmp_path: Path, marker: str) -> Iterator[subprocess.Popen[str]]:
+    """A ``zplex bench`` subprocess (text pipes, ``TMPDIR`` in ``tmp_path``), yielded once a
+    line of its standard error holds ``marker`` (e.g. ``"/ stream ..."``: that phase is
+    measuring); killed on the way out if it is still running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "bench", *args],
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if marker in line:
+                break
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -7,19 +7,15 @@ tests/units/test_cleanup_ledger.py."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from serverproc import TOKEN, ServerProcess, running_server
+from serverproc import TOKEN, ServerProcess, bench_until, running_server
 
 from server.cli import main
 from workers.store_temp import LOCK_NAME
 
-ROOT = Path(__file__).resolve().parents[2]
 #: The corpus: keys dir/a/one.txt, dir/a/two.txt, dir/b/three.txt, dir/top.txt.
 FILES = {
     "a/one.txt": b"one " * 300,
@@ -120,28 +116,12 @@ def test_an_interrupted_run_still_removes_what_it_put(tmp_path: Path) -> None:
     before = held_before(store)
     source = corpus(tmp_path / "corpus")
     with running_server(tmp_path, "--allow-delete", workers=1, store=store) as server:
-        cmd = [sys.executable, "-m", "server.cli", *bench_args(server, "--dir", str(source))]
-        proc = subprocess.Popen(
-            [*cmd, "-d", "30"],
-            cwd=ROOT,
-            env={**os.environ, "TMPDIR": str(tmp_path)},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                if "/ stream ..." in line:  # measuring: the objects are in the store
-                    break
+        args = [*bench_args(server, "--dir", str(source))[1:], "-d", "30"]
+        # Once measuring, the objects are in the store.
+        with bench_until(args, tmp_path, "/ stream ...") as proc:
             assert len(store_files(store)) == len(before) + 2
             proc.send_signal(signal.SIGINT)
             _out, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
     assert proc.returncode == 130, err
     assert "removed 2 objects" in err and "Traceback" not in err
     assert store_files(store) == {**before, "dir/b/three.txt": FILES["b/three.txt"]}

@@ -5,57 +5,35 @@ timeout, --digest off still verifies every body, the corpus is recorded per work
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serverproc import bench_until
 
 from server.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(60)
 def test_ctrl_c_after_the_first_phase_writes_it(tmp_path: Path) -> None:
     out = tmp_path / "partial.json"
-    env = dict(os.environ, TMPDIR=str(tmp_path))
-    cmd = [sys.executable, "-m", "server.cli", "bench", "-w", "stdlib", "--limit", "64K"]
-    cmd += ["--policies", "request,stream", "-d", "1", "--warmup", "0", "--workers", "1"]
-    cmd += ["--json", str(out)]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "/ stream ..." in line:  # the request phase finished, stream is measuring
-                break
+    args = ["-w", "stdlib", "--limit", "64K", "--policies", "request,stream", "-d", "1"]
+    args += ["--warmup", "0", "--workers", "1", "--json", str(out)]
+    # Once stream is measuring, the request phase has finished.
+    with bench_until(args, tmp_path, "/ stream ...") as proc:
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=30)
-        assert proc.returncode == 130, stderr
-        assert "Traceback" not in stderr
-        assert "interrupted" in stderr
-        data = json.loads(out.read_text())
-        assert [(r["workload"], r["policy"]) for r in data["runs"]] == [("stdlib", "request")]
-        assert data["runs"][0]["requests"] > 0
-        assert any("interrupted after 1 phase" in w for w in data["warnings"])
-        assert "workload stdlib" in stdout  # the table of what finished
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted" in stderr
+    data = json.loads(out.read_text())
+    assert [(r["workload"], r["policy"]) for r in data["runs"]] == [("stdlib", "request")]
+    assert data["runs"][0]["requests"] > 0
+    assert any("interrupted after 1 phase" in w for w in data["warnings"])
+    assert "workload stdlib" in stdout  # the table of what finished
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,11 +16,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from serverproc import bench_until
 
 from bench import server_process
 from server.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def alive(pids: list[int]) -> list[int]:
@@ -250,23 +247,8 @@ def test_connect_open_model_and_store_reuse(
 
 @pytest.mark.timeout(90)
 def test_interrupt_stops_the_server(tmp_path: Path) -> None:
-    env = dict(os.environ, TMPDIR=str(tmp_path))
-    cmd = [sys.executable, "-m", "server.cli", "bench", "-w", "generate:text", "-d", "30"]
-    cmd += ["--warmup", "0", "--workers", "1"]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "/ frame ..." in line:  # measuring: the server is up
-                break
+    args = ["-w", "generate:text", "-d", "30", "--warmup", "0", "--workers", "1"]
+    with bench_until(args, tmp_path, "/ frame ...") as proc:  # measuring: the server is up
         server = psutil.Process(proc.pid).children(recursive=True)
         assert server
         proc.send_signal(signal.SIGINT)
@@ -275,7 +257,3 @@ def test_interrupt_stops_the_server(tmp_path: Path) -> None:
         assert "Traceback" not in err
         assert wait_gone([p.pid for p in server]) == []
         assert not any(p.name.startswith("zplex-bench-") for p in tmp_path.iterdir())
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
