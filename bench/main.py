@@ -164,11 +164,14 @@ def run_bench(
     cleanup = Cleanup() if config.cleanup else None
     cleaned: list[bool] = []
 
-    def clean_up_once() -> None:
-        """--cleanup, whatever ended the run, once: after what ended it is said."""
-        if cleanup is not None and not cleaned:
-            cleaned.append(True)
-            clean_up(cleanup, config, runner, err)
+    def clean_up_once() -> int | None:
+        """--cleanup, whatever ended the run, once, after what ended it is said; the exit
+        status of an interrupt during it (Ctrl-C 130, SIGTERM 143: the cleanup stops, what
+        it did not remove is counted, and the run's figures are still written)."""
+        if cleanup is None or cleaned:
+            return None
+        cleaned.append(True)
+        return clean_up(cleanup, config, runner, err)
 
     try:
         try:
@@ -179,8 +182,7 @@ def run_bench(
                 server.stop()
     except BenchError as exc:
         print(f"zplex bench: {exc}", file=err)
-        clean_up_once()
-        return exc.status
+        return clean_up_once() or exc.status
     except (asyncio.CancelledError, KeyboardInterrupt):
         status = interrupted[0] if interrupted else 130
         finished = [phase.run for phase in runner.phases]
@@ -189,30 +191,52 @@ def run_bench(
             + (", shown and written below" if finished else ""),
             file=err,
         )
-        clean_up_once()
+        status = clean_up_once() or status
         if not finished:
             return status
         outcome = outcome_of(config, runner, finished, wall)
         outcome.warnings.append(
             f"interrupted after {len(finished)} phase(s): the other phases did not run"
         )
-    finally:
-        clean_up_once()  # any other end: an unexpected exception too
+    except BaseException:
+        clean_up_once()  # an unexpected exception too
+        raise
+    status = clean_up_once() or status
     if cleanup is not None:
         outcome.result.metadata["cleanup"] = cleanup.to_json()
+        if cleanup.failed.get("interrupted"):
+            outcome.warnings.append(
+                f"--cleanup was interrupted: {cleanup.failed['interrupted']:,} object(s) the "
+                "run put are still in the store"
+            )
     return finish(config, outcome, out, err, status)
 
 
-def clean_up(cleanup: Cleanup, config: BenchConfig, runner: Runner, err: IO[str]) -> None:
+def clean_up(cleanup: Cleanup, config: BenchConfig, runner: Runner, err: IO[str]) -> int | None:
     """--cleanup: delete the objects the run put into the --connect server's store, and say
-    what was removed (on Ctrl-C meanwhile, what was, and the interrupt goes on)."""
+    what was removed; on Ctrl-C or SIGTERM meanwhile, what was, and the interrupt's exit
+    status (130, 143)."""
     assert config.connect is not None
     endpoint = Endpoint(*config.connect)
+    signals: list[int] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        signals.append(143)
+        raise KeyboardInterrupt
+
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread: SIGTERM as it was
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         remove_objects(cleanup, runner.ledger, endpoint, runner.token, config.timeout_s)
+    except KeyboardInterrupt:
+        return signals[0] if signals else 130
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         for line in cleanup.describe(str(endpoint)):
             print(f"zplex bench: {line}", file=err)
+    return None
 
 
 def finish(

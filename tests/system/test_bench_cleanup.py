@@ -7,12 +7,16 @@ tests/units/test_cleanup_ledger.py."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from serverproc import TOKEN, ServerProcess, bench_until, running_server
 
+from bench import main as bench_main
 from server.cli import main
 from workers.store_temp import LOCK_NAME
 
@@ -141,3 +145,39 @@ def test_cleanup_needs_a_server_that_offers_delete_and_puts_nothing_without(
     assert f"--cleanup: the server at {at} does not offer delete" in err
     assert "zplex serve --allow-delete" in err and "Traceback" not in err
     assert store_files(store) == before
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_during_the_cleanup_keeps_the_runs_figures(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    signum: int,
+    status: int,
+) -> None:
+    """Ctrl-C or SIGTERM while the objects are being deleted stops the cleanup, says what is
+    left in the store, and still writes the finished run (JSON, tables) with its status."""
+    store = tmp_path / "store"
+    held_before(store)
+    source = corpus(tmp_path / "corpus")
+    out = tmp_path / "run.json"
+
+    def interrupted(cleanup: Any, ledger: Any, *args: Any) -> None:
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(10)  # the signal's handler raises KeyboardInterrupt here
+        except KeyboardInterrupt:
+            cleanup.failed["interrupted"] += len(ledger.sent)
+            raise
+
+    monkeypatch.setattr(bench_main, "remove_objects", interrupted)
+    with running_server(tmp_path, "--allow-delete", workers=1, store=store) as server:
+        args = bench_args(server, "--dir", str(source), "-n", "10", "--json", str(out))
+        assert main(args) == status
+    data = json.loads(out.read_text())
+    assert [run["policy"] for run in data["runs"]] == ["stream"]
+    assert data["metadata"]["cleanup"]["failed"] == {"interrupted": 2}
+    assert any("--cleanup was interrupted: 2 object(s)" in w for w in data["warnings"])
+    err = capsys.readouterr().err
+    assert "could not remove 2 objects (interrupted: 2)" in err and "Traceback" not in err
