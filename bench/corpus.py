@@ -13,7 +13,7 @@ from typing import Any
 
 from bench import stats
 from bench.client import body_digest
-from bench.config import BenchConfig, BenchError
+from bench.config import POLICY_CONTEXT, BenchConfig, BenchError
 from bench.workloads import (
     DEFAULT_GENERATE_REQUESTS,
     Workload,
@@ -55,6 +55,27 @@ class Corpus:
     @property
     def raw_bytes(self) -> int:
         return sum(len(b) for b in self.bodies)
+
+    def compute_references(self, config: BenchConfig, repeat: int) -> None:
+        """The in-process references of the run's figures: the CPU per GB of compressing
+        the bodies in one quiet process with each context the policies use (the best of
+        ``repeat`` passes; small match tables where every worker context has them), and
+        the wire bytes of one ideal context over them all."""
+        c = config
+        for context in sorted({POLICY_CONTEXT[p] for p in c.policies}):
+            if c.encoding == "identity":
+                self.inprocess[context] = None
+                continue
+            small = stats.reference_small_tables(c.small_tables_from, context, c.encoding)
+            self.inprocess[context] = stats.inprocess_cpu_s_per_gb(
+                self.bodies,
+                c.level,
+                context=context,
+                encoding=c.encoding,
+                repeat=repeat,
+                small_tables=small,
+            )
+        self.ideal_wire_bytes(tuple(range(len(self.requests))), c.level, c.encoding)
 
     def placement(self, policy: str, connections: int, streams: int) -> list[tuple[int, int]]:
         """``(connection index, client stream id)`` of each request under ``policy``."""

@@ -194,7 +194,7 @@ class Runner:
         else:
             corpus = corpus_from(workload, self.config)
             await self.fill(corpus)
-        self._references(corpus)
+        corpus.compute_references(self.config, INPROCESS_REPEAT)
         self.corpora[name] = corpus
         groups = len({r.group for r in corpus.requests})
         self.display.info(
@@ -218,25 +218,6 @@ class Runner:
         if same and corpus.raw_bytes:
             corpus.generation_cpu_s_per_gb = workers_cpu / corpus.raw_bytes * 1e9
         return corpus
-
-    def _references(self, corpus: Corpus) -> None:
-        c = self.config
-        level = c.level
-        contexts = {POLICY_CONTEXT[p] for p in c.policies}
-        for context in sorted(contexts):
-            if c.encoding == "identity":
-                corpus.inprocess[context] = None
-                continue
-            small = stats.reference_small_tables(c.small_tables_from, context, c.encoding)
-            corpus.inprocess[context] = stats.inprocess_cpu_s_per_gb(
-                corpus.bodies,
-                level,
-                context=context,
-                encoding=c.encoding,
-                repeat=INPROCESS_REPEAT,
-                small_tables=small,
-            )
-        corpus.ideal_wire_bytes(tuple(range(len(corpus.requests))), level, c.encoding)
 
     async def _connect(
         self, *, context: str, token: str | None = None, identity: bool = False
