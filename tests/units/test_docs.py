@@ -244,18 +244,32 @@ def readme_section(heading: str) -> str:
     return readme.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
 
 
+def named_tests(text: str) -> list[str]:
+    """The tests ``text`` names, as ``file::name`` (``::name`` is in the file named before)."""
+    named = []
+    current = None
+    for file, name in TEST_REF.findall(text):
+        current = file or current
+        assert current is not None, name
+        named.append(f"{current}::{name}")
+    return named
+
+
+def defined(test: str) -> bool:
+    """Whether ``file::name`` is a test function of that file."""
+    file, _, name = test.partition("::")
+    path = ROOT / file
+    source = path.read_text() if path.is_file() else ""
+    return re.search(rf"^(?:async )?def {name}\(", source, re.MULTILINE) is not None
+
+
 def test_every_test_the_guarantees_name_exists() -> None:
     """README's "Guarantees" names the test behind each guarantee (``file::name``, or
     ``::name`` for one in the file named before it): each must exist, so a renamed or removed
     test cannot leave a guarantee unproven in silence."""
-    named = TEST_REF.findall(readme_section("Guarantees"))
+    named = named_tests(readme_section("Guarantees"))
     assert len(named) >= 20
-    current = None
-    for path, name in named:
-        current = path or current
-        assert current is not None, name
-        source = (ROOT / current).read_text()
-        assert re.search(rf"^(?:async )?def {name}\(", source, re.MULTILINE), f"{current}::{name}"
+    assert [test for test in named if not defined(test)] == []
 
 
 def test_the_layout_names_every_module() -> None:
@@ -341,13 +355,7 @@ def test_every_test_and_path_a_page_names_exists(path: Path) -> None:
     reach the docs too."""
     text = path.read_text()
     missing = [p for p in REPO_PATH.findall(text) if not (ROOT / p).exists()]
-    current = None
-    for file, name in TEST_REF.findall(text):
-        current = file or current
-        assert current is not None, name
-        source = (ROOT / current).read_text() if (ROOT / current).is_file() else ""
-        if not re.search(rf"^(?:async )?def {name}\(", source, re.MULTILINE):
-            missing.append(f"{current}::{name}")
+    missing += [test for test in named_tests(text) if not defined(test)]
     assert missing == []
 
 
