@@ -24,9 +24,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog="Policies: stream (-s streams per connection, context per stream, requests "
         "placed by affinity group), connection (one stream per connection), request (a fresh "
         "compressed unit per response), frame (every frame independent). Exit status: 0, 1 "
-        "when the error rate exceeds --max-error-rate, a --threshold is not met or the run "
-        "failed (server unreachable), 2 for bad arguments or unusable input, 130 interrupted "
-        "(the phases that finished are still written). "
+        "when the error rate exceeds --max-error-rate, a --threshold is not met or not "
+        "measured, the run failed (server unreachable) or --json or --report could not be "
+        "written, 2 for bad arguments or unusable input, 130 interrupted (143 on SIGTERM; the "
+        "phases that finished are still written). "
         "Compare runs (their --json) with: zplex bench compare A.json B.json [...] (see zplex "
         "bench compare --help)",
     )
@@ -172,8 +173,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         metavar="N",
         help="--small-tables-from of the server bench starts: small zstd match tables for a "
-        "context made while its worker holds N or more (default 16; 0: every context, and "
-        "the in-process reference of the efficiency figures uses them too)",
+        "context made while its worker holds N or more (default 16; 0: every stream and "
+        "request zstd context, and the in-process reference of the efficiency figures uses "
+        "them too)",
     )
     server.add_argument(
         "--connect",
@@ -262,7 +264,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="compare the JSON of several runs (--json), per workload and policy",
         description="The figures of each run side by side, per workload and policy, with "
         "the change against the first file and whether it is beyond the run-to-run noise "
-        "(from --repeat N runs).",
+        "(from --repeat N runs). Only the workloads and policies every file has are compared. "
+        "Exit status 2 when a file cannot be read or the files have none in common.",
     )
     compare.add_argument(
         "files", nargs="+", type=Path, metavar="FILE.json", help="two or more --json outputs"

@@ -71,7 +71,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=positive_seconds,
         default=30.0,
         metavar="SECONDS",
-        help="connect and per-request timeout (default 30)",
+        help="per-request timeout; connecting is given 10 s, or this if shorter (default 30)",
     )
 
 

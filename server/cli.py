@@ -34,7 +34,11 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port (default 7410; 0 picks a free port)")
-    p.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes (default: CPU count; 0: remote workers only, with --worker-listen)",
+    )
     p.add_argument(
         "--fronts",
         type=int,
@@ -117,7 +121,8 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         type=int,
         metavar="N",
         help="small zstd match tables for a context made while its worker holds N or more "
-        "(default 16; 0: every context, -18%% worker CPU for about -2.4%% ratio on source code)",
+        "(default 16; 0: every stream and request zstd context, -18%% worker CPU for about "
+        "-2.4%% ratio on source code)",
     )
     p.add_argument(
         "--limit",
