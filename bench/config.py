@@ -165,8 +165,8 @@ class BenchConfig:
         if self.small_tables_from is not None:
             if self.small_tables_from < 0:
                 raise BenchError(
-                    "--small-tables-from must be >= 0 (0: small match tables for every zstd "
-                    f"context), got {self.small_tables_from}"
+                    "--small-tables-from must be >= 0 (0: small match tables for every stream "
+                    f"and request zstd context), got {self.small_tables_from}"
                 )
             if self.connect is not None:
                 raise BenchError(

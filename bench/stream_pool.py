@@ -4,12 +4,14 @@ compression context."""
 
 from __future__ import annotations
 
-import zlib
+from bench.affinity import stream_index
 
 
 class StreamPool:
     """``n_streams`` odd client stream ids from ``first`` (1, 3, 5, ...); an affinity key maps
-    to one of them by ``zlib.crc32`` of its UTF-8 bytes, stable across runs and processes."""
+    to one of them by :func:`bench.affinity.stream_index` (an unkeyed BLAKE2b hash), stable
+    across runs and processes, and the same index the bench's ``stream`` policy gives a group
+    over as many streams."""
 
     def __init__(self, n_streams: int, first: int = 1) -> None:
         if n_streams < 1:
@@ -25,6 +27,6 @@ class StreamPool:
         return len(self.streams)
 
     def stream_for(self, key: str) -> int:
-        return self.streams[zlib.crc32(key.encode("utf-8")) % len(self.streams)]
+        return self.streams[stream_index(key, len(self.streams))]
 
     __call__ = stream_for

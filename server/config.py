@@ -90,7 +90,9 @@ class ServeConfig:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
         if self.workers < 0:
-            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+            raise ConfigError(
+                f"workers must be at least 0 (0: remote workers only), got {self.workers}"
+            )
         if self.workers == 0 and self.worker_listen is None:
             raise ConfigError(
                 "workers 0 (--workers 0) runs remote workers only and needs --worker-listen "
@@ -118,7 +120,7 @@ class ServeConfig:
         if self.small_tables_from < 0:
             raise ConfigError(
                 f"--small-tables-from (small_tables_from) must be >= 0 (0: small match tables "
-                f"for every zstd context), got {self.small_tables_from}"
+                f"for every stream and request zstd context), got {self.small_tables_from}"
             )
         unknown = [e for e in self.encodings if e not in ENCODINGS]
         if unknown or not self.encodings:
