@@ -176,12 +176,20 @@ def headline(runs: Sequence[RunResult], projection: Projection | None = None) ->
     return ", ".join(parts)
 
 
+def _span(values: Sequence[float], spec: str) -> str:
+    """One value, or the lowest and highest joined by an en dash when the policies differ
+    (under ``-d``, each policy answers as many requests as its time allows)."""
+    low, high = format(min(values), spec), format(max(values), spec)
+    return low if low == high else f"{low}\u2013{high}"
+
+
 def workload_caption(runs: Sequence[RunResult]) -> str:
     """The lines under a workload's table: size and settings, the single-context limit,
     memory (from the ``stream`` run, else the first) and the errors by code."""
     first = runs[0]
     parts = [
-        f"{first.requests:,} requests, {first.raw_bytes / 1e6:,.1f} MB raw, "
+        f"{_span([run.requests for run in runs], ',')} requests, "
+        f"{_span([run.raw_bytes / 1e6 for run in runs], ',.1f')} MB raw, "
         f"{first.encoding} level {first.level}, {first.streams} stream"
         f"{'' if first.streams == 1 else 's'}"
     ]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from bench import chaos, compare, phase_checks, repeats, thresholds
+from bench import chaos, compare, phase_checks, repeats, tables, thresholds
 from bench.config import BenchConfig, BenchError, check_output_paths
 from bench.corpus_selection import spread_sample
 from bench.main import BenchOutcome, run_bench
@@ -344,3 +344,14 @@ def test_few_streams_warns_when_the_groups_leave_streams_empty() -> None:
     warning = phase_checks.few_streams("dir / stream", 1, 8, 2)
     assert warning is not None
     assert warning.startswith("dir / stream: the workload's 2 affinity group(s) hash onto 1 of")
+
+
+def test_the_caption_gives_the_span_of_the_policies_requests() -> None:
+    """Under -d each policy answers as many requests as its time allows: the caption gives
+    their range, not the first policy's count."""
+    fast = dataclasses.replace(run("frame"), requests=25_655, raw_bytes=397_700_000)
+    slow = dataclasses.replace(run("stream"), requests=17_592, raw_bytes=272_700_000)
+    caption = tables.workload_caption([fast, slow])
+    assert caption.startswith("17,592\u201325,655 requests, 272.7\u2013397.7 MB raw, ")
+    same = tables.workload_caption([fast, dataclasses.replace(slow, requests=25_655)])
+    assert same.startswith("25,655 requests, 272.7\u2013397.7 MB raw")
