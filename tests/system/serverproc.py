@@ -154,3 +154,17 @@ def bench_until(args: list[str], tmp_path: Path, marker: str) -> Iterator[subpro
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def zplex(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``zplex`` command line (``python -m server.cli``) to its end, without the
+    caller's ``ZPLEX_WRITE_TOKEN`` (plus ``env``), standard input closed."""
+    base = {k: v for k, v in os.environ.items() if k != "ZPLEX_WRITE_TOKEN"}
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**base, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )

@@ -4,7 +4,6 @@ host, a missing token; a closed pipe ends quietly; a typo prints the subcommand'
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import stat
 import subprocess
@@ -15,23 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serverproc import ServerProcess, running_server, zplex
 
 from bench import connect_failure
 from server.cli import main as cli_main
-from tests.system.serverproc import ServerProcess, running_server
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def zplex(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k != "ZPLEX_WRITE_TOKEN"}
-    return subprocess.run(
-        [sys.executable, "-m", "server.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**base, **(env or {})},
-    )
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ Each case runs the real entry point (``python -m server.cli``) and reads its mes
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -15,22 +14,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from tests.system.serverproc import TOKEN, running_server
+from serverproc import TOKEN, running_server, zplex
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def zplex(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "ZPLEX_WRITE_TOKEN"}
-    return subprocess.run(
-        [sys.executable, "-m", "server.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture(scope="module")
