@@ -23,10 +23,19 @@ from .events import (
     TextOutputReceived,
 )
 from .frames import (
+    DATA_CONTINUATION,
+    DATA_EOS,
     HEADER_SIZE,
-    CommandDataFlags,
-    CommandRequestFlags,
-    CommandResponseFlags,
+    REQUEST_CONTINUATION,
+    REQUEST_HAVE_DATA,
+    REQUEST_MORE,
+    REQUEST_NEW,
+    RESPONSE_EOS,
+    STREAM_BEGIN,
+    STREAM_ENCODED,
+    STREAM_END,
+    TYPE_DATA,
+    TYPE_REQUEST,
     Frame,
     FrameDecoder,
     FrameType,
@@ -53,19 +62,6 @@ DEFAULT_CLIENT_DECODE_CAP = 256 << 20
 
 
 _TYPES = {int(t): t for t in FrameType}
-_BEGIN = int(StreamFlags.BEGIN)
-_END = int(StreamFlags.END)
-_ENCODED = int(StreamFlags.ENCODED)
-_EOS = int(CommandResponseFlags.EOS)
-# Plain ints for the frames of every request (IntFlag arithmetic is slow on this path).
-_NEW = int(CommandRequestFlags.NEW)
-_CONTINUATION = int(CommandRequestFlags.CONTINUATION)
-_MORE = int(CommandRequestFlags.MORE)
-_HAVE_DATA = int(CommandRequestFlags.HAVE_DATA)
-_REQUEST = int(FrameType.COMMAND_REQUEST)
-_DATA = int(FrameType.COMMAND_DATA)
-_DATA_EOS = int(CommandDataFlags.EOS)
-_DATA_CONTINUATION = int(CommandDataFlags.CONTINUATION)
 
 
 def _split_header(buffer: bytearray) -> tuple[dict[str, Any], bytes] | None:
@@ -160,7 +156,7 @@ class ClientConnection:
         if stream_id in self._open_streams:
             return 0
         self._open_streams.add(stream_id)
-        return _BEGIN
+        return STREAM_BEGIN
 
     def set_data_encoding(self, stream_id: int, settings: StreamSettings) -> bytes:
         """Announce (and use) an encoding for this stream's command data."""
@@ -195,9 +191,9 @@ class ClientConnection:
         payload = pack({"name": name, "args": args or {}})
         size = self.peer_max_frame_size
         sflags = self._stream_flags(stream_id)
-        end = _END if end_stream else 0
+        end = STREAM_END if end_stream else 0
         if data is None and len(payload) <= size:  # the usual request: one frame
-            out = encode_frame(rid, stream_id, sflags | end, _REQUEST, _NEW, payload)
+            out = encode_frame(rid, stream_id, sflags | end, TYPE_REQUEST, REQUEST_NEW, payload)
         else:
             out = self._request_frames(rid, stream_id, sflags, end, payload, data)
         if end_stream:
@@ -211,7 +207,7 @@ class ClientConnection:
         """The frames of a request whose map spans frames or that carries data."""
         size = self.peer_max_frame_size
         pieces = [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
-        have_data = _HAVE_DATA if data is not None else 0
+        have_data = REQUEST_HAVE_DATA if data is not None else 0
         out = bytearray()
         data_payloads: list[bytes] = []
         encoded = 0
@@ -219,7 +215,7 @@ class ClientConnection:
             encoder = self._data_encoders.get(stream_id)
             if encoder is not None:
                 data_payloads = encoder.encode_response(data)
-                encoded = _ENCODED
+                encoded = STREAM_ENCODED
             else:
                 data_payloads = [data[i : i + size] for i in range(0, len(data), size)]
             if not data_payloads:
@@ -229,17 +225,19 @@ class ClientConnection:
                 encoded = 0
         last_piece = len(pieces) - 1
         for i, piece in enumerate(pieces):
-            flags = _NEW if i == 0 else _CONTINUATION
+            flags = REQUEST_NEW if i == 0 else REQUEST_CONTINUATION
             if i < last_piece:
-                flags |= _MORE
+                flags |= REQUEST_MORE
             last_frame = i == last_piece and not data_payloads
             frame_sflags = (sflags if i == 0 else 0) | (end if last_frame else 0)
-            out += encode_frame(rid, stream_id, frame_sflags, _REQUEST, flags | have_data, piece)
+            out += encode_frame(
+                rid, stream_id, frame_sflags, TYPE_REQUEST, flags | have_data, piece
+            )
         last_data = len(data_payloads) - 1
         for i, piece in enumerate(data_payloads):
-            dflags = _DATA_EOS if i == last_data else _DATA_CONTINUATION
+            dflags = DATA_EOS if i == last_data else DATA_CONTINUATION
             dsflags = encoded | (end if i == last_data else 0)
-            out += encode_frame(rid, stream_id, dsflags, _DATA, dflags, piece)
+            out += encode_frame(rid, stream_id, dsflags, TYPE_DATA, dflags, piece)
         return bytes(out)
 
     def _close_stream(self, stream_id: int) -> None:
@@ -300,7 +298,7 @@ class ClientConnection:
     def _stream_frame(self, frame: Frame, ftype: FrameType, events: list[ClientEvent]) -> None:
         sid = frame.stream_id
         stream = self._server_streams.get(sid)
-        if frame.stream_flags & _BEGIN:
+        if frame.stream_flags & STREAM_BEGIN:
             stream = self._server_streams[sid] = _ServerStream()
         elif stream is None:
             raise ProtocolError(f"frame on server stream {sid} without begin")
@@ -331,7 +329,7 @@ class ClientConnection:
                 events.append(ProgressReceived(frame.request_id, progress))
         else:
             raise ProtocolError(f"{ftype.wire_name} on a server stream")
-        if frame.stream_flags & _END:
+        if frame.stream_flags & STREAM_END:
             del self._server_streams[sid]
             events.append(ServerStreamEnded(sid))
 
@@ -339,7 +337,7 @@ class ClientConnection:
         self, frame: Frame, stream: _ServerStream, pending: _Pending, events: list[ClientEvent]
     ) -> None:
         pending.started = True
-        if frame.stream_flags & _ENCODED:
+        if frame.stream_flags & STREAM_ENCODED:
             if stream.decoder is None:
                 raise ProtocolError("encoded frame before an encoding stream-settings")
             data = stream.decoder.decode(frame.payload, self.decode_cap)
@@ -358,7 +356,7 @@ class ClientConnection:
                     events.append(ResponseBody(pending.request_id, body))
         elif data:
             events.append(ResponseBody(pending.request_id, data))
-        if frame.flags & _EOS:
+        if frame.flags & RESPONSE_EOS:
             if pending.header is None:
                 raise ProtocolError(f"response {pending.request_id} ended without a header")
             del self._pending[pending.request_id]

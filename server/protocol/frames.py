@@ -81,6 +81,26 @@ FLAG_TYPES: dict[FrameType, type[enum.IntFlag]] = {
 
 ALL_STREAM_FLAGS = int(StreamFlags.BEGIN | StreamFlags.END | StreamFlags.ENCODED)
 
+# The flags and types as plain ints, for the paths that test or build every frame (IntFlag
+# and IntEnum arithmetic is slow there): one set for every module of the protocol.
+STREAM_BEGIN = int(StreamFlags.BEGIN)
+STREAM_END = int(StreamFlags.END)
+STREAM_ENCODED = int(StreamFlags.ENCODED)
+REQUEST_NEW = int(CommandRequestFlags.NEW)
+REQUEST_CONTINUATION = int(CommandRequestFlags.CONTINUATION)
+REQUEST_MORE = int(CommandRequestFlags.MORE)
+REQUEST_HAVE_DATA = int(CommandRequestFlags.HAVE_DATA)
+DATA_CONTINUATION = int(CommandDataFlags.CONTINUATION)
+DATA_EOS = int(CommandDataFlags.EOS)
+RESPONSE_CONTINUATION = int(CommandResponseFlags.CONTINUATION)
+RESPONSE_EOS = int(CommandResponseFlags.EOS)
+SETTINGS_EOS = int(SettingsFlags.EOS)
+TYPE_REQUEST = int(FrameType.COMMAND_REQUEST)
+TYPE_DATA = int(FrameType.COMMAND_DATA)
+TYPE_RESPONSE = int(FrameType.COMMAND_RESPONSE)
+TYPE_SETTINGS = int(FrameType.SENDER_PROTOCOL_SETTINGS)
+TYPE_STREAM_SETTINGS = int(FrameType.STREAM_SETTINGS)
+
 CLIENT_FRAME_TYPES = frozenset(
     {
         FrameType.COMMAND_REQUEST,
@@ -184,13 +204,11 @@ _DEFINED_FLAGS: dict[int, int] = {
     int(t): sum(int(m) for m in flags) for t, flags in FLAG_TYPES.items()
 }
 _PAIRS: dict[int, tuple[int, int, str]] = {int(t): p for t, p in _EXCLUSIVE_PAIRS.items()}
-_ENCODED = int(StreamFlags.ENCODED)
 _ALLOWED: dict[bool, frozenset[int]] = {
     True: frozenset(int(t) for t in CLIENT_FRAME_TYPES),
     False: frozenset(int(t) for t in SERVER_FRAME_TYPES),
 }
-_DATA_TYPE = {True: int(FrameType.COMMAND_DATA), False: int(FrameType.COMMAND_RESPONSE)}
-_SETTINGS = int(FrameType.SENDER_PROTOCOL_SETTINGS)
+_DATA_TYPE = {True: TYPE_DATA, False: TYPE_RESPONSE}
 
 
 def validate_frame(frame: Frame, *, from_client: bool) -> None:
@@ -214,11 +232,11 @@ def validate_frame(frame: Frame, *, from_client: bool) -> None:
         first, second, label = pair
         if bool(flags & first) == bool(flags & second):
             raise ProtocolError(f"{_TYPE_BY_ID[ftype].wire_name} needs exactly one of {label}")
-    if stream_flags & _ENCODED and ftype != _DATA_TYPE[from_client]:
+    if stream_flags & STREAM_ENCODED and ftype != _DATA_TYPE[from_client]:
         raise ProtocolError(
             f"the encoded stream flag is not allowed on {_TYPE_BY_ID[ftype].wire_name}"
         )
-    if ftype == _SETTINGS and frame.request_id != 0:
+    if ftype == TYPE_SETTINGS and frame.request_id != 0:
         raise ProtocolError("sender-protocol-settings must carry request id 0")
 
 

@@ -10,18 +10,22 @@ from typing import Any
 from .encoding import Encoder
 from .error_frames import error_frame
 from .errors import ErrorCode
-from .frames import CommandResponseFlags, FrameType, SettingsFlags, StreamFlags, encode_frame
+from .frames import (
+    RESPONSE_CONTINUATION,
+    RESPONSE_EOS,
+    STREAM_BEGIN,
+    STREAM_ENCODED,
+    STREAM_END,
+    TYPE_RESPONSE,
+    FrameType,
+    SettingsFlags,
+    StreamFlags,
+    encode_frame,
+)
 from .payloads import StreamSettings, pack
 
 #: Wire bytes gathered before a chunk is handed to the transport.
 CHUNK_BYTES = 256 * 1024
-# Plain ints for the flags of every frame (IntFlag arithmetic is slow on this path).
-_BEGIN = int(StreamFlags.BEGIN)
-_END = int(StreamFlags.END)
-_ENCODED = int(StreamFlags.ENCODED)
-_EOS = int(CommandResponseFlags.EOS)
-_CONTINUATION = int(CommandResponseFlags.CONTINUATION)
-_COMMAND_RESPONSE = int(FrameType.COMMAND_RESPONSE)
 
 #: Body bytes a step of a response feeds its encoder, at most (a ``bytes`` body is fed in
 #: pieces of this size, so that no one step compresses a whole large body).
@@ -46,10 +50,10 @@ class ServerStreamWriter:
     def _stream_flags(self, last: bool, end_stream: bool) -> int:
         flags = 0
         if not self.begun:
-            flags = _BEGIN
+            flags = STREAM_BEGIN
             self.begun = True
         if last and end_stream:
-            flags |= _END
+            flags |= STREAM_END
         return flags
 
     def _finish_stream(self) -> None:
@@ -202,10 +206,10 @@ class ResponseInProgress:
 
     def _emit(self, out: bytearray, payload: bytes, last: bool) -> None:
         writer = self.writer
-        flags = _EOS if last else _CONTINUATION
+        flags = RESPONSE_EOS if last else RESPONSE_CONTINUATION
         sflags = writer._stream_flags(last, self.end_stream) | self._flags_encoded
         out += encode_frame(
-            self.request_id, writer.stream_id, sflags, _COMMAND_RESPONSE, flags, payload
+            self.request_id, writer.stream_id, sflags, TYPE_RESPONSE, flags, payload
         )
         writer.wire_bytes += 8 + len(payload)
         self._sent_any = True
@@ -238,7 +242,7 @@ class ResponseInProgress:
                 out += writer._prologue()
                 encoder = writer.encoder
                 assert encoder is not None
-                self._flags_encoded = _ENCODED if encoder.encoded else 0
+                self._flags_encoded = STREAM_ENCODED if encoder.encoded else 0
                 head = pack(self._header)
                 self._header = None
                 writer.raw_bytes += len(head)

@@ -23,12 +23,16 @@ from .events import (
     StreamSettingsReceived,
 )
 from .frames import (
-    CommandDataFlags,
+    SETTINGS_EOS,
+    STREAM_BEGIN,
+    STREAM_END,
+    TYPE_REQUEST,
+    TYPE_SETTINGS,
+    TYPE_STREAM_SETTINGS,
     Frame,
     FrameDecoder,
     FrameType,
     SettingsFlags,
-    StreamFlags,
     encode_frame,
     validate_frame,
 )
@@ -54,15 +58,6 @@ from .server_states import (
     StreamInput,
     StreamState,
 )
-
-# Plain ints for the per-frame path (IntFlag arithmetic is slow).
-_SETTINGS = int(FrameType.SENDER_PROTOCOL_SETTINGS)
-_STREAM_SETTINGS = int(FrameType.STREAM_SETTINGS)
-_REQUEST = int(FrameType.COMMAND_REQUEST)
-_BEGIN = int(StreamFlags.BEGIN)
-_END = int(StreamFlags.END)
-_EOS = int(SettingsFlags.EOS)  # also command-data's eos (0x2)
-assert int(CommandDataFlags.EOS) == _EOS
 
 
 class ServerConnection:
@@ -212,7 +207,7 @@ class ServerConnection:
         ``stream_id + 1`` (``begin`` if it is not open, ``end`` with ``end_stream``)."""
         stream = self._streams.get(stream_id)
         server_open = stream is not None and stream.server_open
-        flags = (0 if server_open else _BEGIN) | (_END if end_stream else 0)
+        flags = (0 if server_open else STREAM_BEGIN) | (STREAM_END if end_stream else 0)
         self._out.append(
             error_frame(request_id, stream_id + 1, code, message, retryable, stream_flags=flags)
         )
@@ -227,7 +222,7 @@ class ServerConnection:
         if stream is None or not stream.server_open:
             return
         self._out.append(
-            encode_frame(0, stream_id + 1, _END, FrameType.STREAM_SETTINGS, SettingsFlags.EOS)
+            encode_frame(0, stream_id + 1, STREAM_END, FrameType.STREAM_SETTINGS, SettingsFlags.EOS)
         )
         stream.server_open = False
 
@@ -293,8 +288,10 @@ class ServerConnection:
         if frame.stream_id == CONTROL_STREAM or frame.stream_id % 2 == 0:
             raise ProtocolError(f"a client may not send on stream {frame.stream_id}")
         # Connection level: settings come first.
-        if ftype == _SETTINGS:
-            conn_input = ConnInput.SETTINGS_EOS if frame.flags & _EOS else ConnInput.SETTINGS_MORE
+        if ftype == TYPE_SETTINGS:
+            conn_input = (
+                ConnInput.SETTINGS_EOS if frame.flags & SETTINGS_EOS else ConnInput.SETTINGS_MORE
+            )
         else:
             conn_input = ConnInput.OTHER
         key = (self.state, conn_input)
@@ -307,15 +304,15 @@ class ServerConnection:
 
         stream = self._enter_stream(frame, events)
         before = len(events)
-        if ftype == _SETTINGS:
+        if ftype == TYPE_SETTINGS:
             self._settings_frame(frame, events)
-        elif ftype == _STREAM_SETTINGS:
+        elif ftype == TYPE_STREAM_SETTINGS:
             self._stream_settings_frame(frame, stream, events)
-        elif ftype == _REQUEST:
+        elif ftype == TYPE_REQUEST:
             self.requests.request_frame(frame, stream, events)
         else:
             self.requests.data_frame(frame, stream, events)
-        if frame.stream_flags & _END:
+        if frame.stream_flags & STREAM_END:
             last = events[-1] if len(events) > before else None
             if isinstance(last, RequestReady | RequestRejected):
                 # The frame completed a request: its answer carries the end.
@@ -336,7 +333,7 @@ class ServerConnection:
         stream = self._streams.get(frame.stream_id)
         if stream is None:
             stream = self._streams[frame.stream_id] = StreamEntry()
-        if frame.stream_flags & _BEGIN:
+        if frame.stream_flags & STREAM_BEGIN:
             over = (
                 stream.state is not StreamState.OPEN
                 and self.open_streams >= self.limits.max_streams
@@ -365,7 +362,7 @@ class ServerConnection:
         self._settings_parts.append(frame.payload)
         if sum(map(len, self._settings_parts)) > self.limits.max_request_map_bytes:
             raise ProtocolError("sender-protocol-settings too large")
-        if not frame.flags & _EOS:
+        if not frame.flags & SETTINGS_EOS:
             return
         payload = b"".join(self._settings_parts)
         self._settings_parts.clear()
@@ -381,7 +378,7 @@ class ServerConnection:
         stream.settings_parts.append(frame.payload)
         if sum(map(len, stream.settings_parts)) > self.limits.max_request_map_bytes:
             raise ProtocolError("stream-settings too large")
-        if not frame.flags & _EOS:
+        if not frame.flags & SETTINGS_EOS:
             return
         payload = b"".join(stream.settings_parts)
         stream.settings_parts.clear()

@@ -16,17 +16,17 @@ import dataclasses
 
 from .errors import ErrorCode, PayloadError, ProtocolError
 from .events import DataChunk, RequestReady, RequestRejected, ServerEvent
-from .frames import CommandDataFlags, CommandRequestFlags, Frame, StreamFlags
+from .frames import (
+    DATA_EOS,
+    REQUEST_HAVE_DATA,
+    REQUEST_MORE,
+    REQUEST_NEW,
+    STREAM_ENCODED,
+    Frame,
+)
 from .limits import Limits
 from .payloads import CommandRequest, unpack_map
 from .server_states import REQUEST_ERRORS, REQUEST_TABLE, ReqInput, ReqState, StreamState
-
-# Plain ints for the per-frame path (IntFlag arithmetic is slow).
-_ENCODED = int(StreamFlags.ENCODED)
-_EOS = int(CommandDataFlags.EOS)
-_NEW = int(CommandRequestFlags.NEW)
-_MORE = int(CommandRequestFlags.MORE)
-_HAVE_DATA = int(CommandRequestFlags.HAVE_DATA)
 
 #: Command data a connection may hold for unfinished requests, in max_request_data_bytes.
 BUFFERED_REQUESTS = 2
@@ -111,10 +111,10 @@ class ConnectionRequests:
 
     def request_frame(self, frame: Frame, stream: StreamEntry, events: list[ServerEvent]) -> None:
         flags = frame.flags
-        have_data = bool(flags & _HAVE_DATA)
-        more = bool(flags & _MORE)
+        have_data = bool(flags & REQUEST_HAVE_DATA)
+        more = bool(flags & REQUEST_MORE)
         rid = frame.request_id
-        if flags & _NEW:
+        if flags & REQUEST_NEW:
             if rid == 0 or rid % 2 == 0:
                 raise ProtocolError(f"request id {rid} is not odd")
             if rid in self.by_id:
@@ -176,11 +176,11 @@ class ConnectionRequests:
 
     def data_frame(self, frame: Frame, stream: StreamEntry, events: list[ServerEvent]) -> None:
         request = self._known_request(frame.request_id, frame)
-        eos = bool(frame.flags & _EOS)
+        eos = bool(frame.flags & DATA_EOS)
         req_input = ReqInput.DATA_EOS if eos else ReqInput.DATA_MORE
         if not request.have_data:
             raise ProtocolError(f"command-data for request {request.request_id} without have-data")
-        encoded = bool(frame.stream_flags & _ENCODED)
+        encoded = bool(frame.stream_flags & STREAM_ENCODED)
         if encoded and not stream.encoded_data:
             raise ProtocolError("encoded command-data before an encoding stream-settings")
         key = (request.state, req_input)
